@@ -8,11 +8,11 @@ that already catches ``ValueError`` or ``RuntimeError`` keeps working.
 from __future__ import annotations
 
 __all__ = [
-    "SDKError",
-    "InputError",
-    "ModelError",
     "BackendUnavailableError",
+    "InputError",
     "KernelError",
+    "ModelError",
+    "SDKError",
     "SourceError",
 ]
 
@@ -26,7 +26,7 @@ class InputError(SDKError, ValueError):
 
 
 class ModelError(SDKError):
-    """A model or artifact is missing, corrupted, of an unsupported version or breaks the contract."""
+    """A model or artifact is missing, corrupt, of an unsupported version or off-contract."""
 
 
 class BackendUnavailableError(SDKError, ImportError):

@@ -1,0 +1,33 @@
+"""sonoedge: real-time breast-ultrasound analysis at the edge.
+
+Importing ``sdk`` is cheap: submodules (kernels, synthetic phantoms, sources, backends) load on
+first attribute access, and nothing here imports torch, TensorRT or CUDA.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from sdk import errors
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "errors", "kernels", "sources", "synthetic"]
+
+_LAZY_SUBMODULES = {"kernels", "sources", "synthetic"}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sdk import kernels, sources, synthetic
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        module = importlib.import_module(f"sdk.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'sdk' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY_SUBMODULES)

@@ -1,0 +1,332 @@
+"""The hot-path kernels: fused preprocessing, mask-guided pooling + head, mask post-processing.
+
+Each kernel exists three ways that the tests hold equal:
+
+* C++ on the CPU (this module; ``sdk._kernels`` compiled from ``kernels/``),
+* CUDA, taking device pointers and a stream (:mod:`sdk.kernels.cuda`),
+* NumPy, the readable reference (:mod:`sdk.kernels.reference`).
+
+Conventions (shared by all three):
+
+* **Resize** -- ``interpolation="linear"`` is OpenCV's ``INTER_LINEAR`` (half-pixel centres,
+  ``src = (dst + 0.5) * scale - 0.5``, clamped at the borders; identical to
+  ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``);
+  ``"area"`` is OpenCV's ``INTER_AREA`` for downscaling (box average with fractional overlaps);
+  ``"auto"`` (default) takes ``"area"`` when both axes shrink, else ``"linear"``. Results equal
+  ``cv2.resize`` of the float32 frame (not of the uint8 frame, which OpenCV rounds to uint8).
+* **Gray** -- 3/4-channel frames are converted with BT.601 luma (``cv2.COLOR_BGR2GRAY``
+  weights); ``color`` states the channel order (``"bgr"`` default, ``"rgb"``); alpha is ignored.
+* **Channels** -- ``gray`` is the resized luma divided by 255 (range [0, 1]). ``image`` is
+  ``gray``; ``gdx`` / ``gdy`` are ``scipy.ndimage.gaussian_filter(gray, sigma, order=(0, 1) /
+  (1, 0), mode="nearest", truncate=4.0)``; ``gdm = sqrt(gdx**2 + gdy**2)`` (seed 003 eq. 6-9).
+  Channel ``c`` is then ``(v - mean[c]) / std[c]``. Output planar ``(C, h, w)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sdk.errors import InputError, KernelError
+from sdk.kernels import _validate as V
+
+__all__ = [
+    "CHANNELS",
+    "MLPHead",
+    "PoolResult",
+    "built_with_cuda",
+    "cuda_device_count",
+    "gaussian_gradient_magnitude",
+    "mask_guided_pool",
+    "pool_classify",
+    "postprocess_mask",
+    "preprocess",
+]
+
+CHANNELS = V.CHANNELS
+
+try:
+    from sdk import _kernels as _K
+except ImportError as _e:  # pragma: no cover - exercised only on a broken install
+    _K = None
+    _IMPORT_ERROR: ImportError | None = _e
+else:
+    _IMPORT_ERROR = None
+
+
+def _native() -> Any:
+    if _K is None:
+        raise KernelError(
+            "the compiled kernels (sdk._kernels) are not available: "
+            f"{_IMPORT_ERROR}. Reinstall from source with `pip install .` (needs a C++17 "
+            "compiler and CMake >= 3.18)."
+        )
+    return _K
+
+
+def built_with_cuda() -> bool:
+    """True when the compiled module contains the CUDA kernels (nvcc was found at build time)."""
+    return bool(_native().built_with_cuda())
+
+
+def cuda_device_count() -> int:
+    """Number of usable CUDA devices; 0 without a driver, a GPU, or a CUDA build."""
+    return int(_native().cuda_device_count())
+
+
+def preprocess(
+    frame: np.ndarray,
+    size: tuple[int, int] = (256, 256),
+    channels: tuple[str, ...] = ("image", "gdm"),
+    sigma: float = 1.0,
+    roi: tuple[int, int, int, int] | None = None,
+    mean: float | tuple[float, ...] = 0.0,
+    std: float | tuple[float, ...] = 1.0,
+    dtype: Any = np.float32,
+    out: np.ndarray | None = None,
+    *,
+    color: str = "bgr",
+    interpolation: str = "auto",
+    threads: int = 1,
+) -> np.ndarray:
+    """Fused frame preprocessing, one pass: gray → ROI crop → resize → channels → normalize.
+
+    Args:
+        frame: uint8 ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``; any strides.
+        size: output ``(h, w)``.
+        channels: names out of ``("image", "gdm", "gdx", "gdy")``, in output order.
+        sigma: Gaussian scale in pixels of the resized image, in (0, 8].
+        roi: ``(x, y, w, h)`` crop of the frame before resizing; None for the whole frame.
+        mean, std: per channel (or one value for all), applied as ``(v - mean) / std``.
+        dtype: float32 or float16 output.
+        out: optional C-contiguous ``(C, h, w)`` array of ``dtype`` written in place.
+        color: channel order of 3/4-channel frames, ``"bgr"`` or ``"rgb"``.
+        interpolation: ``"auto"``, ``"linear"`` or ``"area"`` (see the module docstring).
+        threads: CPU threads (OpenMP); 1 runs on the calling thread.
+
+    Returns:
+        ``(C, h, w)`` array of ``dtype`` (``out`` when given).
+
+    Raises:
+        sdk.errors.InputError: naming the first invalid argument.
+    """
+    s = V.preprocess_spec(frame, size, channels, sigma, roi, mean, std, dtype, color, interpolation)
+    nthreads = V.check_int(threads, "threads", 1, 256)
+    shape = (len(s.channels), *s.size)
+    if out is None:
+        out = np.empty(shape, dtype=s.dtype)
+    else:
+        V.check_out(out, shape, s.dtype)
+    _native().preprocess_cpu(
+        s.frame,
+        s.roi,
+        out,
+        list(s.kinds),
+        list(s.mean),
+        list(s.inv_std),
+        s.sigma,
+        V.INTERP_CODES[s.interp],
+        V.COLOR_CODES[s.color],
+        nthreads,
+    )
+    return out
+
+
+def gaussian_gradient_magnitude(image: np.ndarray, sigma: float, *, threads: int = 1) -> np.ndarray:
+    """Gaussian gradient magnitude of a 2-D float image, float32 out.
+
+    Equals ``scipy.ndimage.gaussian_gradient_magnitude(image, sigma, mode="nearest",
+    truncate=4.0)`` (float32 arithmetic: max abs error / max abs value below 1e-5).
+    """
+    img = V.check_float_array(image, "image", 2)
+    sig = V.check_sigma(sigma)
+    if not np.isfinite(img).all():
+        raise InputError("image contains NaN or inf")
+    out = np.empty_like(img)
+    _native().gradient_magnitude_cpu(img, sig, out, V.check_int(threads, "threads", 1, 256))
+    return out
+
+
+@dataclass(frozen=True)
+class MLPHead:
+    """Classifier head ``softmax(w2 @ relu(w1 @ x + b1) + b2)``.
+
+    Attributes: ``w1`` (hidden, F), ``b1`` (hidden,), ``w2`` (classes, hidden), ``b2``
+    (classes,), all float32 C-contiguous (converted once here, not per frame).
+    """
+
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    b2: np.ndarray
+
+    def __post_init__(self) -> None:
+        w1 = V.check_float_array(self.w1, "head.w1", 2)
+        b1 = V.check_float_array(self.b1, "head.b1", 1)
+        w2 = V.check_float_array(self.w2, "head.w2", 2)
+        b2 = V.check_float_array(self.b2, "head.b2", 1)
+        if b1.shape[0] != w1.shape[0]:
+            raise InputError(f"head.b1 must be ({w1.shape[0]},) to match head.w1, got {b1.shape}")
+        if w2.shape[1] != w1.shape[0]:
+            raise InputError(
+                f"head.w2 must be (classes, {w1.shape[0]}) to match head.w1, got {w2.shape}"
+            )
+        if b2.shape[0] != w2.shape[0]:
+            raise InputError(f"head.b2 must be ({w2.shape[0]},) to match head.w2, got {b2.shape}")
+        for name, a in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)):
+            if not np.isfinite(a).all():
+                raise InputError(f"head.{name} contains NaN or inf")
+            object.__setattr__(self, name, a)
+
+    @property
+    def in_features(self) -> int:
+        return int(self.w1.shape[1])
+
+    @property
+    def hidden(self) -> int:
+        return int(self.w1.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.w2.shape[0])
+
+
+@dataclass(frozen=True)
+class PoolResult:
+    """Output of :func:`pool_classify`. Row 0 is the image-level row, rows 1..K the lesions.
+
+    ``pooled`` (K + 1, F); ``logits`` / ``probs`` (K + 1, classes) or None without a head.
+    """
+
+    pooled: np.ndarray
+    logits: np.ndarray | None
+    probs: np.ndarray | None
+
+
+def _pool_args(
+    features: Any, weights: Any, labels: Any, num_labels: Any, head: Any, eps: Any, values: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int, MLPHead | None, float]:
+    f = V.check_float_array(features, "features", 3)
+    w = V.check_weights(weights, values=values)
+    lab, k = (None, 0) if labels is None else V.check_labels(labels, w.shape, num_labels)
+    if labels is None and num_labels not in (None, 0):
+        raise InputError("num_labels is given but labels is None; pass the label map too")
+    if head is not None:
+        if not isinstance(head, MLPHead):
+            raise InputError(f"head must be an sdk.kernels.MLPHead, got {type(head).__name__}")
+        if head.in_features != f.shape[0]:
+            raise InputError(
+                f"head expects {head.in_features} features but features has F={f.shape[0]}"
+            )
+    e = V.check_float(eps, "eps")
+    if e <= 0:
+        raise InputError(f"eps must be > 0, got {e}")
+    return f, w, lab, k, head, e
+
+
+def pool_classify(
+    features: np.ndarray,
+    weights: np.ndarray,
+    labels: np.ndarray | None = None,
+    num_labels: int | None = None,
+    head: MLPHead | None = None,
+    eps: float = 1e-6,
+) -> PoolResult:
+    """Mask-guided pooling of the image and of every lesion, then the classifier head.
+
+    ``pooled[k] = Σ w·[label == k]·up(f) / (Σ w·[label == k] + eps)`` where ``up`` resamples the
+    features to the mask grid bilinearly (INTER_LINEAR convention; never materialized: each mask
+    pixel spreads its weight over the <= 4 feature cells it interpolates). Equal grids give plain
+    weighted average pooling; a coarse feature map pools as if upsampled to the mask.
+
+    Args:
+        features: float32 ``(F, hf, wf)`` feature map.
+        weights: float32 ``(hm, wm)`` mask probabilities in [0, 1].
+        labels: int32 ``(hm, wm)`` connected-component ids, 0 = background, 1..K lesions; None for
+            the image-level row only.
+        num_labels: K (default ``labels.max()``).
+        head: optional classifier head.
+        eps: added to the weight sum (empty lesions pool to 0, never divide by 0).
+
+    Returns:
+        :class:`PoolResult` with K + 1 rows.
+    """
+    f, w, lab, k, h, e = _pool_args(features, weights, labels, num_labels, head, eps, values=False)
+    args = (h.w1, h.b1, h.w2, h.b2) if h is not None else (None, None, None, None)
+    pooled, logits, probs = _native().pool_classify_cpu(f, w, lab, k, e, *args)
+    return PoolResult(pooled, logits, probs)
+
+
+def mask_guided_pool(
+    features: np.ndarray,
+    weights: np.ndarray,
+    labels: np.ndarray | None = None,
+    num_labels: int | None = None,
+    eps: float = 1e-6,
+) -> np.ndarray:
+    """Mask-guided pooling alone: ``(1, F)`` without labels, ``(K, F)`` (lesions 1..K) with.
+
+    See :func:`pool_classify` for the definition and the resampling convention.
+    """
+    pooled = pool_classify(features, weights, labels, num_labels, None, eps).pooled
+    return pooled[:1] if labels is None else pooled[1:]
+
+
+def postprocess_mask(
+    logits: np.ndarray,
+    frame_shape: tuple[int, int],
+    roi: tuple[int, int, int, int] | None = None,
+    threshold: float = 0.5,
+    value: int = 1,
+    out: np.ndarray | None = None,
+    *,
+    threads: int = 1,
+) -> np.ndarray:
+    """Mask logits → sigmoid → bilinear resample onto the ROI → uint8 frame-sized mask.
+
+    Args:
+        logits: float ``(h, w)`` mask logits (``(1, 1, h, w)`` and ``(1, h, w)`` are accepted).
+        frame_shape: ``(H, W)`` of the frame (a frame's ``.shape`` works too).
+        roi: ``(x, y, w, h)`` the model saw; pixels outside it are 0. None = whole frame.
+        threshold: probability threshold in [0, 1]; ``prob > threshold`` gives ``value``.
+        value: foreground value in 1..255 (1 for label maps, 255 for viewing).
+        out: optional writable uint8 ``(H, W)`` array (rows contiguous) written in place.
+        threads: CPU threads.
+
+    Returns:
+        uint8 ``(H, W)`` mask.
+    """
+    lg = _squeeze_logits(logits)
+    if not isinstance(frame_shape, tuple | list) or len(frame_shape) < 2:
+        raise InputError(f"frame_shape must be (H, W), got {frame_shape!r}")
+    H, W = V.check_size(tuple(frame_shape[:2]), "frame_shape")
+    r = V.check_roi(roi, H, W)
+    t = V.check_float(threshold, "threshold")
+    if not 0.0 <= t <= 1.0:
+        raise InputError(f"threshold must be a probability in [0, 1], got {t}")
+    val = V.check_int(value, "value", 1, 255)
+    if out is None:
+        out = np.empty((H, W), dtype=np.uint8)
+    elif (
+        not isinstance(out, np.ndarray)
+        or out.shape != (H, W)
+        or out.dtype != np.uint8
+        or not out.flags.writeable
+        or out.strides[1] != 1
+    ):
+        raise InputError(
+            f"out must be a writable uint8 array of shape {(H, W)} with contiguous rows"
+        )
+    _native().mask_post_cpu(lg, out, r, t, val, V.check_int(threads, "threads", 1, 256))
+    return out
+
+
+def _squeeze_logits(logits: Any) -> np.ndarray:
+    if not isinstance(logits, np.ndarray):
+        raise InputError(f"logits must be a numpy.ndarray, got {type(logits).__name__}")
+    lg = logits
+    while lg.ndim > 2 and lg.shape[0] == 1:
+        lg = lg[0]
+    return V.check_float_array(lg, "logits", 2)
