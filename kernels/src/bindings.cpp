@@ -58,6 +58,7 @@ PreprocessParams make_params(int out_h, int out_w, const std::vector<int>& kinds
   p.out_h = out_h;
   p.out_w = out_w;
   p.interp = interp;
+  p.out_dtype = out_dtype;
   p.sigma = sigma;
   p.num_channels = static_cast<int>(kinds.size());
   bool grad = false;

@@ -124,7 +124,7 @@ def make_geometry(
     depth_mm: float,
     margins: tuple[int, int, int, int] = (0, 0, 0, 0),
     radius_mm: float = 40.0,
-    sector_deg: float = 60.0,
+    sector_deg: float = 45.0,
 ) -> ScanGeometry:
     """Build (and cache) the geometry of one probe / frame layout.
 

@@ -1,0 +1,269 @@
+"""Breast anatomy as two world rasters: echogenicity (dB) and attenuation (dB / cm / MHz).
+
+Layers from the skin down (thicknesses drawn per scene): skin (bright entry echo, dermis),
+subcutaneous fat in lobules separated by echogenic septa, Cooper's ligaments arching from the
+gland to the skin, fibroglandular tissue (hyperechoic, heterogeneous, with fat islands and ducts),
+retromammary fat, pectoral fascia and muscle (fibrillar striations), then ribs (bright anterior
+cortex, opaque to sound: the shadow comes from the attenuation raster) and the pleural line.
+Echogenicity is in dB relative to a reference soft tissue (0 dB = mean power 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+__all__ = ["ECHO_DB", "Tissue", "build_tissue"]
+
+# Mean backscattered power of each tissue class, dB relative to the reference (0 dB).
+ECHO_DB: dict[str, float] = {
+    "skin": 6.0,
+    "skin_entry": 14.0,
+    "fat": -10.0,
+    "septum": 2.0,
+    "ligament": 10.0,
+    "gland": 6.0,
+    "duct": -12.0,
+    "fascia": 10.0,
+    "muscle": -4.0,
+    "muscle_fibre": 3.0,
+    "intercostal": -5.0,
+    "rib_cortex": 16.0,
+    "rib": -15.0,
+    "pleura": 12.0,
+    "lung": -2.0,
+    "homogeneous": 0.0,
+}
+SOFT_TISSUE_ATTENUATION = 0.5  # dB / cm / MHz, one way (breast soft tissue: ~0.5 - 1)
+_RIB_ATTENUATION = 40.0  # bone: opaque at any imaging frequency
+_LUNG_ATTENUATION = 4.0
+
+
+@dataclass(eq=False)
+class Tissue:
+    """World rasters: ``echo_db`` and ``atten`` (float32, (nz, nx)), ``res`` mm per pixel.
+
+    Pixel ``(i, j)`` covers ``X = x_min + (j + 0.5) res``, ``Z = (i + 0.5) res``.
+    """
+
+    echo_db: np.ndarray = field(repr=False)
+    atten: np.ndarray = field(repr=False)
+    x_min: float
+    res: float
+    layers: dict[str, float]  # mean depth of each boundary (mm), for info and lesion placement
+    boundaries: dict[str, np.ndarray] = field(repr=False)  # per raster column (mm)
+
+    def power(self) -> np.ndarray:
+        """Echogenicity as linear mean power (float32)."""
+        return np.power(np.float32(10.0), self.echo_db / np.float32(10.0)).astype(np.float32)
+
+    def column_of(self, x_mm: float) -> int:
+        """Raster column holding world abscissa ``x_mm`` (clipped)."""
+        j = int((x_mm - self.x_min) / self.res)
+        return min(max(j, 0), self.echo_db.shape[1] - 1)
+
+
+def _curve(
+    rng: np.random.Generator, n: int, res: float, scale_mm: float, amp_mm: float
+) -> np.ndarray:
+    """Smooth random 1-D profile (mm): knots every ``scale_mm``, cubic-like via blur."""
+    knots = max(int(n * res / scale_mm) + 3, 3)
+    values = rng.normal(0.0, amp_mm, knots)
+    x = np.linspace(0, knots - 1, n)
+    prof = np.interp(x, np.arange(knots), values).astype(np.float32)
+    sigma = max(scale_mm / res / 3.0, 1.0)
+    return cv2.GaussianBlur(prof.reshape(1, -1), (0, 0), sigma).ravel()
+
+
+def _noise(rng: np.random.Generator, shape: tuple[int, int], sx: float, sz: float) -> np.ndarray:
+    """Unit-variance smooth Gaussian random field with correlation sigmas ``(sz, sx)`` pixels.
+
+    Drawn on a grid decimated so each sigma spans ~2 coarse pixels, blurred there and resized
+    up: the cost no longer grows with the correlation length.
+    """
+    fz, fx = max(sz / 2.0, 1.0), max(sx / 2.0, 1.0)
+    ch, cw = max(int(shape[0] / fz) + 2, 2), max(int(shape[1] / fx) + 2, 2)
+    f = rng.standard_normal((ch, cw), dtype=np.float32)
+    f = cv2.GaussianBlur(f, (0, 0), sigmaX=min(sx, 2.0), sigmaY=min(sz, 2.0))
+    f = cv2.resize(f, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    std = float(f.std())
+    return f / std if std > 0 else f
+
+
+def build_tissue(
+    rng: np.random.Generator,
+    x_min: float,
+    x_max: float,
+    z_max: float,
+    res: float,
+    kind: str = "breast",
+) -> Tissue:
+    """Draw one breast (or a homogeneous calibration phantom) over ``[x_min, x_max] x [0, z_max]``.
+
+    Args:
+        rng: random generator (all randomness of the anatomy comes from it).
+        x_min, x_max: lateral extent of the world (mm).
+        z_max: deepest world depth needed (mm).
+        res: raster resolution (mm / pixel).
+        kind: ``"breast"`` or ``"homogeneous"`` (uniform reference tissue, 0 dB).
+    """
+    nx = math.ceil((x_max - x_min) / res)
+    nz = math.ceil(z_max / res)
+    if kind == "homogeneous":
+        return Tissue(
+            np.zeros((nz, nx), np.float32),
+            np.full((nz, nx), SOFT_TISSUE_ATTENUATION, np.float32),
+            x_min, res, {}, {},
+        )
+    xs = (x_min + (np.arange(nx, dtype=np.float32) + 0.5) * res)[None, :]
+    zs = ((np.arange(nz, dtype=np.float32) + 0.5) * res)[:, None]
+    px = 1.0 / res  # pixels per mm
+
+    skin_b = rng.uniform(1.4, 2.2) + _curve(rng, nx, res, 12.0, 0.12)
+    fat_b = skin_b + rng.uniform(3.5, 9.0) + _curve(rng, nx, res, 14.0, 1.2)
+    gland_b = fat_b + rng.uniform(9.0, 22.0) + _curve(rng, nx, res, 18.0, 2.0)
+    retro_b = gland_b + rng.uniform(1.0, 3.0) + np.abs(_curve(rng, nx, res, 10.0, 0.6))
+    muscle_b = retro_b + rng.uniform(4.5, 8.0) + _curve(rng, nx, res, 25.0, 0.8)
+
+    # The anterior surface of the gland rises in peaks where Cooper's ligaments attach
+    # (the saw-tooth "anterior mammary fascia").
+    n_lig = max(int((x_max - x_min) / rng.uniform(9.0, 16.0)), 1)
+    lig_x = np.sort(rng.uniform(x_min, x_max, n_lig))
+    peaks = np.zeros(nx, np.float32)
+    for lx in lig_x:
+        width = rng.uniform(2.0, 4.0)
+        height = rng.uniform(0.8, 2.5)
+        peaks = np.maximum(peaks, height * np.clip(1.0 - np.abs(xs[0] - lx) / width, 0.0, None))
+    fat_b = np.maximum(fat_b - peaks, skin_b + 1.0)
+
+    db = np.full((nz, nx), ECHO_DB["fat"], np.float32)
+    atten = np.full((nz, nx), SOFT_TISSUE_ATTENUATION, np.float32)
+
+    in_skin = zs < skin_b
+    in_fat = (zs >= skin_b) & (zs < fat_b)
+    in_gland = (zs >= fat_b) & (zs < gland_b)
+    in_retro = (zs >= gland_b) & (zs < retro_b)
+    in_muscle = (zs >= retro_b) & (zs < muscle_b)
+    below = zs >= muscle_b
+
+    # Skin: bright entry echo, dermis, bright dermis / fat interface.
+    db[in_skin] = ECHO_DB["skin"]
+    db[(zs < 0.35) & in_skin] = ECHO_DB["skin_entry"]
+    db[in_skin & (zs > skin_b - 0.35)] = ECHO_DB["skin_entry"] - 4.0
+
+    # Subcutaneous fat: flattened lobules (Voronoi cells stretched laterally), echogenic septa.
+    # Computed on a 2x coarser grid (the cells are millimetres wide) and resized up.
+    n_fat = int(min(float(fat_b.max()) * px + 2, nz))
+    fat_rows = slice(0, n_fat)
+    ch, cw = max(n_fat // 2, 1), max(nx // 2, 1)
+    xc_ = (x_min + (np.arange(cw, dtype=np.float32) + 0.5) * (nx * res / cw))[None, :]
+    zc_ = ((np.arange(ch, dtype=np.float32) + 0.5) * (n_fat * res / ch))[:, None]
+    n_lob = max(int((x_max - x_min) / 4.0), 2)
+    seeds_x = rng.uniform(x_min, x_max, n_lob).astype(np.float32)
+    seeds_z = rng.uniform(float(skin_b.mean()), float(fat_b.mean()) + 1.0, n_lob).astype(np.float32)
+    d1 = np.full((ch, cw), np.inf, np.float32)
+    d2 = np.full_like(d1, np.inf)
+    for sx, sz in zip(seeds_x, seeds_z, strict=True):
+        d = np.hypot((xc_ - sx) * np.float32(0.45), zc_ - sz)  # 0.45: lobules ~2x wider
+        d2 = np.minimum(d2, np.maximum(d, d1))
+        d1 = np.minimum(d1, d)
+    gap = cv2.resize(d2 - d1, (nx, n_fat), interpolation=cv2.INTER_LINEAR)
+    d1 = cv2.resize(d1, (nx, n_fat), interpolation=cv2.INTER_LINEAR)
+    septa = gap < 0.22
+    lobule = ECHO_DB["fat"] - 2.0 * np.exp(-((d1 / 2.0) ** 2))  # lobule centres darker
+    fat_db = np.where(septa, ECHO_DB["septum"], lobule).astype(np.float32)
+    region = in_fat[fat_rows]
+    db[fat_rows][region] = fat_db[region]
+
+    # Fibroglandular tissue: hyperechoic, heterogeneous texture, fat islands, a few ducts.
+    texture = _noise(rng, (nz, nx), 1.6 * px, 0.8 * px)
+    islands = _noise(rng, (nz, nx), 3.0 * px, 1.2 * px) > 1.1
+    gland_db = ECHO_DB["gland"] + 2.5 * texture
+    gland_db = np.where(islands, ECHO_DB["fat"] + 1.5 * texture, gland_db)
+    db[in_gland] = gland_db[in_gland]
+    retro_mean = float(gland_b.mean())
+    for _ in range(int(rng.random() < 0.4)):
+        zc = rng.uniform(float(fat_b.mean()) + 2.0, retro_mean - 1.0)
+        if zc <= float(fat_b.mean()):
+            continue
+        slope = rng.uniform(-0.15, 0.15)
+        radius = rng.uniform(0.35, 0.8)
+        xc = rng.uniform(x_min, x_max)
+        dist = np.abs(zs - (zc + slope * (xs - xc) + 0.04 * (xs - xc) ** 2))
+        lateral = np.abs(xs - xc) < rng.uniform(2.5, 6.0)
+        duct = in_gland & lateral & (dist < radius)
+        wall = in_gland & lateral & (dist >= radius) & (dist < radius + 0.3)
+        db[wall] = ECHO_DB["ligament"] - 2.0
+        db[duct] = ECHO_DB["duct"]
+
+    db[in_retro] = ECHO_DB["fat"] + 0.5 * texture[in_retro]
+
+    # Pectoral muscle: fascia lines and oblique fibrillar striations.
+    slope = rng.uniform(-0.12, 0.12)
+    spacing = rng.uniform(1.0, 1.6)
+    phase = (zs - retro_b - slope * (xs - x_min)) / spacing + 0.3 * texture
+    fibres = np.cos(2.0 * math.pi * phase) > 0.75
+    muscle_db = np.where(fibres, ECHO_DB["muscle_fibre"], ECHO_DB["muscle"]).astype(np.float32)
+    db[in_muscle] = muscle_db[in_muscle]
+    db[np.abs(zs - retro_b) < 0.3] = ECHO_DB["fascia"]
+    db[np.abs(zs - muscle_b) < 0.3] = ECHO_DB["fascia"] - 3.0
+
+    # Below the muscle: intercostal muscle, ribs (bright cortex, opaque), pleura, lung.
+    db[below] = ECHO_DB["intercostal"]
+    pleura = muscle_b + rng.uniform(4.0, 6.0)
+    db[below & (np.abs(zs - pleura) < 0.3)] = ECHO_DB["pleura"]
+    lung = zs > pleura + 0.3
+    db[lung] = ECHO_DB["lung"]
+    atten[lung] = _LUNG_ATTENUATION
+    spacing_rib = rng.uniform(24.0, 34.0)
+    x_rib = x_min + rng.uniform(0.0, spacing_rib)
+    while x_rib < x_max + 8.0:
+        half_w = rng.uniform(5.0, 7.0)
+        half_h = rng.uniform(3.0, 4.5)
+        j = min(max(int((x_rib - x_min) / res), 0), nx - 1)
+        zc = float(muscle_b[j]) + half_h + rng.uniform(0.8, 1.8)
+        j0 = max(int((x_rib - half_w - 1.0 - x_min) / res), 0)
+        j1 = min(int((x_rib + half_w + 1.0 - x_min) / res) + 1, nx)
+        i0 = min(max(int((zc - half_h - 1.0) / res), 0), nz)
+        i1 = min(int((zc + half_h + 1.0) / res) + 1, nz)
+        if j1 > j0 and i1 > i0:
+            win = (slice(i0, i1), slice(j0, j1))
+            rr = np.hypot((xs[:, j0:j1] - x_rib) / half_w, (zs[i0:i1] - zc) / half_h)
+            body = rr < 1.0
+            cortex = (rr >= 1.0) & (rr < 1.0 + 0.6 / half_h) & (zs[i0:i1] < zc)
+            db[win][body] = ECHO_DB["rib"]
+            atten[win][body] = _RIB_ATTENUATION
+            db[win][cortex] = ECHO_DB["rib_cortex"]
+        x_rib += spacing_rib
+
+    # Cooper's ligaments: thin echogenic arcs from the gland peaks up through the fat.
+    lines = np.zeros((nz, nx), np.uint8)
+    for lx in lig_x:
+        j = min(max(int((lx - x_min) / res), 0), nx - 1)
+        z0 = float(fat_b[j])
+        z1 = float(skin_b[j]) + 0.3
+        side = rng.choice([-1.0, 1.0])
+        span = rng.uniform(3.0, 9.0)
+        bend = rng.uniform(0.5, 1.5)
+        t = np.linspace(0.0, 1.0, 24)
+        cx = lx + side * span * t
+        cz = z0 + (z1 - z0) * np.sin(0.5 * math.pi * t) ** bend
+        pts = np.stack([(cx - x_min) / res, cz / res], axis=1)
+        cv2.polylines(lines, [np.round(pts * 16).astype(np.int32)], False,
+                      int(rng.integers(120, 256)), 1, cv2.LINE_AA, shift=4)
+    lig = (lines.astype(np.float32) / 255.0) * in_fat
+    db = np.maximum(db, ECHO_DB["fat"] + lig * (ECHO_DB["ligament"] - ECHO_DB["fat"]))
+
+    layers = {
+        "skin_mm": float(skin_b.mean()),
+        "fat_mm": float(fat_b.mean()),
+        "gland_mm": float(gland_b.mean()),
+        "retromammary_mm": float(retro_b.mean()),
+        "muscle_mm": float(muscle_b.mean()),
+        "pleura_mm": float(pleura.mean()),
+    }
+    bounds = {"skin": skin_b, "fat": fat_b, "gland": gland_b, "muscle": muscle_b}
+    return Tissue(db.astype(np.float32), atten, x_min, res, layers, bounds)

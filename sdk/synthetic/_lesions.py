@@ -1,0 +1,248 @@
+"""Lesions by BI-RADS descriptors, as analytic star-shaped regions in world millimetres.
+
+A lesion is an ellipse (semi-axes ``a`` along its own lateral axis, ``b`` along its axial axis,
+rotated by ``angle``) whose normalised radius is modulated by a periodic table ``m(phi)``: a point
+is inside iff ``hypot(u / a, v / b) < m(atan2(v / b, u / a)) * s`` where ``s`` is the elevational
+scale of the cross-section (1 in a single frame; < 1 when the imaging plane cuts the lesion off
+centre in a cine). The same test rasterises the echo maps and the exact mask.
+
+Class descriptors (defaults drawn per lesion; every one can be forced through the phantom knobs):
+
+* benign: oval, *parallel* (wider than tall: width / height 1.3-2.0, long axis within 12 deg of
+  horizontal), circumscribed smooth margin (low-order ripple <= 4 %, thin echogenic capsule),
+  homogeneous hypoechoic (contrast -14 to -8 dB) or an anechoic cyst (-40 dB, p = 0.3),
+  posterior enhancement (+2 to +6 dB, cysts +6 to +12 dB).
+* malignant: irregular, *not parallel* (taller than wide: height / width 1.15-1.6, long axis
+  within 20 deg of vertical), angular and spiculated margin, heterogeneous hypoechoic (contrast
+  -20 to -12 dB with +-4 dB internal texture), posterior shadowing (-20 to -8 dB),
+  micro-calcifications (2-10 bright punctate echoes, about one per 20 mm^2, +12 to +22 dB).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from sdk.errors import InputError
+
+__all__ = ["Lesion", "draw_lesion"]
+
+_N_TABLE = 720
+_PHI = np.linspace(-math.pi, math.pi, _N_TABLE, endpoint=False)
+
+
+@dataclass(eq=False)
+class Lesion:
+    """One lesion in the world. Lengths in mm, angles in radians, levels in dB."""
+
+    label: str  # "benign" | "malignant"
+    kind: str  # "solid" | "cyst" | "irregular"
+    cx: float
+    cz: float
+    a: float  # semi-axis along the lesion's own lateral axis
+    b: float  # semi-axis along its axial axis
+    angle: float  # rotation of the lesion axes (0: a lateral, b axial)
+    table: np.ndarray = field(repr=False)  # radius modulation m(phi), (_N_TABLE,) float32
+    contrast_db: float = -10.0
+    posterior_db: float = 0.0
+    texture_db: float = 0.0
+    texture_k: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 3)))
+    calcs: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 4)))
+    capsule_db: float = 0.0
+    elevation_mm: float = 0.0  # lesion centre along the elevation axis (cine)
+    thickness_mm: float = 10.0  # elevational half-thickness
+    margin: str = "circumscribed"
+    shape: str = "oval"
+    # Filled by the scene: mean power of the surrounding tissue and derived attenuation.
+    surround_power: float = 1.0
+    attenuation: float = 0.5
+    height_mm: float = 0.0
+    width_mm: float = 0.0
+
+    @property
+    def bound(self) -> float:
+        """Radius of a circle around the centre that contains the whole lesion (mm)."""
+        return max(self.a, self.b) * float(self.table.max())
+
+    def scale_at(self, elevation_mm: float) -> float:
+        """Cross-section scale when the imaging plane is at ``elevation_mm`` (0 = missed)."""
+        e = (elevation_mm - self.elevation_mm) / self.thickness_mm
+        return math.sqrt(1.0 - e * e) if abs(e) < 1.0 else 0.0
+
+    def local(self, x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """World -> normalised lesion coordinates ``(u / a, v / b)``."""
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        dx, dz = x - self.cx, z - self.cz
+        return (dx * c + dz * s) / self.a, (-dx * s + dz * c) / self.b
+
+    def normalised_radius(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """``rho / m(phi)``: < 1 inside, 1 on the margin (unit elevational scale)."""
+        u, v = self.local(x, z)
+        rho = np.hypot(u, v)
+        return rho / self.radius_at(np.arctan2(v, u))
+
+    def radius_at(self, phi: np.ndarray) -> np.ndarray:
+        """Periodic linear interpolation of the margin table at angles ``phi`` in [-pi, pi]."""
+        f = (phi + math.pi) * (_N_TABLE / (2.0 * math.pi))
+        i0 = np.floor(f).astype(np.intp)
+        w = (f - i0).astype(np.float32)
+        i0 %= _N_TABLE
+        i1 = i0 + 1
+        i1[i1 == _N_TABLE] = 0
+        t = self.table
+        return t[i0] * (1.0 - w) + t[i1] * w
+
+    def outline(self, n: int = 360, scale: float = 1.0) -> np.ndarray:
+        """Margin polygon in world mm, ``(n, 2)`` columns ``(X, Z)``."""
+        phi = np.linspace(-math.pi, math.pi, n, endpoint=False)
+        m = np.interp(phi, _PHI, self.table, period=2.0 * math.pi) * scale
+        u, v = self.a * m * np.cos(phi), self.b * m * np.sin(phi)
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        return np.stack([self.cx + u * c - v * s, self.cz + u * s + v * c], axis=1)
+
+    def texture(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Internal echo texture (dB, zero mean) at normalised coordinates."""
+        if self.texture_db == 0.0 or len(self.texture_k) == 0:
+            return np.zeros_like(u)
+        acc = np.zeros_like(u)
+        for ku, kv, ph in self.texture_k:
+            acc += np.cos(ku * u + kv * v + ph)
+        return acc * (self.texture_db * math.sqrt(2.0 / len(self.texture_k)))
+
+
+def _smooth_table(rng: np.random.Generator, orders: range, amp: float) -> np.ndarray:
+    m = np.ones(_N_TABLE)
+    for k in orders:
+        m += rng.uniform(0.3, 1.0) * amp / math.sqrt(k) * np.cos(k * _PHI + rng.uniform(0, 6.3))
+    return m
+
+
+def _irregular_table(rng: np.random.Generator, n_spicules: int, angular: float) -> np.ndarray:
+    # Angular margin: a few sharp corners (|cos| peaks) plus mid-order irregularity.
+    m = _smooth_table(rng, range(3, 9), 0.12)
+    for _ in range(int(rng.integers(3, 6))):
+        centre = rng.uniform(-math.pi, math.pi)
+        d = np.angle(np.exp(1j * (_PHI - centre)))
+        m += angular * np.clip(1.0 - np.abs(d) / rng.uniform(0.35, 0.7), 0.0, None) ** 2
+    # Spicules: thin radial spikes, 2-8 degrees wide, 25-70 % of the radius long.
+    for _ in range(n_spicules):
+        centre = rng.uniform(-math.pi, math.pi)
+        d = np.angle(np.exp(1j * (_PHI - centre)))
+        width = math.radians(rng.uniform(2.0, 8.0))
+        m += rng.uniform(0.25, 0.7) * np.clip(1.0 - np.abs(d) / width, 0.0, None) ** 1.5
+    return m
+
+
+def _draw_once(
+    rng: np.random.Generator,
+    label: str,
+    cx: float,
+    cz: float,
+    size_mm: float | None = None,
+    contrast_db: float | None = None,
+    posterior_db: float | None = None,
+    cyst: bool | None = None,
+    calcifications: int | None = None,
+) -> Lesion:
+    """One draw of a lesion (no orientation check): see :func:`draw_lesion`."""
+    if label == "benign":
+        is_cyst = bool(rng.random() < 0.3) if cyst is None else bool(cyst)
+        ratio = rng.uniform(1.3, 2.0)  # width / height
+        size = rng.uniform(7.0, 16.0) if size_mm is None else float(size_mm)
+        a = size / 2.0
+        b = a / ratio
+        angle = math.radians(rng.uniform(-12.0, 12.0))
+        lobulated = (not is_cyst) and rng.random() < 0.3
+        table = _smooth_table(rng, range(3, 5), 0.08 if lobulated else 0.04)
+        if is_cyst:
+            contrast = -40.0 if contrast_db is None else float(contrast_db)
+            post = rng.uniform(6.0, 12.0) if posterior_db is None else float(posterior_db)
+        else:
+            contrast = rng.uniform(-14.0, -8.0) if contrast_db is None else float(contrast_db)
+            post = rng.uniform(2.0, 6.0) if posterior_db is None else float(posterior_db)
+        lesion = Lesion(
+            label, "cyst" if is_cyst else "solid", cx, cz, a, b, angle,
+            table.astype(np.float32), contrast, post,
+            texture_db=0.0 if is_cyst else 1.0,
+            capsule_db=0.0 if is_cyst else 5.0,
+            margin="microlobulated" if lobulated else "circumscribed",
+            shape="oval" if ratio > 1.15 else "round",
+        )
+    elif label == "malignant":
+        ratio = rng.uniform(1.15, 1.6)  # height / width
+        size = rng.uniform(8.0, 16.0) if size_mm is None else float(size_mm)
+        b = size / 2.0
+        a = b / ratio
+        angle = math.radians(rng.uniform(-20.0, 20.0))
+        n_spic = int(rng.integers(5, 14))
+        table = _irregular_table(rng, n_spic, rng.uniform(0.08, 0.2))
+        table /= np.percentile(table, 30)  # keep the ellipse as the lesion's bulk
+        contrast = rng.uniform(-20.0, -12.0) if contrast_db is None else float(contrast_db)
+        post = rng.uniform(-20.0, -8.0) if posterior_db is None else float(posterior_db)
+        # ~1 calcification per 20 mm^2 of cross-section, 2 to 10.
+        area = math.pi * a * b
+        n_max = int(np.clip(area / 20.0, 2, 10))
+        n_calc = int(rng.integers(2, n_max + 1)) if calcifications is None else int(calcifications)
+        if n_calc < 0:
+            raise InputError(f"calcifications must be >= 0, got {n_calc}")
+        # Calcifications: normalised position inside the bulk, amplitude (dB), phase.
+        rad = 0.75 * np.sqrt(rng.uniform(0.0, 1.0, n_calc))
+        ang = rng.uniform(-math.pi, math.pi, n_calc)
+        calcs = np.stack(
+            [rad * np.cos(ang), rad * np.sin(ang), rng.uniform(12.0, 22.0, n_calc),
+             rng.uniform(0.0, 2 * math.pi, n_calc)],
+            axis=1,
+        )
+        k = rng.uniform(2.0, 7.0, (3, 1)) * np.stack(
+            [np.cos(t := rng.uniform(0, math.pi, 3)), np.sin(t)], axis=1
+        )
+        tex = np.concatenate([k, rng.uniform(0, 2 * math.pi, (3, 1))], axis=1)
+        lesion = Lesion(
+            label, "irregular", cx, cz, a, b, angle, table.astype(np.float32), contrast, post,
+            texture_db=4.0, texture_k=tex, calcs=calcs, margin="spiculated", shape="irregular",
+        )
+    else:
+        raise InputError(f"lesion label must be 'benign' or 'malignant', got {label!r}")
+    pts = lesion.outline()
+    lesion.width_mm = float(np.ptp(pts[:, 0]))
+    lesion.height_mm = float(np.ptp(pts[:, 1]))
+    lesion.thickness_mm = max(lesion.a, lesion.b)
+    return lesion
+
+
+def spread_ratio(lesion: Lesion) -> float:
+    """sqrt(axial / lateral second moment) of the lesion region: > 1 is taller than wide."""
+    m = cv2.moments(lesion.outline(720).astype(np.float32))
+    return math.sqrt(m["mu02"] / m["mu20"]) if m["mu20"] > 0 else 1.0
+
+
+def draw_lesion(
+    rng: np.random.Generator,
+    label: str,
+    cx: float,
+    cz: float,
+    size_mm: float | None = None,
+    contrast_db: float | None = None,
+    posterior_db: float | None = None,
+    cyst: bool | None = None,
+    calcifications: int | None = None,
+) -> Lesion:
+    """Draw one lesion of class ``label`` centred at ``(cx, cz)`` mm (see module docstring).
+
+    ``size_mm`` is the largest diameter of the underlying ellipse (default: benign 7-16 mm,
+    malignant 8-16 mm, spicules extend beyond it). The margin's random lobulation / spicules can
+    change the region's overall orientation, so the draw is repeated (same generator) until the
+    region's second moments keep the class orientation by at least 10 %: benign wider than
+    tall, malignant taller than wide.
+    """
+    for _ in range(50):
+        lesion = _draw_once(rng, label, cx, cz, size_mm, contrast_db, posterior_db, cyst,
+                            calcifications)
+        ratio = spread_ratio(lesion)
+        if (ratio >= 1.1) if label == "malignant" else (ratio <= 1.0 / 1.1):
+            return lesion
+    # Practically unreachable (a few redraws at most), but never loop forever.
+    raise InputError(f"could not draw a {label} lesion with its class orientation")

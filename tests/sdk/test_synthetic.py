@@ -1,0 +1,372 @@
+"""Tests of sdk.synthetic: physics figures, ground truth, determinism, cine, dataset, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from sdk import synthetic
+from sdk.errors import InputError
+from sdk.synthetic import cli
+
+SIZE = (192, 192)
+
+
+def _moments(mask: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.nonzero(mask)
+    return float(xs.var()), float(ys.var())
+
+
+# --- physics ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frequency", [5.0, 10.0, 15.0])
+def test_envelope_is_rayleigh_in_homogeneous_tissue(frequency: float) -> None:
+    iq = synthetic.simulate_iq(np.ones((256, 256), np.float32), seed=3, frequency_mhz=frequency)
+    env = np.abs(iq)
+    ratio = env.mean() / env.std()
+    assert ratio == pytest.approx(synthetic.RAYLEIGH_MEAN_TO_STD, rel=0.10)
+    # E|IQ|^2 equals the echogenicity (unit-energy PSF): 1 within sampling error.
+    assert np.mean(env**2) == pytest.approx(1.0, rel=0.1)
+
+
+def test_envelope_scales_with_echogenicity() -> None:
+    e = np.ones((256, 256), np.float32)
+    e[:, 128:] = 0.01  # -20 dB
+    env = np.abs(synthetic.simulate_iq(e, seed=1))
+    rms_dark = np.sqrt(np.mean(env[:, 150:] ** 2))
+    rms_bright = np.sqrt(np.mean(env[:, :100] ** 2))
+    ratio_db = 20 * np.log10(rms_dark / rms_bright)
+    assert ratio_db == pytest.approx(-20.0, abs=1.0)
+
+
+def test_displayed_speckle_decompresses_to_rayleigh() -> None:
+    """The full pipeline (PSF, TGC, log compression) keeps Rayleigh statistics: undo the log
+    compression of a homogeneous phantom band and check mean / std of the envelope."""
+    image, mask, info = synthetic.phantom(
+        "normal", (256, 256), seed=5, tissue="homogeneous", noise_db=-200.0
+    )
+    assert not mask.any()
+    d = info["display"]
+    band = image[60:120].astype(np.float64)
+    level_db = band * d["dynamic_range_db"] / 255.0 - d["dynamic_range_db"] + d["headroom_db"]
+    env = 10.0 ** (level_db / 20.0)
+    assert (band > 0).mean() > 0.995 and (band < 255).mean() > 0.995  # no clipping to speak of
+    assert env.mean() / env.std() == pytest.approx(synthetic.RAYLEIGH_MEAN_TO_STD, rel=0.10)
+
+
+def test_contrast_knob_is_honoured_in_homogeneous_tissue() -> None:
+    for target in (-6.0, -12.0, -18.0):
+        image, mask, _ = synthetic.phantom(
+            "benign", (256, 256), seed=2, tissue="homogeneous", contrast_db=target, cyst=False,
+            lesion_size_mm=14.0,
+        )
+        measured = synthetic.lesion_contrast_db(image, mask)
+        assert measured == pytest.approx(target, abs=2.5), target
+
+
+def test_contrast_ranges_per_class() -> None:
+    by_kind: dict[str, list[float]] = {}
+    for seed in range(14):
+        for label in ("benign", "malignant"):
+            image, mask, info = synthetic.phantom(label, SIZE, seed=seed, cyst=(seed % 3 == 0)
+                                                  if label == "benign" else None)
+            for les in info["lesions"]:
+                c = synthetic.lesion_contrast_db(image, mask, les["id"])
+                lo, hi = synthetic.CONTRAST_RANGES_DB[les["kind"]]
+                assert lo <= c <= hi, (label, seed, les["kind"], c)
+                by_kind.setdefault(les["kind"], []).append(c)
+    means = {k: float(np.mean(v)) for k, v in by_kind.items()}
+    assert set(means) == {"solid", "cyst", "irregular"}
+    # Anechoic cysts are darkest, malignant darker than benign solid lesions.
+    assert means["cyst"] < means["irregular"] < means["solid"] < 0
+
+
+def test_posterior_enhancement_and_shadowing() -> None:
+    """Below a cyst the echoes are brighter than beside it; below a malignant lesion darker."""
+
+    def posterior_db(label: str, seed: int, **kw: object) -> float:
+        image, _mask, info = synthetic.phantom(label, (256, 256), seed=seed,
+                                              tissue="homogeneous", **kw)
+        x0, _y0, x1, y1 = info["lesions"][0]["bbox"]
+        w = x1 - x0
+        cx = (x0 + x1) // 2
+        rows = slice(y1 + 4, min(y1 + 40, 250))
+        below = image[rows, cx - w // 6 : cx + w // 6].astype(float).mean()
+        side = np.concatenate([image[rows, max(x0 - 30, 0) : max(x0 - 10, 1)].ravel(),
+                               image[rows, x1 + 10 : x1 + 30].ravel()]).astype(float).mean()
+        return (below - side) * 60.0 / 255.0
+
+    assert posterior_db("benign", 1, cyst=True, lesion_depth_mm=12.0, lesion_size_mm=10.0) > 4
+    assert posterior_db("malignant", 1, posterior_db=-15.0, lesion_depth_mm=12.0,
+                        lesion_size_mm=12.0) < -8
+
+
+# --- ground truth -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("geometry", ["linear", "curvilinear"])
+def test_phantom_outputs_and_mask_label_consistency(geometry: str) -> None:
+    for label in synthetic.LABELS:
+        image, mask, info = synthetic.phantom(label, SIZE, seed=11, geometry=geometry)
+        assert image.shape == SIZE and image.dtype == np.uint8
+        assert mask.shape == SIZE and mask.dtype == np.uint8
+        assert info["label"] == label
+        json.dumps(info)  # JSON-safe
+        ids = sorted(int(v) for v in np.unique(mask) if v)
+        assert ids == [d["id"] for d in info["lesions"]]
+        if label == "normal":
+            assert not mask.any() and info["lesions"] == []
+        else:
+            assert ids == [1]
+            les = info["lesions"][0]
+            assert les["label"] == label
+            ys, xs = np.nonzero(mask == 1)
+            assert les["bbox"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+            assert les["area_px"] == xs.size
+            for key in ("center_mm", "axes_mm", "angle_deg", "depth_mm", "contrast_db"):
+                assert key in les
+        # Everything in the params was recorded after defaults.
+        assert info["params"]["geometry"] == geometry
+        assert info["params"]["frequency_mhz"] > 0
+
+
+def test_curvilinear_is_black_outside_the_fan_and_mask_inside_it() -> None:
+    image, mask, _info = synthetic.phantom("malignant", (256, 256), seed=4, geometry="curvilinear")
+    # The top corners and the bottom corners are outside a 45 degree fan.
+    for corner in (image[:20, :20], image[:20, -20:], image[-10:, :10], image[-10:, -10:]):
+        assert corner.max() == 0
+    assert mask.any()
+    # Black (outside the fan) pixels are never lesion: the fan covers the mask.
+    fan = cv2.dilate((image > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert not (mask.astype(bool) & ~fan).any()
+
+
+def test_mask_is_exact_lesion_region() -> None:
+    """With no tissue texture the lesion is the only dark region: its mask matches the dark
+    blob of a low-noise anechoic cyst closely (PSF blur only on the margin)."""
+    image, mask, _ = synthetic.phantom("benign", (256, 256), seed=8, tissue="homogeneous",
+                                       cyst=True, noise_db=-200.0, lesion_size_mm=16.0)
+    dark = cv2.medianBlur(image, 5) < 40
+    lesion = mask > 0
+    inter = (dark & lesion).sum()
+    iou = inter / (dark | lesion).sum()
+    assert iou > 0.85
+
+
+def test_geometry_descriptors() -> None:
+    for seed in range(8):
+        _, mask, info = synthetic.phantom("benign", SIZE, seed=seed)
+        vx, vz = _moments(mask)
+        assert vx > vz, seed  # parallel: wider than tall
+        assert info["lesions"][0]["orientation"] == "parallel"
+        _, mask, info = synthetic.phantom("malignant", SIZE, seed=seed)
+        vx, vz = _moments(mask)
+        assert vz > vx, seed  # not parallel: taller than wide
+        assert info["lesions"][0]["orientation"] == "not parallel"
+        assert info["lesions"][0]["margin"] == "spiculated"
+
+
+def test_malignant_margin_is_irregular_benign_smooth() -> None:
+    """Solidity (area / convex hull area): spiculated margins leave a lot of hull empty."""
+
+    def solidity(mask: np.ndarray) -> float:
+        cs, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        c = max(cs, key=cv2.contourArea)
+        return cv2.contourArea(c) / cv2.contourArea(cv2.convexHull(c))
+
+    ben = [solidity(synthetic.phantom("benign", SIZE, seed=s)[1]) for s in range(6)]
+    mal = [solidity(synthetic.phantom("malignant", SIZE, seed=s)[1]) for s in range(6)]
+    assert min(ben) > 0.95
+    assert max(mal) < min(ben) and np.mean(mal) < 0.9
+
+
+def test_calcifications_are_bright_spots_inside_malignant_lesions() -> None:
+    image, mask, info = synthetic.phantom("malignant", (256, 256), seed=3, calcifications=6,
+                                          tissue="homogeneous")
+    assert info["lesions"][0]["calcifications"] == 6
+    inside = image[mask > 0]
+    assert inside.max() > np.percentile(image[mask == 0], 99)
+    image0, mask0, _ = synthetic.phantom("malignant", (256, 256), seed=3, calcifications=0,
+                                         tissue="homogeneous")
+    assert image[mask > 0].max() > image0[mask0 > 0].max() + 20
+
+
+def test_several_lesions_and_mixed_labels() -> None:
+    _image, mask, info = synthetic.phantom(
+        "benign", (256, 256), seed=2, lesion_labels=["benign", "malignant"], lesion_size_mm=8.0
+    )
+    assert sorted(int(v) for v in np.unique(mask) if v) == [1, 2]
+    assert [d["label"] for d in info["lesions"]] == ["benign", "malignant"]
+    assert info["label"] == "malignant"  # the worst lesion decides the frame label
+    _, mask3, info3 = synthetic.phantom("benign", (256, 256), seed=2, n_lesions=3,
+                                        lesion_size_mm=7.0)
+    assert info3["n_lesions"] == 3 and mask3.max() == 3
+
+
+def test_knobs_change_the_image() -> None:
+    base, _, _ = synthetic.phantom("benign", SIZE, seed=1)
+    bright, _, _ = synthetic.phantom("benign", SIZE, seed=1, gain_db=10.0)
+    assert bright.mean() > base.mean() + 20
+    _deep, mask, info = synthetic.phantom("benign", SIZE, seed=1, lesion_depth_mm=25.0)
+    assert info["lesions"][0]["depth_mm"] == pytest.approx(25.0)
+    ys, _ = np.nonzero(mask)
+    assert ys.mean() * info["pixel_spacing_mm"][0] == pytest.approx(25.0, abs=1.5)
+    _, mask_big, _ = synthetic.phantom("benign", SIZE, seed=1, lesion_size_mm=16.0)
+    _, mask_small, _ = synthetic.phantom("benign", SIZE, seed=1, lesion_size_mm=6.0)
+    assert mask_big.sum() > 4 * mask_small.sum()
+    # Higher frequency: finer speckle (higher mean gradient energy) in homogeneous tissue.
+    lo, _, _ = synthetic.phantom("normal", SIZE, seed=1, tissue="homogeneous", frequency_mhz=4)
+    hi, _, _ = synthetic.phantom("normal", SIZE, seed=1, tissue="homogeneous", frequency_mhz=14)
+
+    def grain(img: np.ndarray) -> float:
+        return float(np.abs(np.diff(img[40:100].astype(float), axis=1)).mean())
+
+    assert grain(hi) > 1.2 * grain(lo)
+
+
+def test_clutter_is_drawn_outside_the_scan_region_and_keeps_the_mask() -> None:
+    plain, _mask_p, _info_p = synthetic.phantom("benign", (256, 256), seed=6)
+    image, mask, info = synthetic.phantom("benign", (256, 256), seed=6, clutter=True)
+    y0, y1, x0, x1 = info["scan_box"]
+    assert (y0, x0) > (0, 0)
+    outside = np.ones(image.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert image[outside].max() > 150  # text and depth scale
+    assert plain[:y0].max() > 0 and mask.any()
+    assert info["lesions"][0]["area_px"] == int((mask > 0).sum())
+    assert not mask[outside].any()
+
+
+def test_determinism_by_seed() -> None:
+    a = synthetic.phantom("malignant", SIZE, seed=42)
+    b = synthetic.phantom("malignant", SIZE, seed=42)
+    c = synthetic.phantom("malignant", SIZE, seed=43)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    assert not np.array_equal(a[0], c[0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"label": "cancer"}, "label"),
+        ({"size": (8, 8)}, "size"),
+        ({"bogus_knob": 1}, "unknown phantom parameter"),
+        ({"geometry": "phased"}, "geometry"),
+        ({"depth_mm": 1.0}, "depth_mm"),
+        ({"lesion_labels": ["weird"]}, "lesion_labels"),
+        ({"label": "benign", "n_lesions": 0}, "at least one lesion"),
+    ],
+)
+def test_bad_phantom_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        synthetic.phantom(**kwargs)
+
+
+# --- cine -------------------------------------------------------------------------------------
+
+
+def test_cine_motion_and_lesion_entering_and_leaving() -> None:
+    frames = list(synthetic.cine(24, "malignant", (160, 160), seed=3))
+    assert len(frames) == 24
+    labels = [info["label"] for _, _, info in frames]
+    assert labels[0] == "normal" and labels[-1] == "normal" and "malignant" in labels
+    first = labels.index("malignant")
+    last = len(labels) - 1 - labels[::-1].index("malignant")
+    assert all(lab == "malignant" for lab in labels[first : last + 1])
+    for k, (_, mask, info) in enumerate(frames):
+        assert (info["label"] == "normal") == (not mask.any())
+        assert info["frame"] == k
+        assert set(np.unique(mask)) <= {0, 1}  # stable id of the scene's only lesion
+    # The probe moves: lateral position strictly increasing, tilt varies.
+    tx = [info["pose"]["tx_mm"] for _, _, info in frames]
+    assert all(b > a for a, b in itertools.pairwise(tx))
+    assert np.ptp([info["pose"]["tilt_deg"] for _, _, info in frames]) > 1.0
+    # The lesion moves across the frame against the probe motion.
+    cols = [np.nonzero(m)[1].mean() for _, m, _ in frames if m.any()]
+    assert cols[0] > cols[-1] + 40
+    times = [info["time_s"] for _, _, info in frames]
+    assert times[1] == pytest.approx(1 / 20)
+
+
+def _tissue_corr(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.astype(float) - a.mean()
+    b = b.astype(float) - b.mean()
+    return float((a * b).sum() / math.sqrt((a * a).sum() * (b * b).sum()))
+
+
+def test_cine_speckle_decorrelation() -> None:
+    """Frozen probe: frame-to-frame correlation of the envelope follows speckle_correlation."""
+
+    def corr(rho: float) -> float:
+        frames = list(synthetic.cine(3, "normal", (128, 128), seed=1, sweep_mm=0.0,
+                                     tilt_deg=0.0, speckle_correlation=rho,
+                                     tissue="homogeneous", noise_db=-200.0))
+        return _tissue_corr(frames[1][0][20:100], frames[2][0][20:100])
+
+    c_hi, c_mid, c_lo = corr(0.98), corr(0.7), corr(0.0)
+    assert c_hi > 0.9
+    assert c_lo < 0.1
+    assert c_lo < c_mid < c_hi
+
+
+def test_cine_elevational_drift_shrinks_the_lesion() -> None:
+    frames = list(synthetic.cine(9, "benign", (160, 160), seed=2, sweep_mm=0.0, tilt_deg=0.0,
+                                 elevation_mm=25.0))
+    areas = [int(m.sum()) for _, m, _ in frames]
+    assert areas[0] == 0 and areas[-1] == 0  # the plane starts and ends off the lesion
+    assert max(areas) == areas[4] > 0
+
+
+# --- dataset ----------------------------------------------------------------------------------
+
+
+def test_dataset_in_memory_is_deterministic_and_balanced() -> None:
+    a = list(synthetic.dataset(n=10, balance=(0.5, 0.3, 0.2), size=(96, 96), seed=7))
+    b = list(synthetic.dataset(n=10, balance=(0.5, 0.3, 0.2), size=(96, 96), seed=7))
+    assert len(a) == 10
+    labels = [info["label"] for _, _, info in a]
+    assert labels.count("benign") == 5 and labels.count("malignant") == 3
+    assert labels.count("normal") == 2
+    for (ia, ma, fa), (ib, mb, fb) in zip(a, b, strict=True):
+        assert np.array_equal(ia, ib) and np.array_equal(ma, mb) and fa == fb
+    # Each sample is reproducible alone from the seed it records.
+    image, _mask, _ = synthetic.phantom(labels[3], (96, 96), seed=a[3][2]["seed"])
+    assert np.array_equal(image, a[3][0])
+
+
+def test_dataset_rejects_bad_balance() -> None:
+    with pytest.raises(InputError, match="balance"):
+        synthetic.dataset(n=3, balance=(1.0, -1.0, 0.5))
+    with pytest.raises(InputError, match="balance"):
+        synthetic.dataset(n=3, balance=(1.0, 1.0))
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+def test_cli_writes_contact_sheet_and_cine(tmp_path, capsys) -> None:
+    parser = argparse.ArgumentParser(prog="sonoedge")
+    sub = parser.add_subparsers(dest="command")
+    cli.add_parser(sub)
+    args = parser.parse_args(["phantom", "--out", str(tmp_path), "--size", "96", "--frames", "6",
+                              "--per-class", "1"])
+    assert cli.run(args) == 0
+    sheet = cv2.imread(str(tmp_path / "phantoms.png"))
+    assert sheet.shape == (2 * 96, 3 * 96, 3)
+    # Contours drawn in colour (green benign, red malignant) on a grey frame.
+    b, g, r = (sheet[..., i].astype(int) for i in range(3))
+    assert ((g - r > 100) & (g - b > 100)).any() and ((r - g > 100) & (r - b > 100)).any()
+    gif = tmp_path / "cine.gif"
+    assert gif.read_bytes()[:6] in (b"GIF89a", b"GIF87a")
+    ok, anim = cv2.imreadanimation(str(gif))
+    assert ok and len(anim.frames) == 6
+    out = capsys.readouterr().out
+    assert str(tmp_path / "phantoms.png") in out and str(gif) in out
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
