@@ -9,6 +9,7 @@
 // Nothing is written twice and no full-size intermediate other than R exists.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #if defined(SONOEDGE_WITH_OPENMP)
@@ -26,8 +27,9 @@ namespace {
 // Taps of one axis, padded to T per destination sample (padding: weight 0 on a valid index).
 struct AxisTaps {
   int T = 0;
-  std::vector<int> idx;
+  std::vector<int> idx;  // destination-major: [d * T + k]
   std::vector<float> w;
+  std::vector<int> base;  // first source sample of d: taps read base[d] + k (zero-padded row)
 };
 
 AxisTaps build_taps(int dsize, int ssize, int mode) {
@@ -47,6 +49,8 @@ AxisTaps build_taps(int dsize, int ssize, int mode) {
       t.w[static_cast<size_t>(d) * t.T + k] = s <= a.hi ? axis_weight(a, s) : 0.f;
     }
   }
+  t.base.resize(dsize);
+  for (int d = 0; d < dsize; ++d) t.base[d] = spans[d].lo;
   return t;
 }
 
@@ -67,10 +71,10 @@ GaussTaps build_gauss(float sigma) {
 // Scratch of one thread: row buffers sized on first use and kept.
 struct RowScratch {
   std::vector<float> row, v0, v1, gx, gy;
-  void ensure(int roi_w, int w, int r) {
+  void ensure(int roi_w, int w, int r, int taps_pad = 0) {
     // row: one resized-source row in stage 1, the magnitude row in stage 2.
-    const int row_len = std::max(roi_w, w);
-    if (static_cast<int>(row.size()) < row_len) row.resize(row_len);
+    const int row_len = std::max(roi_w + taps_pad, w);
+    if (static_cast<int>(row.size()) < row_len) row.resize(row_len, 0.f);
     const int padded = w + 2 * r;
     if (static_cast<int>(v0.size()) < padded) {
       v0.resize(padded);
@@ -83,31 +87,56 @@ struct RowScratch {
   }
 };
 
+// 16-float vectors through GCC/Clang vector extensions: one zmm on AVX-512, two ymm on AVX2,
+// four q registers on NEON (Jetson). Accumulators stay in registers across all taps. The taps
+// are symmetric (g0) and antisymmetric (g1): each pair of rows is added / subtracted once and
+// multiplied once, half the multiplies of the plain form. Measured on the 2-core Xeon
+// (AVX-512) for 256x256, sigma 1: 8-wide plain 160 us, 8-wide symmetric 140 us, 16-wide
+// symmetric 70 us.
+typedef float vf16 __attribute__((vector_size(64)));
+constexpr int kV = 16;
+
+inline vf16 load16(const float* p) {
+  vf16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void store16(float* p, vf16 v) { std::memcpy(p, &v, sizeof(v)); }
+
 // Vertical Gaussian and derivative passes over R at row y, then horizontal ones:
 // gx = d/dx (vertical g0, horizontal g1), gy = d/dy (vertical g1, horizontal g0).
+// Rows are padded by r on both sides ("nearest" borders) so the horizontal pass has no branch.
 inline void gradient_row(const float* R, int h, int w, const GaussTaps& g, int y, RowScratch& s) {
   const int r = g.r;
+  const float* c0 = g.g0 + r;  // c0[k] == c0[-k]
+  const float* c1 = g.g1 + r;  // c1[k] == -c1[-k], c1[0] == 0
   float* v0 = s.v0.data() + r;
   float* v1 = s.v1.data() + r;
-  const float* rows[2 * kMaxRadius + 1] = {};
-  for (int k = 0; k <= 2 * r; ++k) rows[k] = R + static_cast<size_t>(clampi(y + k - r, 0, h - 1)) * w;
-  {
-    const float c0 = g.g0[0], c1 = g.g1[0];
-    const float* src = rows[0];
-    for (int x = 0; x < w; ++x) {
-      v0[x] = c0 * src[x];
-      v1[x] = c1 * src[x];
+  const float* rows_buf[2 * kMaxRadius + 1] = {};
+  for (int k = -r; k <= r; ++k)
+    rows_buf[k + r] = R + static_cast<size_t>(clampi(y + k, 0, h - 1)) * w;
+  const float* const* rows = rows_buf + r;  // rows[k], k in [-r, r]
+  int x = 0;
+  for (; x + kV <= w; x += kV) {
+    vf16 a0 = c0[0] * load16(rows[0] + x), a1 = {};
+    for (int k = 1; k <= r; ++k) {
+      const vf16 lo = load16(rows[-k] + x), hi = load16(rows[k] + x);
+      a0 += c0[k] * (hi + lo);
+      a1 += c1[k] * (hi - lo);
     }
+    store16(v0 + x, a0);
+    store16(v1 + x, a1);
   }
-  for (int k = 1; k <= 2 * r; ++k) {
-    const float c0 = g.g0[k], c1 = g.g1[k];
-    const float* src = rows[k];
-    for (int x = 0; x < w; ++x) {
-      v0[x] += c0 * src[x];
-      v1[x] += c1 * src[x];
+  for (; x < w; ++x) {
+    float a0 = c0[0] * rows[0][x], a1 = 0.f;
+    for (int k = 1; k <= r; ++k) {
+      a0 += c0[k] * (rows[k][x] + rows[-k][x]);
+      a1 += c1[k] * (rows[k][x] - rows[-k][x]);
     }
+    v0[x] = a0;
+    v1[x] = a1;
   }
-  for (int k = 1; k <= r; ++k) {  // "nearest" borders
+  for (int k = 1; k <= r; ++k) {
     v0[-k] = v0[0];
     v1[-k] = v1[0];
     v0[w - 1 + k] = v0[w - 1];
@@ -115,20 +144,60 @@ inline void gradient_row(const float* R, int h, int w, const GaussTaps& g, int y
   }
   float* gx = s.gx.data();
   float* gy = s.gy.data();
-  const float* p0 = v0 - r;
-  const float* p1 = v1 - r;
-  for (int x = 0; x < w; ++x) {
-    gx[x] = g.g1[0] * p0[x];
-    gy[x] = g.g0[0] * p1[x];
-  }
-  for (int k = 1; k <= 2 * r; ++k) {
-    const float c1 = g.g1[k], c0 = g.g0[k];
-    const float* a = p0 + k;
-    const float* b = p1 + k;
-    for (int x = 0; x < w; ++x) {
-      gx[x] += c1 * a[x];
-      gy[x] += c0 * b[x];
+  x = 0;
+  for (; x + kV <= w; x += kV) {
+    vf16 ax = {}, ay = c0[0] * load16(v1 + x);
+    for (int k = 1; k <= r; ++k) {
+      ax += c1[k] * (load16(v0 + x + k) - load16(v0 + x - k));
+      ay += c0[k] * (load16(v1 + x + k) + load16(v1 + x - k));
     }
+    store16(gx + x, ax);
+    store16(gy + x, ay);
+  }
+  for (; x < w; ++x) {
+    float ax = 0.f, ay = c0[0] * v1[x];
+    for (int k = 1; k <= r; ++k) {
+      ax += c1[k] * (v0[x + k] - v0[x - k]);
+      ay += c0[k] * (v1[x + k] + v1[x - k]);
+    }
+    gx[x] = ax;
+    gy[x] = ay;
+  }
+}
+
+// Horizontal resampling of one row: dst[d] = scale * sum_k w[d, k] * row[base[d] + k].
+// Scalar with consecutive taps and the tap count fixed at compile time: measured 111 us for
+// 256 rows x 256 outputs x 5 taps on the 2-core Xeon, against 294 us for AVX-512 gathers.
+// `row` is zero-padded by T samples, so padding taps (weight 0) read in bounds.
+template <int T>
+inline void hresample_t(const float* row, const AxisTaps& t, int n, float scale, float* dst) {
+  const float* w = t.w.data();
+  const int* base = t.base.data();
+  for (int d = 0; d < n; ++d) {
+    const float* src = row + base[d];
+    const float* wd = w + static_cast<size_t>(d) * T;
+    float acc = 0.f;
+    for (int k = 0; k < T; ++k) acc += wd[k] * src[k];
+    dst[d] = acc * scale;
+  }
+}
+
+inline void hresample(const float* row, const AxisTaps& t, int n, float scale, float* dst) {
+  switch (t.T) {
+    case 1: return hresample_t<1>(row, t, n, scale, dst);
+    case 2: return hresample_t<2>(row, t, n, scale, dst);
+    case 3: return hresample_t<3>(row, t, n, scale, dst);
+    case 4: return hresample_t<4>(row, t, n, scale, dst);
+    case 5: return hresample_t<5>(row, t, n, scale, dst);
+    case 6: return hresample_t<6>(row, t, n, scale, dst);
+    default: break;
+  }
+  for (int d = 0; d < n; ++d) {
+    const float* src = row + t.base[d];
+    const float* wd = t.w.data() + static_cast<size_t>(d) * t.T;
+    float acc = 0.f;
+    for (int k = 0; k < t.T; ++k) acc += wd[k] * src[k];
+    dst[d] = acc * scale;
   }
 }
 
@@ -190,18 +259,18 @@ void preprocess_cpu(const FrameView& f, const Roi& roi, const PreprocessParams& 
 #endif
   {
     RowScratch s;
-    s.ensure(roi.w, w, g.r);
-    float* row = s.row.data();
+    s.ensure(roi.w, w, g.r, tx.T);
+    float* __restrict__ row = s.row.data();
     // ---- stage 1: resize (+ gray) -> R, or straight to the image channels -------------------
 #if defined(SONOEDGE_WITH_OPENMP)
 #pragma omp for schedule(static)
 #endif
     for (int y = 0; y < h; ++y) {
-      std::fill(row, row + roi.w, 0.f);
+      std::fill(row, row + roi.w + tx.T, 0.f);  // the padding too: 0 * NaN would be NaN
       for (int k = 0; k < ty.T; ++k) {
         const float wy = ty.w[static_cast<size_t>(y) * ty.T + k];
         if (wy == 0.f) continue;
-        const uint8_t* src = f.data + static_cast<int64_t>(roi.y + ty.idx[static_cast<size_t>(y) * ty.T + k]) * f.row_stride +
+        const uint8_t* __restrict__ src = f.data + static_cast<int64_t>(roi.y + ty.idx[static_cast<size_t>(y) * ty.T + k]) * f.row_stride +
                              static_cast<int64_t>(roi.x) * f.col_stride;
         if (f.channels < 3) {
           if (f.col_stride == 1) {
@@ -220,13 +289,7 @@ void preprocess_cpu(const FrameView& f, const Roi& roi, const PreprocessParams& 
         }
       }
       float* dst = need_grad ? R + static_cast<size_t>(y) * w : s.gx.data();
-      for (int x = 0; x < w; ++x) {
-        const int* ix = &tx.idx[static_cast<size_t>(x) * tx.T];
-        const float* wx = &tx.w[static_cast<size_t>(x) * tx.T];
-        float acc = 0.f;
-        for (int k = 0; k < tx.T; ++k) acc += wx[k] * row[ix[k]];
-        dst[x] = acc * inv255;
-      }
+      hresample(row, tx, w, inv255, dst);
       if (!need_grad) {
         for (int c = 0; c < p.num_channels; ++c)
           store_row(dst, p.mean[c], p.inv_std[c], w, p.out_dtype,

@@ -95,7 +95,8 @@ SE_HD AxisSpan axis_span(int d, int ssize, int dsize, int mode) {
       sx = ssize - 1;
     }
     a.lo = sx;
-    a.hi = sx + 1 < ssize ? sx + 1 : sx;
+    // A zero fraction reads one sample (exact integer positions: scale 1, grid-aligned taps).
+    a.hi = (sx + 1 < ssize && fx > 0.f) ? sx + 1 : sx;
     a.fx = fx;
     a.s1 = a.s2 = 0;
     a.w_first = a.w_mid = a.w_last = 0.f;
