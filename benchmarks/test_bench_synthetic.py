@@ -1,7 +1,7 @@
 """Generation speed of synthetic phantoms (pytest-benchmark).
 
-Run: ``python -m pytest benchmarks/test_bench_synthetic.py --benchmark-enable -p no:cacheprovider``
-(the project's pytest options skip benchmarks by default). The target is >= 50 frames/s at
+Run: ``python -m pytest benchmarks/test_bench_synthetic.py`` (plain ``pytest`` collects only
+``tests/``, so benchmarks run only when asked for). The target is >= 50 frames/s at
 256 x 256 on 2 CPU cores for single phantoms (a new breast per frame) and cine frames.
 """
 

@@ -112,7 +112,9 @@ def preprocess(
     Raises:
         sdk.errors.InputError: naming the first invalid argument.
     """
-    s = V.preprocess_spec(frame, size, channels, sigma, roi, mean, std, dtype, color, interpolation)
+    f, s = V.preprocess_spec(
+        frame, size, channels, sigma, roi, mean, std, dtype, color, interpolation
+    )
     nthreads = V.check_int(threads, "threads", 1, 256)
     shape = (len(s.channels), *s.size)
     if out is None:
@@ -120,7 +122,7 @@ def preprocess(
     else:
         V.check_out(out, shape, s.dtype)
     _native().preprocess_cpu(
-        s.frame,
+        f,
         s.roi,
         out,
         list(s.kinds),

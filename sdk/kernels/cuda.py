@@ -150,7 +150,7 @@ def preprocess(
     _contiguous("out", oshape, odt, ostr)
     dt = V.check_dtype(odt)
     # Reuse the host validation on a stand-in frame of the same geometry.
-    spec = V.preprocess_spec(
+    _, spec = V.preprocess_spec(
         _Geometry(H, W, C).frame(),
         oshape[1:],
         channels,

@@ -109,10 +109,12 @@ def preprocess(
     threads: int = 1,
 ) -> np.ndarray:
     """Reference of :func:`sdk.kernels.preprocess` (same arguments; ``threads`` ignored)."""
-    s = V.preprocess_spec(frame, size, channels, sigma, roi, mean, std, dtype, color, interpolation)
+    f, s = V.preprocess_spec(
+        frame, size, channels, sigma, roi, mean, std, dtype, color, interpolation
+    )
     V.check_int(threads, "threads", 1, 256)
     x, y, w, h = s.roi
-    crop = s.frame[y : y + h, x : x + w].astype(np.float64)
+    crop = f[y : y + h, x : x + w].astype(np.float64)
     gray = crop if crop.ndim == 2 else crop[..., :3] @ np.array(_LUMA[s.color])
     ay = resize_matrix(s.size[0], h, s.interp)
     ax = resize_matrix(s.size[1], w, s.interp)

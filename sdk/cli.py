@@ -1,0 +1,161 @@
+"""The ``sonoedge`` command line.
+
+``sonoedge info``            what this install can do (kernels, CUDA, versions)
+``sonoedge demo``            run the frame-path kernels on a phantom and write what they compute
+``sonoedge phantom``         contact sheet + cine loop of synthetic B-mode phantoms
+``sonoedge bench kernels``   kernels vs OpenCV / SciPy / NumPy (and CuPy / torch on a GPU)
+
+Every command has ``--help``. Exit codes: 0 success, 1 a reported error (``sdk.errors``),
+2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+import sdk
+from sdk.errors import SDKError
+
+__all__ = ["build_parser", "main"]
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from sdk import kernels
+
+    info: dict[str, object] = {"sonoedge": sdk.__version__}
+    try:
+        from sdk import _kernels
+
+        info["kernels"] = {
+            "compiled": True,
+            "built_with_cuda": kernels.built_with_cuda(),
+            "cuda_devices": kernels.cuda_device_count(),
+            "openmp_max_threads": int(_kernels.openmp_max_threads()),
+        }
+    except (ImportError, SDKError) as e:
+        info["kernels"] = {"compiled": False, "error": str(e)}
+    versions: dict[str, str] = {"numpy": np.__version__}
+    for mod in ("cv2", "onnxruntime", "pydicom", "torch", "tensorrt", "cupy"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - optional: absent or broken both mean "not available"
+            versions[mod] = "not installed"
+    info["versions"] = versions
+    try:
+        import onnxruntime as ort
+
+        info["onnxruntime_providers"] = ort.get_available_providers()
+    except ImportError:
+        pass
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    k = info["kernels"]
+    print(f"sonoedge {info['sonoedge']}")
+    if isinstance(k, dict) and k.get("compiled"):
+        print(f"  kernels      C++ (OpenMP up to {k['openmp_max_threads']} threads)"
+              f"{', CUDA' if k['built_with_cuda'] else ', no CUDA (built without nvcc)'}")
+        print(f"  CUDA devices {k['cuda_devices']}")
+    else:
+        print(f"  kernels      NOT AVAILABLE: {k}")
+    for name, v in versions.items():
+        print(f"  {name:<12} {v}")
+    if "onnxruntime_providers" in info:
+        print(f"  ORT providers {', '.join(info['onnxruntime_providers'])}")  # type: ignore[arg-type]
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.suite != "kernels":
+        print(f"sonoedge bench: suite {args.suite!r} arrives with the runtime SDK; "
+              "available now: kernels", file=sys.stderr)
+        return 2
+    from sdk.bench import kernels as bk
+
+    command = "sonoedge bench kernels " + " ".join(sys.argv[3:]) if len(sys.argv) > 2 else ""
+    print(f"benchmarking kernels ({args.repeat} interleaved repeats, {args.threads} thread(s))...",
+          file=sys.stderr)
+    table = bk.run(threads=args.threads, repeat=args.repeat, gpu=not args.no_gpu,
+                   command=command.strip())
+    print(table.markdown())
+    if args.out:
+        md, js = table.write(Path(args.out), args.stem)
+        print(f"wrote {md} and {js}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from sdk import demo
+
+    return demo.kernels_demo(Path(args.out), seed=args.seed, size=args.size)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sonoedge",
+        description="Edge inference SDK for breast ultrasound: lesion mask + benign / malignant / "
+        "normal label per frame.",
+    )
+    p.add_argument("--version", action="version", version=f"sonoedge {sdk.__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    info = sub.add_parser("info", help="show what this install can run (kernels, CUDA, versions)",
+                          description="Show the compiled kernels, CUDA devices and versions.")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(handler=_cmd_info)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the frame-path kernels on a synthetic frame and write what they compute",
+        description="Generate a malignant phantom, run the fused preprocess, mask-guided pooling "
+        "and mask post-process kernels on it, write an annotated PNG and print the timings.",
+    )
+    demo.add_argument("--out", default="sonoedge-demo", help="output folder (sonoedge-demo)")
+    demo.add_argument("--seed", type=int, default=7, help="phantom seed (7)")
+    demo.add_argument("--size", type=int, default=256, help="model input side in pixels (256)")
+    demo.set_defaults(handler=_cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks with ratios against anchors from the same run",
+                           description="Time sonoedge against the usual tools, in one run.")
+    bench.add_argument("suite", choices=("kernels", "e2e", "formats"), help="what to benchmark")
+    bench.add_argument("--threads", type=int, default=1, help="CPU threads for us and OpenCV (1)")
+    bench.add_argument("--repeat", type=int, default=200, help="interleaved repeats (200)")
+    bench.add_argument("--no-gpu", action="store_true", help="skip the GPU rows")
+    bench.add_argument("--out", help="folder to write STEM.md and STEM.json into")
+    bench.add_argument("--stem", default="kernels", help="file name stem (kernels)")
+    bench.set_defaults(handler=_cmd_bench)
+
+    from sdk.synthetic import cli as phantom_cli
+
+    phantom_cli.add_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    t0 = time.perf_counter()
+    try:
+        code = int(args.handler(args))
+    except SDKError as e:
+        print(f"sonoedge {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"sonoedge {args.command}: interrupted after {time.perf_counter() - t0:.1f} s",
+              file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

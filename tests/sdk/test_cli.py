@@ -1,0 +1,68 @@
+"""The `sonoedge` command line: every sub-command runs, writes what it says, fails cleanly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from sdk.cli import main
+
+
+@pytest.mark.parametrize("argv", [[], ["info"], ["demo"], ["bench"], ["phantom"]])
+def test_help_everywhere(argv, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
+    assert "usage: sonoedge" in capsys.readouterr().out
+
+
+def test_no_command_prints_help(capsys) -> None:
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_info_json(capsys) -> None:
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kernels"]["compiled"] is True
+    assert isinstance(info["kernels"]["built_with_cuda"], bool)
+    assert "numpy" in info["versions"]
+
+
+def test_demo_writes_a_picture(tmp_path, capsys) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--size", "128"]) == 0
+    out = capsys.readouterr().out
+    img = cv2.imread(str(tmp_path / "kernels_demo.png"))
+    assert img is not None and img.shape[0] == 480 and img.shape[1] > 640
+    assert "round-trip Dice" in out and str(tmp_path) in out
+    dice = float(out.split("round-trip Dice at 128x128:")[1].split()[0])
+    assert dice > 0.95
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_demo_bad_size_is_a_clean_error(tmp_path, capsys) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--size", "4"]) == 1
+    assert "error" in capsys.readouterr().err
+
+
+def test_bench_kernels_writes_tables(tmp_path, capsys) -> None:
+    assert main(["bench", "kernels", "--repeat", "3", "--no-gpu", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "kernels.md").read_text()
+    data = json.loads((tmp_path / "kernels.json").read_text())
+    names = {r["anchor"] for r in data["rows"]}
+    assert {"OpenCV pipeline", "NumPy", "OpenCV"} <= names
+    assert all(r["ratio"] > 0 for r in data["rows"] if r["anchor"])
+    assert "| preprocess 600×800 u8" in md and data["machine"]["cores"] >= 1
+
+
+def test_bench_unknown_suite_is_usage_error(capsys) -> None:
+    assert main(["bench", "e2e"]) == 2
+
+
+def test_console_script_entry_point() -> None:
+    r = subprocess.run([sys.executable, "-m", "sdk.cli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("sonoedge ")
