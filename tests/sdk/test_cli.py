@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -64,5 +66,8 @@ def test_bench_unknown_suite_is_usage_error(capsys) -> None:
 
 
 def test_console_script_entry_point() -> None:
-    r = subprocess.run([sys.executable, "-m", "sdk.cli", "--version"], capture_output=True, text=True)
+    exe = shutil.which("sonoedge", path=os.pathsep.join([os.path.dirname(sys.executable),
+                                                          os.environ.get("PATH", "")]))
+    assert exe, "the `sonoedge` console script is not installed: `pip install .`"
+    r = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
     assert r.returncode == 0 and r.stdout.startswith("sonoedge ")
