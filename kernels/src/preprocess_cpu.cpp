@@ -282,9 +282,20 @@ void preprocess_cpu(const FrameView& f, const Roi& roi, const PreprocessParams& 
         } else {
           const int64_t cs = f.col_stride, ch = f.ch_stride;
           const float a = wy * cw[0], b = wy * cw[1], c = wy * cw[2];
-          for (int i = 0; i < roi.w; ++i) {
-            const uint8_t* px = src + i * cs;
-            row[i] += a * px[0] + b * px[ch] + c * px[2 * ch];
+          const int rw = roi.w;
+          // Packed BGR / BGRA: compile-time strides let the compiler de-interleave in vector
+          // registers (the runtime-stride loop below stays scalar).
+          if (ch == 1 && cs == 3) {
+            for (int i = 0; i < rw; ++i)
+              row[i] += a * src[3 * i] + b * src[3 * i + 1] + c * src[3 * i + 2];
+          } else if (ch == 1 && cs == 4) {
+            for (int i = 0; i < rw; ++i)
+              row[i] += a * src[4 * i] + b * src[4 * i + 1] + c * src[4 * i + 2];
+          } else {
+            for (int i = 0; i < rw; ++i) {
+              const uint8_t* px = src + i * cs;
+              row[i] += a * px[0] + b * px[ch] + c * px[2 * ch];
+            }
           }
         }
       }
