@@ -1,0 +1,71 @@
+"""Eager PyTorch model → ONNX file (opset ≥ 17, dynamic batch), the first export step.
+
+Issue #5 grows this into the full ``to_onnx`` step (metadata, checker, parity report); the
+models' contract tests already go through it, so every architecture is known to export.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["to_onnx_file"]
+
+DEFAULT_OPSET = 17
+
+
+class _TupleOutputs(nn.Module):
+    """ONNX wants positional outputs: the contract's dict in ``output_names`` order."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.names = tuple(model.output_names)
+
+    def forward(self, *x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(*x)
+        return tuple(out[n] for n in self.names)
+
+
+def to_onnx_file(
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    path: str | os.PathLike[str],
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Export ``model`` (eval mode) with a dynamic batch axis; written to a temporary name and
+    renamed, so a failed export leaves no file. Input names: ``input`` (then ``input_1``...)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    was_training = model.training
+    model.eval()
+    wrapped = _TupleOutputs(model)
+    in_names = ["input"] + [f"input_{i}" for i in range(1, len(example_inputs))]
+    axes = {n: {0: "batch"} for n in (*in_names, *wrapped.names)}
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The TorchScript exporter: mature for these conv nets, deterministic and fast. The
+            # dynamo exporter is the future default; revisit when it handles grid_sample and
+            # dynamic batch as reliably.
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=FutureWarning)
+            torch.onnx.export(
+                wrapped,
+                tuple(example_inputs),
+                str(tmp),
+                input_names=in_names,
+                output_names=list(wrapped.names),
+                dynamic_axes=axes,
+                opset_version=opset,
+                dynamo=False,
+                do_constant_folding=True,
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        model.train(was_training)
+    return path
