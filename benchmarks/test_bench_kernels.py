@@ -56,8 +56,12 @@ def pool_inputs():
     feats = rng.standard_normal((32, 64, 64)).astype(np.float32)
     w = rng.random(SIZE, np.float32)
     labels = (w > 0.7).astype(np.int32)
-    head = K.MLPHead(rng.standard_normal((64, 32)) * 0.1, np.zeros(64),
-                     rng.standard_normal((3, 64)) * 0.1, np.zeros(3))
+    head = K.MLPHead(
+        rng.standard_normal((64, 32)) * 0.1,
+        np.zeros(64),
+        rng.standard_normal((3, 64)) * 0.1,
+        np.zeros(3),
+    )
     return feats, w, labels, head
 
 

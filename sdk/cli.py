@@ -45,7 +45,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for mod in ("cv2", "onnxruntime", "pydicom", "torch", "tensorrt", "cupy"):
         try:
             versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - optional: absent or broken both mean "not available"
+        except Exception:
             versions[mod] = "not installed"
     info["versions"] = versions
     try:
@@ -60,8 +60,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     k = info["kernels"]
     print(f"sonoedge {info['sonoedge']}")
     if isinstance(k, dict) and k.get("compiled"):
-        print(f"  kernels      C++ (OpenMP up to {k['openmp_max_threads']} threads)"
-              f"{', CUDA' if k['built_with_cuda'] else ', no CUDA (built without nvcc)'}")
+        print(
+            f"  kernels      C++ (OpenMP up to {k['openmp_max_threads']} threads)"
+            f"{', CUDA' if k['built_with_cuda'] else ', no CUDA (built without nvcc)'}"
+        )
         print(f"  CUDA devices {k['cuda_devices']}")
     else:
         print(f"  kernels      NOT AVAILABLE: {k}")
@@ -74,16 +76,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.suite != "kernels":
-        print(f"sonoedge bench: suite {args.suite!r} arrives with the runtime SDK; "
-              "available now: kernels", file=sys.stderr)
+        print(
+            f"sonoedge bench: suite {args.suite!r} arrives with the runtime SDK; "
+            "available now: kernels",
+            file=sys.stderr,
+        )
         return 2
     from sdk.bench import kernels as bk
 
     command = "sonoedge bench kernels " + " ".join(sys.argv[3:]) if len(sys.argv) > 2 else ""
-    print(f"benchmarking kernels ({args.repeat} interleaved repeats, {args.threads} thread(s))...",
-          file=sys.stderr)
-    table = bk.run(threads=args.threads, repeat=args.repeat, gpu=not args.no_gpu,
-                   command=command.strip())
+    print(
+        f"benchmarking kernels ({args.repeat} interleaved repeats, {args.threads} thread(s))...",
+        file=sys.stderr,
+    )
+    table = bk.run(
+        threads=args.threads, repeat=args.repeat, gpu=not args.no_gpu, command=command.strip()
+    )
     print(table.markdown())
     if args.out:
         md, js = table.write(Path(args.out), args.stem)
@@ -106,8 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"sonoedge {sdk.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    info = sub.add_parser("info", help="show what this install can run (kernels, CUDA, versions)",
-                          description="Show the compiled kernels, CUDA devices and versions.")
+    info = sub.add_parser(
+        "info",
+        help="show what this install can run (kernels, CUDA, versions)",
+        description="Show the compiled kernels, CUDA devices and versions.",
+    )
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(handler=_cmd_info)
 
@@ -122,8 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=256, help="model input side in pixels (256)")
     demo.set_defaults(handler=_cmd_demo)
 
-    bench = sub.add_parser("bench", help="benchmarks with ratios against anchors from the same run",
-                           description="Time sonoedge against the usual tools, in one run.")
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks with ratios against anchors from the same run",
+        description="Time sonoedge against the usual tools, in one run.",
+    )
     bench.add_argument("suite", choices=("kernels", "e2e", "formats"), help="what to benchmark")
     bench.add_argument("--threads", type=int, default=1, help="CPU threads for us and OpenCV (1)")
     bench.add_argument("--repeat", type=int, default=200, help="interleaved repeats (200)")
@@ -151,8 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sonoedge {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"sonoedge {args.command}: interrupted after {time.perf_counter() - t0:.1f} s",
-              file=sys.stderr)
+        print(
+            f"sonoedge {args.command}: interrupted after {time.perf_counter() - t0:.1f} s",
+            file=sys.stderr,
+        )
         return 130
     return code
 

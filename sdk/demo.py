@@ -40,7 +40,9 @@ def _median_ms(fn, n: int = 50) -> float:  # type: ignore[no-untyped-def]
 
 def _to_u8(a: np.ndarray) -> np.ndarray:
     lo, hi = float(a.min()), float(a.max())
-    return np.zeros(a.shape, np.uint8) if hi <= lo else ((a - lo) / (hi - lo) * 255).astype(np.uint8)
+    return (
+        np.zeros(a.shape, np.uint8) if hi <= lo else ((a - lo) / (hi - lo) * 255).astype(np.uint8)
+    )
 
 
 def _put(img: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.5) -> None:
@@ -53,8 +55,12 @@ def kernels_demo(out_dir: Path, seed: int = 7, size: int = 256) -> int:
     if size < 16 or size > 1024:
         raise InputError(f"--size must be in [16, 1024], got {size}")
     frame, gt, info = synthetic.phantom(
-        "malignant", size=(480, 640), seed=seed, n_lesions=2,
-        lesion_labels=("malignant", "benign"), clutter=True,
+        "malignant",
+        size=(480, 640),
+        seed=seed,
+        n_lesions=2,
+        lesion_labels=("malignant", "benign"),
+        clutter=True,
     )
     hw = (size, size)
     x = K.preprocess(frame, size=hw, channels=("image", "gdm"), sigma=1.0)
@@ -85,13 +91,25 @@ def kernels_demo(out_dir: Path, seed: int = 7, size: int = 256) -> int:
         row = pool.pooled[les["id"]] if les["id"] <= k else None
         x0, y0, _, _ = les["bbox"]
         if row is not None:
-            _put(left, f"#{les['id']} {les['label']}: echo {row[0]:.2f} edge {row[1]:.3f}",
-                 (max(x0 - 40, 5), max(y0 - 8, 15)), 0.45)
+            _put(
+                left,
+                f"#{les['id']} {les['label']}: echo {row[0]:.2f} edge {row[1]:.3f}",
+                (max(x0 - 40, 5), max(y0 - 8, 15)),
+                0.45,
+            )
     mc, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(left, mc, -1, (0, 220, 255), 1)
-    _put(left, f"whole image: echo {pool.pooled[0][0]:.2f} edge {pool.pooled[0][1]:.3f}", (10, h - 40))
-    _put(left, f"ground truth (colour) | post-processed round trip (yellow), Dice {dice:.3f}",
-         (10, h - 15), 0.45)
+    _put(
+        left,
+        f"whole image: echo {pool.pooled[0][0]:.2f} edge {pool.pooled[0][1]:.3f}",
+        (10, h - 40),
+    )
+    _put(
+        left,
+        f"ground truth (colour) | post-processed round trip (yellow), Dice {dice:.3f}",
+        (10, h - 15),
+        0.45,
+    )
     panel[:, :w] = left
     chans = np.concatenate([_to_u8(x[0]), _to_u8(x[1])], axis=0)  # (2*size, size)
     chans = cv2.resize(chans, (h // 2, h), interpolation=cv2.INTER_NEAREST)
@@ -119,7 +137,10 @@ def kernels_demo(out_dir: Path, seed: int = 7, size: int = 256) -> int:
     for les in info["lesions"]:
         if les["id"] <= k:
             r = pool.pooled[les["id"]]
-            print(f"  lesion #{les['id']} {les['label']:<9} mean echo {r[0]:.3f}  mean edge {r[1]:.4f}")
+            print(
+                f"  lesion #{les['id']} {les['label']:<9} "
+                f"mean echo {r[0]:.3f}  mean edge {r[1]:.4f}"
+            )
     print(f"  round-trip Dice at {size}x{size}: {dice:.4f}")
     print(f"wrote {path}", file=sys.stdout)
     return 0

@@ -42,9 +42,13 @@ class MultiTaskModel(nn.Module):
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        return ("mask_logits", "class_logits", "features") if self.has_features else (
-            "mask_logits",
-            "class_logits",
+        return (
+            ("mask_logits", "class_logits", "features")
+            if self.has_features
+            else (
+                "mask_logits",
+                "class_logits",
+            )
         )
 
     #: Input size used by the contract tests (small, so the suite runs in minutes on 2 cores).

@@ -58,7 +58,9 @@ def _factory(name: str) -> Callable[..., Any]:
 def model_defaults(name: str) -> dict[str, Any]:
     """The keyword arguments of a model's factory with their defaults (its config)."""
     sig = inspect.signature(_factory(name))
-    return {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+    return {
+        k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty
+    }
 
 
 def create_model(name: str, **kwargs: Any) -> Any:
@@ -70,9 +72,7 @@ def create_model(name: str, **kwargs: Any) -> Any:
     valid = model_defaults(name)
     unknown = set(kwargs) - set(valid)
     if unknown:
-        raise InputError(
-            f"{name} does not take {sorted(unknown)}; its options are {sorted(valid)}"
-        )
+        raise InputError(f"{name} does not take {sorted(unknown)}; its options are {sorted(valid)}")
     model = fn(**kwargs)
     model.arch = name
     model.config = {**valid, **kwargs}

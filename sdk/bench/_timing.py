@@ -64,8 +64,10 @@ class Table:
                 f"{r.anchor or '–'} | {anchor_t} | {ratio} |"
             )
         lines.append("")
-        lines.append("ratio = candidate median / anchor median, both measured in this run "
-                     "(interleaved); below 1 means the candidate is faster.")
+        lines.append(
+            "ratio = candidate median / anchor median, both measured in this run "
+            "(interleaved); below 1 means the candidate is faster."
+        )
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> dict[str, Any]:
@@ -80,8 +82,9 @@ class Table:
         """Write ``stem.md`` and ``stem.json`` atomically (temp name, then rename)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = (out_dir / f"{stem}.md", out_dir / f"{stem}.json")
-        for path, text in zip(paths, (self.markdown(), json.dumps(self.to_json(), indent=2)),
-                              strict=True):
+        for path, text in zip(
+            paths, (self.markdown(), json.dumps(self.to_json(), indent=2)), strict=True
+        ):
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(text)
             os.replace(tmp, path)
@@ -101,11 +104,13 @@ def machine_info(device: str | None = None) -> dict[str, Any]:
     for mod in ("cv2", "scipy", "onnxruntime", "cupy", "torch"):
         try:
             versions.append(f"{mod} {__import__(mod).__version__}")
-        except Exception:  # noqa: BLE001 - optional packages: absent or broken is the same here
+        except Exception:
             continue
     return {
         "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
         "device": device or "no GPU",
         "versions": ", ".join(versions),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

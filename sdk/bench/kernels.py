@@ -48,15 +48,21 @@ def scipy_preprocess(frame: np.ndarray, size: tuple[int, int], sigma: float) -> 
     from scipy import ndimage as ndi
 
     f = frame.astype(np.float32) * np.float32(1.0 / 255.0)
-    img = ndi.zoom(f, (size[0] / f.shape[0], size[1] / f.shape[1]), order=1, grid_mode=True,
-                   mode="nearest")
+    img = ndi.zoom(
+        f, (size[0] / f.shape[0], size[1] / f.shape[1]), order=1, grid_mode=True, mode="nearest"
+    )
     mag = ndi.gaussian_gradient_magnitude(img, sigma, mode="nearest", truncate=4.0)
     return np.stack([img, mag])
 
 
 def _numpy_pool_classify(
-    feats: np.ndarray, w: np.ndarray, labels: np.ndarray, k: int, head: K.MLPHead,
-    ay: np.ndarray, ax: np.ndarray,
+    feats: np.ndarray,
+    w: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    head: K.MLPHead,
+    ay: np.ndarray,
+    ax: np.ndarray,
 ) -> np.ndarray:
     """NumPy anchor of pooling + head: features upsampled by matrix products, then pooled."""
     up = ay @ feats @ ax.T  # (F, hm, wm)
@@ -120,14 +126,24 @@ def cpu_suite(
 
         t = compare(
             {
-                "sonoedge C++": lambda: K.preprocess(frame_bgr, size=size, sigma=sigma,
-                                                     threads=threads, dtype=np.float16),
-                "OpenCV pipeline": lambda: opencv_preprocess(frame_bgr, size, sigma).astype(np.float16),
+                "sonoedge C++": lambda: K.preprocess(
+                    frame_bgr, size=size, sigma=sigma, threads=threads, dtype=np.float16
+                ),
+                "OpenCV pipeline": lambda: opencv_preprocess(frame_bgr, size, sigma).astype(
+                    np.float16
+                ),
             },
             repeat=repeat,
         )
-        rows.append(_row(f"preprocess BGR {frame_shape[0]}×{frame_shape[1]}×3 → 2×{size[0]}×{size[1]} f16",
-                         "sonoedge C++", "OpenCV pipeline", t, f"{threads} thread(s)"))
+        rows.append(
+            _row(
+                f"preprocess BGR {frame_shape[0]}×{frame_shape[1]}×3 → 2×{size[0]}×{size[1]} f16",
+                "sonoedge C++",
+                "OpenCV pipeline",
+                t,
+                f"{threads} thread(s)",
+            )
+        )
 
         img = K.preprocess(frame, size=size, channels=("image",))[0]
         try:
@@ -135,26 +151,41 @@ def cpu_suite(
 
             t = compare(
                 {
-                    "sonoedge C++": lambda: K.gaussian_gradient_magnitude(img, sigma, threads=threads),
+                    "sonoedge C++": lambda: K.gaussian_gradient_magnitude(
+                        img, sigma, threads=threads
+                    ),
                     "scipy.ndimage": lambda: ndi.gaussian_gradient_magnitude(
-                        img, sigma, mode="nearest", truncate=4.0),
+                        img, sigma, mode="nearest", truncate=4.0
+                    ),
                 },
                 repeat=repeat,
             )
-            rows.append(_row(f"gradient magnitude {size[0]}×{size[1]} f32", "sonoedge C++",
-                             "scipy.ndimage", t))
+            rows.append(
+                _row(
+                    f"gradient magnitude {size[0]}×{size[1]} f32",
+                    "sonoedge C++",
+                    "scipy.ndimage",
+                    t,
+                )
+            )
         except ImportError:
             pass
 
         F, hf, wf = 32, size[0] // 4, size[1] // 4
         feats = rng.standard_normal((F, hf, wf)).astype(np.float32)
         small_mask = cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
-        weights = np.clip(small_mask.astype(np.float32) * 0.9 + rng.random(size, np.float32) * 0.1, 0, 1)
+        weights = np.clip(
+            small_mask.astype(np.float32) * 0.9 + rng.random(size, np.float32) * 0.1, 0, 1
+        )
         n, labels = cv2.connectedComponents((small_mask > 0).astype(np.uint8))
         labels = labels.astype(np.int32)
         k = n - 1
-        head = K.MLPHead(rng.standard_normal((64, F)) * 0.1, np.zeros(64), rng.standard_normal((3, 64)) * 0.1,
-                         np.zeros(3))
+        head = K.MLPHead(
+            rng.standard_normal((64, F)) * 0.1,
+            np.zeros(64),
+            rng.standard_normal((3, 64)) * 0.1,
+            np.zeros(3),
+        )
         ay = R.resize_matrix(size[0], hf, "linear").astype(np.float32)
         ax = R.resize_matrix(size[1], wf, "linear").astype(np.float32)
         ref = _numpy_pool_classify(feats, weights, labels, k, head, ay, ax)
@@ -168,8 +199,14 @@ def cpu_suite(
             },
             repeat=repeat,
         )
-        rows.append(_row(f"mask-guided pool + head F={F}@{hf}×{wf}, mask {size[0]}×{size[1]}, "
-                         f"{k} lesion(s)", "sonoedge C++", "NumPy", t))
+        rows.append(
+            _row(
+                f"mask-guided pool + head F={F}@{hf}×{wf}, mask {size[0]}×{size[1]}, {k} lesion(s)",
+                "sonoedge C++",
+                "NumPy",
+                t,
+            )
+        )
 
         logits = (rng.standard_normal((size[0] // 4, size[1] // 4)) * 3).astype(np.float32)
         H, W = frame_shape
@@ -185,8 +222,15 @@ def cpu_suite(
             },
             repeat=repeat,
         )
-        rows.append(_row(f"mask post-process {logits.shape[0]}×{logits.shape[1]} → {H}×{W}",
-                         "sonoedge C++", "OpenCV", t, f"{threads} thread(s)"))
+        rows.append(
+            _row(
+                f"mask post-process {logits.shape[0]}×{logits.shape[1]} → {H}×{W}",
+                "sonoedge C++",
+                "OpenCV",
+                t,
+                f"{threads} thread(s)",
+            )
+        )
     finally:
         cv2.setNumThreads(prev_threads)
     return rows
@@ -220,8 +264,13 @@ def gpu_suite(
 
     def cupy_pipeline() -> Any:
         f = frame.astype(cp.float32) * (1.0 / 255.0)
-        img = cndi.zoom(f, (size[0] / frame_shape[0], size[1] / frame_shape[1]), order=1,
-                        grid_mode=True, mode="nearest")
+        img = cndi.zoom(
+            f,
+            (size[0] / frame_shape[0], size[1] / frame_shape[1]),
+            order=1,
+            grid_mode=True,
+            mode="nearest",
+        )
         mag = cndi.gaussian_gradient_magnitude(img, sigma, mode="nearest", truncate=4.0)
         return cp.stack([img, mag])
 

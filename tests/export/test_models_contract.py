@@ -66,7 +66,11 @@ def test_gradients_reach_every_parameter(model) -> None:
         model.zero_grad(set_to_none=True)
         out = model(*inputs(model, 2))
         sum(v.float().square().mean() for v in out.values()).backward()
-        missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not torch.any(p.grad != 0))]
+        missing = [
+            n
+            for n, p in model.named_parameters()
+            if p.requires_grad and (p.grad is None or not torch.any(p.grad != 0))
+        ]
         assert not missing, f"no gradient reaches {missing[:10]}"
     finally:
         model.eval()

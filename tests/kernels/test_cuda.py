@@ -76,30 +76,44 @@ def test_preprocess_color_roi_pitch_and_half(xp, rng) -> None:
         np.testing.assert_allclose(sync_numpy(xp, out).astype(np.float32), ref, atol=tol, rtol=tol)
 
 
-@pytest.mark.parametrize(("fshape", "mshape"), [((4, 1, 1), (1, 1)), ((32, 64, 64), (256, 256)),
-                                                  ((8, 7, 13), (7, 13))])
+@pytest.mark.parametrize(
+    ("fshape", "mshape"), [((4, 1, 1), (1, 1)), ((32, 64, 64), (256, 256)), ((8, 7, 13), (7, 13))]
+)
 def test_pool_classify_equals_cpu(xp, rng, fshape, mshape) -> None:
     from sdk.kernels import cuda
 
     feats = rng.standard_normal(fshape).astype(np.float32)
     w = rng.random(mshape).astype(np.float32)
     labels = rng.integers(0, 3, mshape).astype(np.int32)
-    head = K.MLPHead(rng.standard_normal((16, fshape[0])), rng.standard_normal(16),
-                     rng.standard_normal((3, 16)), rng.standard_normal(3))
+    head = K.MLPHead(
+        rng.standard_normal((16, fshape[0])),
+        rng.standard_normal(16),
+        rng.standard_normal((3, 16)),
+        rng.standard_normal(3),
+    )
     ref = K.pool_classify(feats, w, labels, 2, head)
     pooled = xp.full((3, fshape[0]), np.nan, xp.float32)
     probs = xp.full((3, 3), np.nan, xp.float32)
     logits = xp.full((3, 3), np.nan, xp.float32)
     dev_head = tuple(xp.asarray(a) for a in (head.w1, head.b1, head.w2, head.b2))
-    cuda.pool_classify(xp.asarray(feats), xp.asarray(w), probs, labels=xp.asarray(labels),
-                       num_labels=2, head=dev_head, pooled=pooled, logits=logits)
+    cuda.pool_classify(
+        xp.asarray(feats),
+        xp.asarray(w),
+        probs,
+        labels=xp.asarray(labels),
+        num_labels=2,
+        head=dev_head,
+        pooled=pooled,
+        logits=logits,
+    )
     np.testing.assert_allclose(sync_numpy(xp, pooled), ref.pooled, atol=1e-4)
     np.testing.assert_allclose(sync_numpy(xp, logits), ref.logits, atol=1e-4)
     np.testing.assert_allclose(sync_numpy(xp, probs), ref.probs, atol=1e-5)
 
 
-@pytest.mark.parametrize(("lshape", "fshape", "roi"), [((64, 64), (600, 800), None),
-                                                        ((7, 13), (9, 17), (2, 1, 13, 7))])
+@pytest.mark.parametrize(
+    ("lshape", "fshape", "roi"), [((64, 64), (600, 800), None), ((7, 13), (9, 17), (2, 1, 13, 7))]
+)
 def test_mask_post_equals_cpu(xp, rng, lshape, fshape, roi) -> None:
     from sdk.kernels import cuda
     from sdk.kernels.reference import postprocess_mask_prob

@@ -12,15 +12,23 @@ from sdk.errors import InputError
 
 def make_head(rng: np.random.Generator, F: int, H: int = 16, C: int = 3) -> K.MLPHead:
     return K.MLPHead(
-        rng.standard_normal((H, F)) * 0.3, rng.standard_normal(H) * 0.1,
-        rng.standard_normal((C, H)) * 0.3, rng.standard_normal(C) * 0.1,
+        rng.standard_normal((H, F)) * 0.3,
+        rng.standard_normal(H) * 0.1,
+        rng.standard_normal((C, H)) * 0.3,
+        rng.standard_normal(C) * 0.1,
     )
 
 
 @pytest.mark.parametrize(
     ("fshape", "mshape"),
-    [((4, 1, 1), (1, 1)), ((3, 1, 9), (1, 9)), ((8, 7, 13), (7, 13)), ((16, 8, 8), (64, 64)),
-     ((5, 16, 16), (600, 800)), ((6, 13, 7), (5, 3))],
+    [
+        ((4, 1, 1), (1, 1)),
+        ((3, 1, 9), (1, 9)),
+        ((8, 7, 13), (7, 13)),
+        ((16, 8, 8), (64, 64)),
+        ((5, 16, 16), (600, 800)),
+        ((6, 13, 7), (5, 3)),
+    ],
 )
 def test_cpp_equals_reference(rng, fshape, mshape) -> None:
     feats = rng.standard_normal(fshape).astype(np.float32)
@@ -48,13 +56,17 @@ def test_same_grid_is_weighted_average(rng) -> None:
         expect = (feats * wk).sum(axis=(1, 2)) / (wk.sum() + 1e-6)
         np.testing.assert_allclose(got[k - 1], expect, rtol=1e-5, atol=1e-5)
     image = K.mask_guided_pool(feats, w)
-    np.testing.assert_allclose(image[0], (feats * w).sum(axis=(1, 2)) / (w.sum() + 1e-6), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        image[0], (feats * w).sum(axis=(1, 2)) / (w.sum() + 1e-6), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_coarse_features_pool_like_upsampled(cv2_exact, rng) -> None:
     feats = rng.standard_normal((3, 8, 8)).astype(np.float32)
     w = rng.random((64, 64)).astype(np.float32)
-    up = np.stack([cv2_exact.resize(f, (64, 64), interpolation=cv2_exact.INTER_LINEAR) for f in feats])
+    up = np.stack(
+        [cv2_exact.resize(f, (64, 64), interpolation=cv2_exact.INTER_LINEAR) for f in feats]
+    )
     expect = (up * w).sum(axis=(1, 2)) / (w.sum() + 1e-6)
     np.testing.assert_allclose(K.mask_guided_pool(feats, w)[0], expect, rtol=1e-5, atol=1e-6)
 

@@ -19,9 +19,15 @@ def agree(got: np.ndarray, logits, shape, roi=None, threshold=0.5, value=1) -> N
 
 @pytest.mark.parametrize(
     ("lshape", "fshape", "roi"),
-    [((1, 1), (1, 1), None), ((1, 9), (3, 20), None), ((7, 13), (7, 13), None),
-     ((64, 64), (600, 800), None), ((64, 64), (600, 800), (40, 30, 700, 520)),
-     ((256, 256), (480, 640), (0, 0, 1, 1)), ((5, 3), (9, 17), (2, 1, 13, 7))],
+    [
+        ((1, 1), (1, 1), None),
+        ((1, 9), (3, 20), None),
+        ((7, 13), (7, 13), None),
+        ((64, 64), (600, 800), None),
+        ((64, 64), (600, 800), (40, 30, 700, 520)),
+        ((256, 256), (480, 640), (0, 0, 1, 1)),
+        ((5, 3), (9, 17), (2, 1, 13, 7)),
+    ],
 )
 def test_cpp_equals_reference(rng, lshape, fshape, roi) -> None:
     logits = (rng.standard_normal(lshape) * 4).astype(np.float32)
@@ -37,7 +43,9 @@ def test_cpp_equals_reference(rng, lshape, fshape, roi) -> None:
 
 def test_matches_opencv_resize_of_probabilities(cv2_exact, rng) -> None:
     logits = (rng.standard_normal((64, 64)) * 3).astype(np.float32)
-    prob = cv2_exact.resize(1 / (1 + np.exp(-logits)), (800, 600), interpolation=cv2_exact.INTER_LINEAR)
+    prob = cv2_exact.resize(
+        1 / (1 + np.exp(-logits)), (800, 600), interpolation=cv2_exact.INTER_LINEAR
+    )
     got = K.postprocess_mask(logits, (600, 800), value=255)
     ref = np.where(prob > 0.5, 255, 0)
     diff = got != ref
@@ -87,6 +95,10 @@ def test_bad_input(kwargs, match) -> None:
 
 def test_bad_out() -> None:
     logits = np.zeros((4, 4), np.float32)
-    for out in (np.zeros((20, 31), np.uint8), np.zeros((20, 30), np.int32), np.zeros((20, 60), np.uint8)[:, ::2]):
+    for out in (
+        np.zeros((20, 31), np.uint8),
+        np.zeros((20, 30), np.int32),
+        np.zeros((20, 60), np.uint8)[:, ::2],
+    ):
         with pytest.raises(InputError, match="out"):
             K.postprocess_mask(logits, (20, 30), out=out)

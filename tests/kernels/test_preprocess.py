@@ -39,7 +39,9 @@ def test_cpp_equals_reference(rng: np.random.Generator, src, dst) -> None:
 
 
 @pytest.mark.parametrize("interp", ["linear", "area"])
-@pytest.mark.parametrize(("src", "dst"), [((600, 800), (256, 256)), ((7, 13), (3, 5)), ((9, 9), (3, 3))])
+@pytest.mark.parametrize(
+    ("src", "dst"), [((600, 800), (256, 256)), ((7, 13), (3, 5)), ((9, 9), (3, 3))]
+)
 def test_resize_matches_opencv(cv2_exact, rng, interp, src, dst) -> None:
     frame = rng.integers(0, 256, src, dtype=np.uint8)
     flag = {"linear": cv2_exact.INTER_LINEAR, "area": cv2_exact.INTER_AREA}[interp]
@@ -48,10 +50,14 @@ def test_resize_matches_opencv(cv2_exact, rng, interp, src, dst) -> None:
     assert np.abs(got - ref).max() < 1e-6
 
 
-@pytest.mark.parametrize(("src", "dst"), [((600, 800), (700, 900)), ((7, 13), (20, 40)), ((1, 1), (4, 4))])
+@pytest.mark.parametrize(
+    ("src", "dst"), [((600, 800), (700, 900)), ((7, 13), (20, 40)), ((1, 1), (4, 4))]
+)
 def test_upscale_matches_opencv_linear(cv2_exact, rng, src, dst) -> None:
     frame = rng.integers(0, 256, src, dtype=np.uint8)
-    ref = cv2_exact.resize(frame.astype(np.float32), dst[::-1], interpolation=cv2_exact.INTER_LINEAR)
+    ref = cv2_exact.resize(
+        frame.astype(np.float32), dst[::-1], interpolation=cv2_exact.INTER_LINEAR
+    )
     got = K.preprocess(frame, size=dst, channels=("image",))[0]  # auto -> linear
     assert np.abs(got - ref / 255.0).max() < 1e-6
 
@@ -71,7 +77,9 @@ def test_color_conversion_matches_opencv(cv2_exact, rng) -> None:
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 13), (256, 256)])
 def test_gradient_magnitude_equals_scipy(rng, sigma, shape) -> None:
     img = rng.random(shape).astype(np.float32) * 255
-    ref = ndi.gaussian_gradient_magnitude(img.astype(np.float64), sigma, mode="nearest", truncate=4.0)
+    ref = ndi.gaussian_gradient_magnitude(
+        img.astype(np.float64), sigma, mode="nearest", truncate=4.0
+    )
     got = K.gaussian_gradient_magnitude(img, sigma)
     if np.abs(ref).max() == 0:  # 1x1: no gradient; float32 taps cancel to rounding only
         assert np.abs(got).max() <= 1e-6 * np.abs(img).max()
@@ -83,7 +91,10 @@ def test_gradient_magnitude_equals_scipy(rng, sigma, shape) -> None:
 def test_gradient_channels_equal_scipy(cv2_exact, rng) -> None:
     frame = rng.integers(0, 256, (600, 800), dtype=np.uint8)
     out = K.preprocess(frame, channels=("gdm", "gdx", "gdy", "image"), sigma=1.5)
-    img = cv2_exact.resize(frame.astype(np.float32), (256, 256), interpolation=cv2_exact.INTER_AREA) / 255.0
+    img = (
+        cv2_exact.resize(frame.astype(np.float32), (256, 256), interpolation=cv2_exact.INTER_AREA)
+        / 255.0
+    )
     img = img.astype(np.float64)
     gdm = ndi.gaussian_gradient_magnitude(img, 1.5, mode="nearest", truncate=4.0)
     gdx = ndi.gaussian_filter(img, 1.5, order=(0, 1), mode="nearest", truncate=4.0)
@@ -105,12 +116,20 @@ def test_roi_normalization_and_out(rng) -> None:
     plain = K.preprocess(crop, size=(64, 64))
     np.testing.assert_allclose(out[0], (plain[0] - 0.5) / 0.25, atol=1e-5)
     np.testing.assert_allclose(out[1], (plain[1] - 0.1) / 0.05, atol=1e-4)
-    np.testing.assert_allclose(out, R.preprocess(frame, size=(64, 64), roi=roi, mean=mean, std=std), atol=1e-5)
+    np.testing.assert_allclose(
+        out, R.preprocess(frame, size=(64, 64), roi=roi, mean=mean, std=std), atol=1e-5
+    )
 
 
 def test_non_contiguous_frames(rng) -> None:
     big = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
-    views = [big[::2, ::3], big[10:200, 50:350], big[:, :, 1], big[::-1], np.asfortranarray(big[..., 0])]
+    views = [
+        big[::2, ::3],
+        big[10:200, 50:350],
+        big[:, :, 1],
+        big[::-1],
+        np.asfortranarray(big[..., 0]),
+    ]
     for v in views:
         a = K.preprocess(v, size=(40, 50))
         b = K.preprocess(np.ascontiguousarray(v), size=(40, 50))
@@ -133,7 +152,9 @@ def test_threads_give_identical_results(rng) -> None:
 
 def test_one_channel_3d_frame_is_gray(rng) -> None:
     frame = rng.integers(0, 256, (30, 40), dtype=np.uint8)
-    np.testing.assert_array_equal(K.preprocess(frame[..., None], size=(8, 8)), K.preprocess(frame, size=(8, 8)))
+    np.testing.assert_array_equal(
+        K.preprocess(frame[..., None], size=(8, 8)), K.preprocess(frame, size=(8, 8))
+    )
 
 
 BAD = [

@@ -66,8 +66,10 @@ def test_bench_unknown_suite_is_usage_error(capsys) -> None:
 
 
 def test_console_script_entry_point() -> None:
-    exe = shutil.which("sonoedge", path=os.pathsep.join([os.path.dirname(sys.executable),
-                                                          os.environ.get("PATH", "")]))
+    exe = shutil.which(
+        "sonoedge",
+        path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+    )
     assert exe, "the `sonoedge` console script is not installed: `pip install .`"
     r = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
     assert r.returncode == 0 and r.stdout.startswith("sonoedge ")

@@ -1,0 +1,178 @@
+"""Artifact metadata schema and the .plan container: round trips and every corruption."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sdk.artifact import (
+    METADATA_KEY,
+    PLAN_MAGIC,
+    Metadata,
+    decode_array,
+    encode_array,
+    read_onnx_metadata,
+    read_plan,
+    write_plan,
+)
+from sdk.errors import ModelError
+
+
+def meta(**kw) -> Metadata:
+    rng = np.random.default_rng(0)
+    base = dict(
+        arch="edge_s",
+        class_names=("normal", "benign", "malignant"),
+        channels=("image", "gdm"),
+        input_size=(256, 256),
+        mean=(0.5, 0.0),
+        std=(0.25, 1.0),
+        outputs={
+            "mask_logits": "mask_logits",
+            "class_logits": "class_logits",
+            "features": "features",
+        },
+        head={
+            "w1": rng.standard_normal((8, 16)).astype(np.float32),
+            "b1": np.zeros(8, np.float32),
+            "w2": rng.standard_normal((3, 8)).astype(np.float32),
+            "b2": np.ones(3, np.float32),
+        },
+        provenance={"teacher": "mtl_oca"},
+    )
+    base.update(kw)
+    return Metadata(**base)
+
+
+def test_encode_array_is_exact() -> None:
+    a = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
+    np.testing.assert_array_equal(decode_array(json.loads(json.dumps(encode_array(a))), "a"), a)
+    with pytest.raises(ModelError, match=r"head\.w1"):
+        decode_array({"shape": [4], "data": encode_array(a)["data"]}, "head.w1")
+
+
+def test_metadata_round_trip() -> None:
+    m = meta()
+    back = Metadata.from_json(m.to_json())
+    assert back.class_names == m.class_names and back.input_size == (256, 256)
+    for k in m.head:
+        np.testing.assert_array_equal(back.head[k], m.head[k])
+    assert back.to_dict() == Metadata.from_dict(back.to_dict()).to_dict()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda d: d.pop("schema"), "not a sonoedge artifact"),
+        (lambda d: d.update(version=99), "newer"),
+        (lambda d: d.update(version="1"), "version"),
+        (lambda d: d.pop("class_names"), "required field"),
+        (lambda d: d.update(class_names=[]), "class_names"),
+        (lambda d: d["input"].update(channels=["rgb"]), "channels"),
+        (lambda d: d["input"].update(size=[256]), "size"),
+        (lambda d: d["input"].update(std=[0.0, 1.0]), "std"),
+        (lambda d: d["outputs"].update(mask_logits=None), "mask_logits"),
+        (lambda d: (d["outputs"].update(class_logits=None), d.update(head=None)), "class_logits"),
+        (lambda d: d["thresholds"].update(mask=3), "thresholds"),
+        (lambda d: d["roi"].update(policy="fixed"), "roi"),
+        (lambda d: d["head"]["w2"].update(shape=[4, 8]), "head"),
+    ],
+)
+def test_metadata_errors_name_the_field(mutate, match) -> None:
+    d = meta().to_dict()
+    mutate(d)
+    with pytest.raises(ModelError, match=match):
+        Metadata.from_dict(d)
+
+
+def test_metadata_not_json() -> None:
+    with pytest.raises(ModelError, match="JSON"):
+        Metadata.from_json(b"\xff\x00{")
+
+
+def test_plan_round_trip(tmp_path) -> None:
+    engine = bytes(range(256)) * 10
+    path = write_plan(
+        tmp_path / "m.plan", meta(tensorrt={"version": "10.3.0", "gpu": "Orin"}), engine
+    )
+    m, e = read_plan(path)
+    assert e == engine and m.tensorrt["gpu"] == "Orin"
+    assert path.read_bytes()[:8] == PLAN_MAGIC
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_plan_errors(tmp_path) -> None:
+    path = write_plan(tmp_path / "m.plan", meta(), b"ENGINE" * 100)
+    raw = path.read_bytes()
+    with pytest.raises(ModelError, match="cannot open"):
+        read_plan(tmp_path / "missing.plan")
+    bad = tmp_path / "bad.plan"
+    bad.write_bytes(b"XXXXXXXX" + raw[8:])
+    with pytest.raises(ModelError, match="magic"):
+        read_plan(bad)
+    bad.write_bytes(raw[:8] + struct.pack("<I", 7) + raw[12:])
+    with pytest.raises(ModelError, match="newer"):
+        read_plan(bad)
+    bad.write_bytes(raw[:12] + struct.pack("<Q", 2**62) + raw[20:])
+    with pytest.raises(ModelError, match="lengths"):
+        read_plan(bad)
+    flipped = bytearray(raw)
+    flipped[-5] ^= 0x40
+    bad.write_bytes(bytes(flipped))
+    with pytest.raises(ModelError, match="checksum"):
+        read_plan(bad)
+    bad.write_bytes(raw[:30])
+    with pytest.raises(ModelError, match=r"truncated|lengths"):
+        read_plan(bad)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_plan_fuzz_never_crashes(tmp_path_factory, data) -> None:
+    tmp = tmp_path_factory.mktemp("fuzz")
+    raw = bytearray(write_plan(tmp / "m.plan", meta(), b"E" * 300).read_bytes())
+    op = data.draw(st.sampled_from(["truncate", "flip", "garbage"]))
+    if op == "truncate":
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
+    elif op == "flip":
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] ^= 1 << data.draw(st.integers(0, 7))
+    else:
+        raw = bytearray(data.draw(st.binary(max_size=200)))
+    p = tmp / "f.plan"
+    p.write_bytes(bytes(raw))
+    with pytest.raises(ModelError):
+        read_plan(p)
+
+
+def test_onnx_metadata_through_onnxruntime(tmp_path) -> None:
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Identity", ["input"], ["mask_logits"])
+    node2 = helper.make_node("ReduceMean", ["input"], ["class_logits"], axes=[2, 3], keepdims=0)
+    g = helper.make_graph(
+        [node, node2],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [
+            helper.make_tensor_value_info("mask_logits", TensorProto.FLOAT, [1, 1, 4, 4]),
+            helper.make_tensor_value_info("class_logits", TensorProto.FLOAT, [1, 1]),
+        ],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    with pytest.raises(ModelError, match="no sonoedge metadata"):
+        read_onnx_metadata(ort.InferenceSession(str(path)), str(path))
+    m = meta(channels=("image",), mean=(0.0,), std=(1.0,))
+    onnx.helper.set_model_props(model, {METADATA_KEY: m.to_json()})
+    onnx.save(model, path)
+    back = read_onnx_metadata(ort.InferenceSession(str(path)), str(path))
+    assert back.channels == ("image",) and back.provenance == {"teacher": "mtl_oca"}
