@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["to_onnx_file"]
+__all__ = ["embed_metadata", "to_onnx_file"]
 
 DEFAULT_OPSET = 17
 
@@ -68,4 +68,28 @@ def to_onnx_file(
     finally:
         tmp.unlink(missing_ok=True)
         model.train(was_training)
+    return path
+
+
+def embed_metadata(path: str | os.PathLike[str], metadata: object) -> Path:
+    """Write sonoedge metadata (an ``sdk.artifact.Metadata``) into an ONNX file's
+    ``metadata_props``, atomically; the graph is checked with ``onnx.checker`` first."""
+    import onnx
+
+    from sdk.artifact import METADATA_KEY, Metadata
+
+    if not isinstance(metadata, Metadata):
+        raise TypeError("metadata must be an sdk.artifact.Metadata")
+    path = Path(path)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    props = {p.key: p.value for p in model.metadata_props}
+    props[METADATA_KEY] = metadata.to_json()
+    onnx.helper.set_model_props(model, props)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        onnx.save(model, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -13,15 +13,24 @@ from sdk import errors
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "errors", "kernels", "sources", "synthetic"]
+__all__ = ["Analyzer", "Result", "__version__", "errors", "kernels", "sources", "synthetic"]
 
 _LAZY_SUBMODULES = {"kernels", "sources", "synthetic"}
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdk import kernels, sources, synthetic
+    from sdk.analyzer import Analyzer
+    from sdk.result import Result
+
+
+_LAZY_ATTRS = {"Analyzer": "sdk.analyzer", "Result": "sdk.result"}
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_ATTRS:
+        value = getattr(importlib.import_module(_LAZY_ATTRS[name]), name)
+        globals()[name] = value
+        return value
     if name in _LAZY_SUBMODULES:
         module = importlib.import_module(f"sdk.{name}")
         globals()[name] = module
@@ -30,4 +39,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _LAZY_SUBMODULES)
+    return sorted(set(globals()) | _LAZY_SUBMODULES | set(_LAZY_ATTRS))

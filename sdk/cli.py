@@ -48,6 +48,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         except Exception:
             versions[mod] = "not installed"
     info["versions"] = versions
+    from sdk import backends
+
+    info["backends"] = {
+        n: {"available": ok, "why": why} for n, (ok, why) in backends.available().items()
+    }
     try:
         import onnxruntime as ort
 
@@ -69,6 +74,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"  kernels      NOT AVAILABLE: {k}")
     for name, v in versions.items():
         print(f"  {name:<12} {v}")
+    for name, b in info["backends"].items():  # type: ignore[union-attr]
+        print(
+            f"  backend {name:<12} {'available' if b['available'] else 'UNAVAILABLE'}: {b['why']}"
+        )
     if "onnxruntime_providers" in info:
         print(f"  ORT providers {', '.join(info['onnxruntime_providers'])}")  # type: ignore[arg-type]
     return 0

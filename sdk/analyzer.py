@@ -1,0 +1,294 @@
+"""``sdk.Analyzer``: one frame in, mask + label + lesions out.
+
+Frame path (DESIGN.md): uint8 frame → fused preprocess kernel (straight into the backend's
+input buffer) → model → mask post-process kernel (frame-resolution mask) + connected components
+at model resolution → mask-guided pooling + head kernel (per-lesion labels) → :class:`Result`.
+
+Threading: an Analyzer holds per-stream state (buffers, temporal smoothing) and is meant for one
+thread. To serve several streams, create one Analyzer per stream (each loads its own session;
+ONNX Runtime sessions are cheap to duplicate); they run in parallel since every kernel and
+ONNX Runtime release the GIL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from sdk import kernels as K
+from sdk.backends import Backend, choose_backend
+from sdk.errors import InputError, ModelError
+from sdk.result import Lesion, Result
+
+__all__ = ["Analyzer", "to_uint8"]
+
+
+def to_uint8(frame: Any, bit_depth: int | None = None) -> np.ndarray:
+    """Convert a frame to the uint8 the kernels take, or raise :class:`InputError`.
+
+    * uint8: as is.
+    * uint16 / uint32 / int: shifted right by ``bit_depth - 8`` (default: 16 for uint16). Pass the
+      scanner's bit depth (e.g. 12) so a 12-bit frame is not darkened 16-fold. Values above the
+      declared depth raise, never wrap.
+    * float: must be finite and in [0, 1]; multiplied by 255 and rounded.
+    * bool: 0 / 255.
+    """
+    if not isinstance(frame, np.ndarray):
+        raise InputError(f"frame must be a numpy.ndarray, got {type(frame).__name__}")
+    if frame.size == 0:
+        raise InputError(f"frame is empty: shape {frame.shape}")
+    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (1, 3, 4)):
+        raise InputError(
+            f"frame must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {frame.shape}"
+        )
+    if frame.dtype == np.uint8:
+        return frame
+    if frame.dtype == np.bool_:
+        return frame.astype(np.uint8) * 255
+    if frame.dtype.kind in "ui":
+        bits = bit_depth or (8 * frame.dtype.itemsize if frame.dtype.kind == "u" else 16)
+        if not 8 <= bits <= 32:
+            raise InputError(f"bit_depth must be in [8, 32], got {bits}")
+        lo, hi = int(frame.min()), int(frame.max())
+        if lo < 0 or hi >= 2**bits:
+            raise InputError(
+                f"frame values [{lo}, {hi}] do not fit the declared {bits}-bit depth; pass "
+                "Analyzer(bit_depth=...) matching the scanner"
+            )
+        return (frame.astype(np.uint32) >> (bits - 8)).astype(np.uint8)
+    if frame.dtype.kind == "f":
+        if not np.isfinite(frame).all():
+            raise InputError("frame contains NaN or inf")
+        lo, hi = float(frame.min()), float(frame.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(
+                f"float frames must be scaled to [0, 1], got range [{lo:g}, {hi:g}]; "
+                "or pass uint8 / uint16"
+            )
+        return np.rint(frame * 255.0).astype(np.uint8)
+    raise InputError(f"unsupported frame dtype {frame.dtype}; pass uint8 (or uint16, float)")
+
+
+class Analyzer:
+    """Analyze breast-ultrasound frames with a sonoedge artifact.
+
+    Args:
+        path: ``.onnx`` artifact with sonoedge metadata (``.plan`` with the TensorRT backend).
+        backend: ``"auto"`` (by suffix and availability) or a name from ``sdk.backends.BACKENDS``.
+        device: passed to the backend (``"auto"``, ``"cpu"``, ``"cuda"``, ``"tensorrt"``).
+        threshold: mask probability threshold (default: the artifact's).
+        smoothing: EMA factor in [0, 1) for image-level probabilities across ``run`` calls
+            (0 = none; 0.6 keeps 60 % of the previous estimate).
+        threads: CPU threads for the backend and the kernels (None: backend default, 1 kernel).
+        bit_depth: bit depth of integer frames wider than 8 bits (see :func:`to_uint8`).
+        pixel_spacing_mm: (row, col) spacing for lesion areas in mm² (per call overrides).
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        backend: str = "auto",
+        device: str = "auto",
+        threshold: float | None = None,
+        smoothing: float = 0.0,
+        threads: int | None = None,
+        bit_depth: int | None = None,
+        pixel_spacing_mm: tuple[float, float] | None = None,
+    ) -> None:
+        if path is None:
+            raise ModelError(
+                "no embedded default model ships yet (export issue); pass the path of an "
+                "exported .onnx artifact"
+            )
+        self.path = Path(path)
+        if threshold is not None and not (0.0 <= float(threshold) <= 1.0):
+            raise InputError(f"threshold must be in [0, 1], got {threshold}")
+        if not 0.0 <= float(smoothing) < 1.0:
+            raise InputError(f"smoothing must be in [0, 1), got {smoothing}")
+        if threads is not None and int(threads) < 1:
+            raise InputError(f"threads must be >= 1, got {threads}")
+        self._threshold = threshold
+        self.smoothing = float(smoothing)
+        self.threads = threads
+        self.bit_depth = bit_depth
+        self.pixel_spacing_mm = pixel_spacing_mm
+        self._backend: Backend = choose_backend(self.path, backend)(self.path, device, threads)
+        self._frame_index = 0
+        self._ema: np.ndarray | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def load(self) -> Analyzer:
+        if self._backend._loaded:
+            return self
+        self._backend.load()
+        md = self._backend.metadata
+        assert md is not None  # load() guarantees it
+        self.metadata = md
+        self.class_names = md.class_names
+        self.threshold = md.mask_threshold if self._threshold is None else float(self._threshold)
+        spec = self._backend.inputs[0]
+        self._x = np.zeros((1, len(md.channels), *md.input_size), dtype=spec.dtype)
+        self._head = K.MLPHead(**md.head) if md.head is not None else None
+        if md.outputs.get("features") and self._head is None:
+            raise ModelError(f"{self.path}: a features output needs head weights in the metadata")
+        return self
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> Analyzer:
+        return self.load()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def reset(self) -> None:
+        """Forget the temporal state (start of a new cine / patient)."""
+        self._ema = None
+        self._frame_index = 0
+
+    # ---- the frame path ------------------------------------------------------------------------
+    def run(
+        self,
+        frame: np.ndarray,
+        *,
+        roi: tuple[int, int, int, int] | None = None,
+        timestamp: float | None = None,
+        pixel_spacing_mm: tuple[float, float] | None = None,
+        color: str = "bgr",
+    ) -> Result:
+        """Analyze one frame (uint8 (H, W) / (H, W, 3); see :func:`to_uint8` for others)."""
+        self.load()
+        md = self.metadata
+        t0 = time.perf_counter()
+        f8 = to_uint8(frame, self.bit_depth)
+        H, W = f8.shape[:2]
+        if roi is None and md.roi_policy == "fixed" and md.roi_box is not None:
+            roi = md.roi_box
+        roi_t = K._validate.check_roi(roi, H, W)
+        K.preprocess(
+            f8,
+            size=md.input_size,
+            channels=md.channels,
+            sigma=md.sigma,
+            roi=roi_t,
+            mean=md.mean,
+            std=md.std,
+            dtype=self._x.dtype,
+            out=self._x[0],
+            color=color,
+            threads=self.threads or 1,
+        )
+        t1 = time.perf_counter()
+        out = self._backend.infer(self._x)
+        t2 = time.perf_counter()
+        res = self._postprocess(out, f8.shape[:2], roi_t, pixel_spacing_mm or self.pixel_spacing_mm)
+        t3 = time.perf_counter()
+        res.timestamp = timestamp
+        res.timings = {
+            "preprocess": (t1 - t0) * 1e3,
+            "infer": (t2 - t1) * 1e3,
+            "postprocess": (t3 - t2) * 1e3,
+            "total": (t3 - t0) * 1e3,
+        }
+        return res
+
+    def run_batch(self, frames: Iterable[np.ndarray]) -> list[Result]:
+        """Analyze frames in order (one model call each; smoothing applies across them)."""
+        return [self.run(f) for f in frames]
+
+    def _postprocess(
+        self,
+        out: dict[str, np.ndarray],
+        frame_hw: tuple[int, int],
+        roi: tuple[int, int, int, int],
+        spacing: tuple[float, float] | None,
+    ) -> Result:
+        md = self.metadata
+        logits = out[md.outputs["mask_logits"]][0, 0]
+        if not np.isfinite(logits).all():
+            raise ModelError(f"{self.path}: the model produced NaN / inf mask logits")
+        mask = K.postprocess_mask(
+            logits, frame_hw, roi=roi, threshold=self.threshold, threads=self.threads or 1
+        )
+        prob = 1.0 / (1.0 + np.exp(-logits.astype(np.float32)))
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(
+            (prob > self.threshold).astype(np.uint8), connectivity=8
+        )
+        hm, wm = prob.shape
+        sx, sy = roi[2] / wm, roi[3] / hm
+        keep = [
+            k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] * sx * sy >= md.min_lesion_area_px
+        ]
+        remap = np.zeros(n, np.int32)
+        remap[keep] = np.arange(1, len(keep) + 1, dtype=np.int32)
+        labels = remap[labels]
+        k = len(keep)
+
+        if md.outputs.get("features"):
+            pooled = K.pool_classify(out[md.outputs["features"]][0], prob, labels, k, self._head)
+            img_probs, lesion_probs, per_lesion = pooled.probs[0], pooled.probs[1:], True
+            if md.outputs.get("class_logits") and md.outputs["class_logits"] in out:
+                img_probs = _softmax(out[md.outputs["class_logits"]][0])
+        else:
+            img_probs = _softmax(out[md.outputs["class_logits"]][0])
+            lesion_probs, per_lesion = np.repeat(img_probs[None], k, axis=0), False
+
+        raw = img_probs.astype(np.float64)
+        if self.smoothing > 0 and self._ema is not None:
+            self._ema = self.smoothing * self._ema + (1 - self.smoothing) * raw
+        else:
+            self._ema = raw
+        names = self.class_names
+        lesions = []
+        for i, comp in enumerate(keep, start=1):
+            x, y, w, h = (int(v) for v in stats[comp, :4])
+            cs, _ = cv2.findContours(
+                (labels == i).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+            )
+            c = max(cs, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
+            contour = np.stack([roi[0] + (c[:, 0] + 0.5) * sx, roi[1] + (c[:, 1] + 0.5) * sy], 1)
+            area = float(stats[comp, cv2.CC_STAT_AREA]) * sx * sy
+            p = lesion_probs[i - 1]
+            lesions.append(
+                Lesion(
+                    id=i,
+                    bbox=(
+                        int(roi[0] + x * sx),
+                        int(roi[1] + y * sy),
+                        max(1, round(w * sx)),
+                        max(1, round(h * sy)),
+                    ),
+                    area_px=area,
+                    contour=np.rint(contour).astype(np.int32),
+                    label=names[int(np.argmax(p))],
+                    probs={n_: float(v) for n_, v in zip(names, p, strict=True)},
+                    per_lesion=per_lesion,
+                    area_mm2=None if spacing is None else area * spacing[0] * spacing[1],
+                )
+            )
+        probs = {n_: float(v) for n_, v in zip(names, self._ema, strict=True)}
+        res = Result(
+            mask=mask,
+            label=max(probs, key=probs.__getitem__),
+            probs=probs,
+            lesions=lesions,
+            frame_index=self._frame_index,
+            timestamp=None,
+            timings={},
+            roi=roi,
+            raw_probs={n_: float(v) for n_, v in zip(names, raw, strict=True)},
+        )
+        self._frame_index += 1
+        return res
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    e = np.exp(z - z.max())
+    return e / e.sum()

@@ -1,0 +1,95 @@
+"""Backend template (after Polygraphy's runners): public methods validate and time; subclasses
+implement only ``_load_impl`` / ``_infer_impl`` / ``_close_impl``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from sdk.artifact import Metadata
+from sdk.errors import InputError, ModelError
+
+__all__ = ["Backend", "IOSpec"]
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    """One tensor of the model: name, dtype and shape (None for dynamic axes)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...]
+
+
+class Backend:
+    """Runs one artifact. Inert until :meth:`load`; one instance per thread (see Analyzer)."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.device = device
+        self.threads = threads
+        self.metadata: Metadata | None = None
+        self.inputs: tuple[IOSpec, ...] = ()
+        self.outputs: tuple[IOSpec, ...] = ()
+        self.last_infer_ms = 0.0
+        self._loaded = False
+
+    # ---- to implement --------------------------------------------------------------------------
+    @classmethod
+    def probe(cls) -> tuple[bool, str]:
+        """(usable here, reason) without loading anything heavy."""
+        raise NotImplementedError
+
+    def _load_impl(self) -> None:
+        raise NotImplementedError
+
+    def _infer_impl(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _close_impl(self) -> None:
+        pass
+
+    # ---- template ------------------------------------------------------------------------------
+    def load(self) -> Backend:
+        if self._loaded:
+            return self
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: no such artifact file")
+        self._load_impl()
+        if self.metadata is None:
+            raise ModelError(f"{self.path}: the backend found no metadata")
+        self._loaded = True
+        return self
+
+    def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model on a preprocessed batch ``(B, C, h, w)``; returns outputs by name."""
+        if not self._loaded:
+            raise InputError("backend not loaded: call load() first (Analyzer does this)")
+        spec = self.inputs[0]
+        if x.dtype != spec.dtype:
+            raise InputError(f"input {spec.name!r} must be {spec.dtype}, got {x.dtype}")
+        if x.ndim != len(spec.shape) or any(
+            s is not None and s != d for s, d in zip(spec.shape, x.shape, strict=True)
+        ):
+            raise InputError(f"input {spec.name!r} must have shape {spec.shape}, got {x.shape}")
+        t0 = time.perf_counter()
+        out = self._infer_impl(x)
+        self.last_infer_ms = (time.perf_counter() - t0) * 1e3
+        return out
+
+    def close(self) -> None:
+        if self._loaded:
+            self._close_impl()
+            self._loaded = False
+
+    def __enter__(self) -> Backend:
+        return self.load()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

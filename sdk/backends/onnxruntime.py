@@ -1,0 +1,95 @@
+"""ONNX Runtime backend: CPU always; CUDA and TensorRT execution providers when installed."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from sdk.artifact import read_onnx_metadata
+from sdk.backends._base import Backend, IOSpec
+from sdk.errors import BackendUnavailableError, ModelError
+
+__all__ = ["OnnxRuntimeBackend"]
+
+_ORT_TYPES = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime session. ``device``: "auto" (TensorRT EP > CUDA EP > CPU, by
+    availability), "cpu", "cuda" or "tensorrt"."""
+
+    name: ClassVar[str] = "onnxruntime"
+
+    @classmethod
+    def probe(cls) -> tuple[bool, str]:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            return False, f"onnxruntime not installed ({e})"
+        return True, f"onnxruntime {ort.__version__}: {', '.join(ort.get_available_providers())}"
+
+    def _providers(self, ort: Any) -> list[str]:
+        have = ort.get_available_providers()
+        want = {
+            "auto": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+            "cpu": ["CPUExecutionProvider"],
+            "cuda": ["CUDAExecutionProvider"],
+            "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+        }.get(self.device)
+        if want is None:
+            raise BackendUnavailableError(
+                f"device {self.device!r} is not one of auto, cpu, cuda, tensorrt"
+            )
+        chosen = [p for p in want if p in have]
+        if self.device != "auto" and want[0] not in have:
+            raise BackendUnavailableError(
+                f"device {self.device!r} needs {want[0]}, which this onnxruntime lacks "
+                f"(has {have}); install onnxruntime-gpu or use device='cpu'"
+            )
+        return chosen + (["CPUExecutionProvider"] if "CPUExecutionProvider" not in chosen else [])
+
+    def _load_impl(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise BackendUnavailableError(
+                "onnxruntime is not installed: pip install onnxruntime"
+            ) from e
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            so.intra_op_num_threads = int(self.threads)
+            so.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), so, providers=self._providers(ort))
+        except Exception as e:  # ORT raises its own exception types for bad files
+            raise ModelError(
+                f"{self.path}: ONNX Runtime cannot load it ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:300]}); the file is corrupted or not an ONNX model"
+            ) from e
+        self.metadata = read_onnx_metadata(self.session, str(self.path))
+        self.inputs = tuple(self._spec(i) for i in self.session.get_inputs())
+        self.outputs = tuple(self._spec(o) for o in self.session.get_outputs())
+        names = {o.name for o in self.outputs}
+        for role, name in self.metadata.outputs.items():
+            if name and name not in names:
+                raise ModelError(
+                    f"{self.path}: metadata maps {role} to output {name!r}, which the graph lacks "
+                    f"(outputs: {sorted(names)}); re-export the model"
+                )
+        self._out_names = [o.name for o in self.outputs]
+
+    def _spec(self, t: Any) -> IOSpec:
+        dt = _ORT_TYPES.get(t.type)
+        if dt is None:
+            raise ModelError(f"{self.path}: tensor {t.name!r} has unsupported type {t.type}")
+        shape = tuple(d if isinstance(d, int) else None for d in t.shape)
+        return IOSpec(t.name, dt, shape)
+
+    def _infer_impl(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        out = self.session.run(self._out_names, {self.inputs[0].name: x})
+        return dict(zip(self._out_names, out, strict=True))
+
+    def _close_impl(self) -> None:
+        del self.session

@@ -1,0 +1,117 @@
+"""What ``Analyzer.run`` returns for one frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = ["Lesion", "Result"]
+
+_COLOURS = {"malignant": (60, 60, 255), "benign": (80, 220, 80), "normal": (200, 200, 200)}
+
+
+@dataclass
+class Lesion:
+    """One connected component of the predicted mask.
+
+    ``bbox`` (x, y, w, h) and ``contour`` ((N, 2) int32 x, y) are in frame pixels; ``area_px`` is
+    in frame pixels, ``area_mm2`` only when the pixel spacing is known. ``label`` / ``probs``
+    come from mask-guided pooling over this lesion (models with a features head), else they
+    repeat the image-level prediction (``per_lesion`` says which).
+    """
+
+    id: int
+    bbox: tuple[int, int, int, int]
+    area_px: float
+    contour: np.ndarray
+    label: str
+    probs: dict[str, float]
+    per_lesion: bool
+    area_mm2: float | None = None
+
+    @property
+    def confidence(self) -> float:
+        return self.probs[self.label]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "bbox": list(self.bbox),
+            "area_px": round(float(self.area_px), 2),
+            "area_mm2": None if self.area_mm2 is None else round(float(self.area_mm2), 3),
+            "label": self.label,
+            "confidence": round(self.confidence, 5),
+            "probs": {k: round(v, 5) for k, v in self.probs.items()},
+            "per_lesion": self.per_lesion,
+            "contour": self.contour.astype(int).tolist(),
+        }
+
+
+@dataclass
+class Result:
+    """Analysis of one frame.
+
+    ``mask``: uint8 (H, W) at the frame's resolution, 1 on lesion pixels (0 outside the ROI);
+    ``label`` / ``probs``: image-level class and probabilities (after temporal smoothing when the
+    Analyzer smooths); ``timings``: milliseconds per stage (preprocess, infer, postprocess, total).
+    """
+
+    mask: np.ndarray
+    label: str
+    probs: dict[str, float]
+    lesions: list[Lesion]
+    frame_index: int
+    timestamp: float | None
+    timings: dict[str, float]
+    roi: tuple[int, int, int, int]
+    raw_probs: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def confidence(self) -> float:
+        return self.probs[self.label]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (the mask as its size and foreground count, not its pixels)."""
+        return {
+            "frame_index": self.frame_index,
+            "timestamp": self.timestamp,
+            "label": self.label,
+            "confidence": round(self.confidence, 5),
+            "probs": {k: round(v, 5) for k, v in self.probs.items()},
+            "raw_probs": {k: round(v, 5) for k, v in self.raw_probs.items()},
+            "mask": {"shape": list(self.mask.shape), "foreground_px": int(self.mask.sum())},
+            "roi": list(self.roi),
+            "lesions": [les.to_dict() for les in self.lesions],
+            "timings_ms": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+    def overlay(self, frame: np.ndarray, alpha: float = 0.25) -> np.ndarray:
+        """BGR uint8 copy of ``frame`` with the mask tinted, contours, labels and confidences."""
+        if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+            img = cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
+        else:
+            img = np.ascontiguousarray(frame[..., :3]).copy()
+        if img.dtype != np.uint8:
+            raise TypeError("overlay needs the uint8 frame that was analyzed")
+        colour = _COLOURS.get(self.label, (255, 255, 0))
+        if self.mask.any():
+            tint = img.copy()
+            tint[self.mask > 0] = colour
+            img = cv2.addWeighted(tint, alpha, img, 1 - alpha, 0)
+        for les in self.lesions:
+            c = _COLOURS.get(les.label, (255, 255, 0))
+            cv2.polylines(img, [les.contour.reshape(-1, 1, 2)], True, c, 2, cv2.LINE_AA)
+            x, y, _, _ = les.bbox
+            _text(img, f"{les.label} {les.confidence:.0%}", (x, max(y - 6, 14)), c)
+        _text(img, f"{self.label} {self.confidence:.0%}", (8, 22), colour, 0.7)
+        return img
+
+
+def _text(
+    img: np.ndarray, s: str, org: tuple[int, int], colour: tuple[int, int, int], scale: float = 0.5
+) -> None:
+    cv2.putText(img, s, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(img, s, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)

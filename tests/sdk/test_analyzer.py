@@ -1,0 +1,129 @@
+"""sdk.Analyzer on real exported ONNX artifacts, through ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import sdk
+import sdk.kernels as K
+from sdk.analyzer import to_uint8
+from sdk.errors import InputError, ModelError
+
+
+def test_run_finds_the_cyst(tiny_onnx, phantom_frame) -> None:
+    img, gt = phantom_frame
+    with sdk.Analyzer(tiny_onnx, threads=1) as a:
+        r = a.run(img)
+    assert r.mask.shape == img.shape and r.mask.dtype == np.uint8
+    inter = np.logical_and(r.mask > 0, gt > 0).sum()
+    assert inter / max((gt > 0).sum(), 1) > 0.5  # the dark cyst is found
+    assert r.lesions and all(les.per_lesion is False for les in r.lesions)
+    assert set(r.timings) == {"preprocess", "infer", "postprocess", "total"}
+    assert abs(sum(r.probs.values()) - 1) < 1e-6 and r.label in r.probs
+    for les in r.lesions:
+        x, y, w, h = les.bbox
+        assert 0 <= x < img.shape[1] and 0 <= y < img.shape[0] and w > 0 and h > 0
+        assert les.area_px >= 50 and les.area_mm2 is None
+    json.dumps(r.to_dict())
+    ov = r.overlay(img)
+    assert ov.shape == (*img.shape, 3) and ov.dtype == np.uint8
+
+
+def test_per_lesion_labels_come_from_the_pooling_kernel(tiny_features_onnx, phantom_frame) -> None:
+    img, _ = phantom_frame
+    a = sdk.Analyzer(tiny_features_onnx).load()
+    r = a.run(img, pixel_spacing_mm=(0.1, 0.1))
+    assert r.lesions and all(les.per_lesion for les in r.lesions)
+    # Recompute with the kernel directly from the model outputs.
+    x = K.preprocess(img, size=(128, 128), channels=("image", "gdm"))
+    out = a._backend.infer(x[None])
+    prob = 1 / (1 + np.exp(-out["mask_logits"][0, 0]))
+    assert r.lesions[0].area_mm2 == pytest.approx(r.lesions[0].area_px * 0.01)
+    import cv2
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((prob > 0.5).astype(np.uint8), 8)
+    scale = (img.shape[1] / 32) * (img.shape[0] / 32)  # 128 / 4 = 32: model-res mask grid
+    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] * scale >= 50]
+    remap = np.zeros(n, np.int32)
+    remap[keep] = np.arange(1, len(keep) + 1)
+    head = K.MLPHead(**a.metadata.head)
+    ref = K.pool_classify(out["features"][0], prob, remap[labels], len(keep), head)
+    assert len(r.lesions) == len(keep)
+    for les, p in zip(r.lesions, ref.probs[1:], strict=True):
+        np.testing.assert_allclose(list(les.probs.values()), p, atol=1e-6)
+    a.close()
+
+
+def test_roi_and_smoothing(tiny_onnx, phantom_frame) -> None:
+    img, _ = phantom_frame
+    a = sdk.Analyzer(tiny_onnx, smoothing=0.6)
+    r1 = a.run(img, roi=(50, 40, 300, 220))
+    assert not r1.mask[:40].any() and not r1.mask[:, :50].any() and not r1.mask[:, 350:].any()
+    r2 = a.run(np.ascontiguousarray(img[::-1]))
+    p1, raw2 = np.array(list(r1.probs.values())), np.array(list(r2.raw_probs.values()))
+    np.testing.assert_allclose(list(r2.probs.values()), 0.6 * p1 + 0.4 * raw2, atol=1e-9)
+    assert (r1.frame_index, r2.frame_index) == (0, 1)
+    a.reset()
+    assert a.run(img).frame_index == 0
+
+
+def test_frame_conversions() -> None:
+    f16 = np.full((4, 4), 4095, np.uint16)
+    assert to_uint8(f16, 12).max() == 255
+    assert to_uint8(f16).max() == 15  # 16-bit full scale by default
+    assert to_uint8(np.full((2, 2), 0.5)).max() == 128
+    assert to_uint8(np.ones((2, 2), bool)).max() == 255
+    for bad, bits, match in [
+        (np.full((2, 2), np.nan), None, "NaN"),
+        (np.full((2, 2), 2.0), None, r"\[0, 1\]"),
+        (np.zeros((0, 3), np.uint8), None, "empty"),
+        (np.zeros((2, 2, 2), np.uint8), None, "frame must be"),
+        (np.full((2, 2), 5000, np.uint16), 12, "bit"),
+        ([[1, 2]], None, "numpy"),
+        (np.zeros((2, 2), complex), None, "dtype"),
+    ]:
+        with pytest.raises(InputError, match=match):
+            to_uint8(bad, bits)
+
+
+def test_bad_artifacts(tmp_path, tiny_onnx) -> None:
+    with pytest.raises(ModelError, match="no such artifact"):
+        sdk.Analyzer(tmp_path / "missing.onnx").load()
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(tiny_onnx.read_bytes()[:1000])
+    with pytest.raises(ModelError, match="cannot load"):
+        sdk.Analyzer(bad).load()
+    with pytest.raises(InputError, match="backend"):
+        sdk.Analyzer(tmp_path / "model.pt")
+    with pytest.raises(ModelError, match="embedded default"):
+        sdk.Analyzer()
+    with pytest.raises(InputError, match="smoothing"):
+        sdk.Analyzer(tiny_onnx, smoothing=1.0)
+
+
+def test_onnx_without_metadata_is_refused(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    from export.onnx_export import to_onnx_file
+
+    class M(torch.nn.Module):
+        output_names = ("mask_logits", "class_logits")
+
+        def forward(self, x):
+            return {"mask_logits": x[:, :1], "class_logits": x.mean((2, 3))}
+
+    p = to_onnx_file(M(), (torch.rand(1, 3, 8, 8),), tmp_path / "plain.onnx")
+    with pytest.raises(ModelError, match="no sonoedge metadata"):
+        sdk.Analyzer(p).load()
+
+
+def test_bad_frames_raise_input_error(tiny_onnx) -> None:
+    a = sdk.Analyzer(tiny_onnx)
+    for bad in (np.zeros((0, 0), np.uint8), np.zeros((3, 3, 7), np.uint8), np.full((5, 5), np.inf)):
+        with pytest.raises(InputError):
+            a.run(bad)
+    with pytest.raises(InputError, match="roi"):
+        a.run(np.zeros((50, 50), np.uint8), roi=(0, 0, 60, 60))
+    assert a.run(np.zeros((50, 50), np.uint16)).mask.shape == (50, 50)
