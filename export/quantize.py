@@ -1,0 +1,365 @@
+"""INT8 post-training quantization of an FP32 ONNX model, per target, with accuracy control.
+
+Two targets, because they want different graphs (issue #5):
+
+* ``"cpu"`` -- ONNX Runtime on CPU: QDQ format, uint8 (asymmetric) activations, int8 per-channel
+  weights, int32 biases. ONNX Runtime fuses these into QLinearConv / integer kernels.
+* ``"tensorrt"`` -- TensorRT 10.3 (Jetson JetPack 6) and 11 (explicit quantization only): signed
+  int8 everywhere, zero-point 0 (symmetric activations and weights), per-channel weights, **no
+  Q/DQ on biases** (TensorRT fuses the bias of a quantized conv itself and rejects int32
+  DequantizeLinear) and none on graph outputs. :func:`check_tensorrt_qdq` enforces this.
+
+For both, nodes that produce graph outputs stay float (the mask logits' last conv, the head's
+last linear: where quantization error lands directly on the result), and only Conv /
+ConvTranspose / MatMul / Gemm are quantized -- sigmoid, softmax, pooling and resampling stay
+float. The quantizer is ONNX Runtime's ``quantize_static``; NVIDIA ModelOpt produces the same
+graph form and can replace it (optional, see README).
+
+Accuracy control (:func:`quantize_with_budget`): quantize, evaluate against FP32 on held-out
+frames; if Dice or accuracy drops more than the budget, rank the quantized nodes by the error
+their outputs carry (ONNX Runtime's QDQ debugging tools, one pass over the calibration frames)
+and put the worst back in float, doubling the count until the budget holds. The report says
+which nodes stayed float and what each cost.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from sdk.errors import InputError, ModelError
+
+__all__ = [
+    "QuantResult",
+    "check_tensorrt_qdq",
+    "output_nodes",
+    "quantize",
+    "quantize_with_budget",
+    "tensorrt_qdq_violations",
+]
+
+QUANT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+MIN_CALIBRATION_FRAMES = 300
+
+
+def _load(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
+    return model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+
+
+def output_nodes(model: str | os.PathLike[str] | onnx.ModelProto) -> list[str]:
+    """Names of the nodes whose outputs are graph outputs (kept float)."""
+    m = _load(model)
+    outs = {o.name for o in m.graph.output}
+    return [n.name for n in m.graph.node if any(o in outs for o in n.output)]
+
+
+def _ensure_node_names(m: onnx.ModelProto) -> bool:
+    changed = False
+    for i, n in enumerate(m.graph.node):
+        if not n.name:
+            n.name = f"{n.op_type}_{i}"
+            changed = True
+    return changed
+
+
+class _Reader:
+    """``CalibrationDataReader`` over preprocessed frames (1, C, h, w) float32."""
+
+    def __init__(self, name: str, frames: Sequence[np.ndarray]) -> None:
+        self.name = name
+        self.frames = frames
+        self.i = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.i >= len(self.frames):
+            return None
+        x = self.frames[self.i]
+        self.i += 1
+        return {self.name: x if x.ndim == 4 else x[None]}
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def _check_calibration(
+    m: onnx.ModelProto, frames: Sequence[np.ndarray], min_frames: int
+) -> tuple[str, list[np.ndarray]]:
+    if len(frames) < max(min_frames, 1):
+        raise InputError(
+            f"calibration needs >= {max(min_frames, 1)} frames, got {len(frames)}; pass more "
+            "frames from the data (or lower min_frames for a quick experiment)"
+        )
+    inp = m.graph.input[0]
+    dims = [
+        d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim
+    ]
+    out = []
+    for i, f in enumerate(frames):
+        x = np.asarray(f)
+        x = x[None] if x.ndim == 3 else x
+        if x.dtype != np.float32 or x.ndim != 4:
+            raise InputError(
+                f"calibration frame {i} must be float32 (C, h, w), got {x.dtype} {x.shape}"
+            )
+        for j, (d, s) in enumerate(zip(dims, x.shape, strict=True)):
+            if d is not None and j > 0 and d != s:
+                raise InputError(
+                    f"calibration frame {i} has shape {x.shape[1:]} but the model takes "
+                    f"{tuple(dims[1:])}; preprocess with the model's input size and channels"
+                )
+        if not np.isfinite(x).all():
+            raise InputError(f"calibration frame {i} contains NaN or inf")
+        out.append(x[:1])
+    return inp.name, out
+
+
+def quantize(
+    onnx_in: str | os.PathLike[str],
+    onnx_out: str | os.PathLike[str],
+    calibration: Sequence[np.ndarray],
+    target: str = "cpu",
+    exclude_nodes: Sequence[str] = (),
+    calibrate_method: str = "minmax",
+    min_frames: int = MIN_CALIBRATION_FRAMES,
+) -> Path:
+    """Static INT8 QDQ quantization for ``target`` ("cpu" or "tensorrt"); path in, path out.
+
+    ``calibration``: preprocessed frames (C, h, w) or (1, C, h, w), float32, at least
+    ``min_frames``. Nodes in ``exclude_nodes`` and the output nodes stay float. The result is
+    written to a temporary name and renamed; for "tensorrt" it must pass
+    :func:`check_tensorrt_qdq` or nothing is written.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if target not in ("cpu", "tensorrt"):
+        raise InputError(f"target must be 'cpu' or 'tensorrt', got {target!r}")
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
+    if calibrate_method not in methods:
+        raise InputError(
+            f"calibrate_method must be one of {sorted(methods)}, got {calibrate_method!r}"
+        )
+    m = _load(onnx_in)
+    name, frames = _check_calibration(m, calibration, min_frames)
+    onnx_out = Path(onnx_out)
+    with tempfile.TemporaryDirectory() as td:
+        src = Path(td) / "named.onnx"
+        _ensure_node_names(m)
+        onnx.save(m, str(src))
+        exclude = sorted(set(exclude_nodes) | set(output_nodes(m)))
+        extra: dict[str, Any] = {
+            "ActivationSymmetric": target == "tensorrt",
+            "WeightSymmetric": True,
+        }
+        if target == "tensorrt":
+            extra["QuantizeBias"] = False
+        tmp = Path(td) / "q.onnx"
+        quantize_static(
+            str(src),
+            str(tmp),
+            _Reader(name, frames),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(QUANT_OP_TYPES),
+            per_channel=True,
+            activation_type=QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+            calibrate_method=methods[calibrate_method],
+            extra_options=extra,
+        )
+        q = onnx.load(str(tmp))
+        # Carry the source's metadata (sonoedge artifact JSON) over to the quantized model.
+        del q.metadata_props[:]
+        q.metadata_props.extend(m.metadata_props)
+        if target == "tensorrt":
+            check_tensorrt_qdq(q)
+        part = onnx_out.with_name(onnx_out.name + ".tmp")
+        try:
+            onnx.save(q, str(part))
+            os.replace(part, onnx_out)
+        finally:
+            part.unlink(missing_ok=True)
+    return onnx_out
+
+
+def tensorrt_qdq_violations(model: str | os.PathLike[str] | onnx.ModelProto) -> list[str]:
+    """Everything in a QDQ graph that TensorRT 10.3 / 11 would reject or mis-handle."""
+    m = _load(model)
+    inits = {i.name: i for i in m.graph.initializer}
+    consts = {n.output[0]: n for n in m.graph.node if n.op_type == "Constant"}
+    graph_outputs = {o.name for o in m.graph.output}
+    problems: list[str] = []
+
+    def tensor(name: str) -> np.ndarray | None:
+        if name in inits:
+            return onnx.numpy_helper.to_array(inits[name])
+        if name in consts:
+            return onnx.numpy_helper.to_array(consts[name].attribute[0].t)
+        return None
+
+    for n in m.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        where = f"{n.op_type} {n.name or n.output[0]!r}"
+        zp = tensor(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+        if zp is not None:
+            if zp.dtype == np.uint8:
+                problems.append(f"{where}: uint8 zero-point (TensorRT needs signed int8)")
+            elif zp.dtype != np.int8:
+                problems.append(f"{where}: {zp.dtype} zero-point (TensorRT needs int8)")
+            if np.any(zp != 0):
+                problems.append(f"{where}: non-zero zero-point (TensorRT is symmetric only)")
+        if n.op_type == "DequantizeLinear":
+            x = tensor(n.input[0])
+            if x is not None and x.dtype == np.int32:
+                problems.append(
+                    f"{where}: int32 DequantizeLinear (quantized bias); TensorRT fuses "
+                    "biases itself: quantize with QuantizeBias=False"
+                )
+            if any(o in graph_outputs for o in n.output):
+                problems.append(f"{where}: Q/DQ on a graph output; keep output layers float")
+        scale = tensor(n.input[1])
+        if scale is not None and not np.all(scale > 0):
+            problems.append(f"{where}: non-positive scale")
+    return problems
+
+
+def check_tensorrt_qdq(model: str | os.PathLike[str] | onnx.ModelProto) -> None:
+    """Raise :class:`sdk.errors.ModelError` listing every TensorRT-incompatible Q/DQ."""
+    problems = tensorrt_qdq_violations(model)
+    if problems:
+        more = f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise ModelError(
+            "this ONNX is not a valid TensorRT explicit-quantization graph:\n  "
+            + "\n  ".join(problems[:10])
+            + more
+            + "\nRe-quantize with export.quantize.quantize(..., target='tensorrt')."
+        )
+
+
+@dataclass
+class QuantResult:
+    """Outcome of :func:`quantize_with_budget`."""
+
+    path: Path
+    fp32: dict[str, float]
+    int8: dict[str, float]
+    float_nodes: list[str]
+    sensitivity: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def drops(self) -> dict[str, float]:
+        return {k: self.fp32[k] - self.int8[k] for k in self.fp32 if k in self.int8}
+
+
+def node_sensitivity(
+    fp32_path: str | os.PathLike[str],
+    qdq_path: str | os.PathLike[str],
+    frames: Sequence[np.ndarray],
+) -> dict[str, float]:
+    """Per quantized node: relative L2 error of its output (QDQ vs float), averaged over frames.
+
+    Runs the float and the QDQ model with every node output exposed, so one pass measures all.
+    """
+    import onnxruntime as ort
+
+    fm, qm = _load(fp32_path), _load(qdq_path)
+    _ensure_node_names(fm)
+    quant_nodes = {n.name for n in qm.graph.node} & {
+        n.name for n in fm.graph.node if n.op_type in QUANT_OP_TYPES
+    }
+    node_out = {n.name: n.output[0] for n in fm.graph.node if n.name in quant_nodes}
+    # QDQ graphs keep the float node names for the float-domain ops they wrap.
+    q_out = {n.name: n.output[0] for n in qm.graph.node if n.name in quant_nodes}
+
+    def session(m: onnx.ModelProto, names: list[str]) -> Any:
+        m = onnx.ModelProto.FromString(m.SerializeToString())
+        have = {o.name for o in m.graph.output}
+        for nm in names:
+            if nm not in have:
+                m.graph.output.append(onnx.helper.make_empty_tensor_value_info(nm))
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+    keys = sorted(set(node_out) & set(q_out))
+    fs = session(fm, [node_out[k] for k in keys])
+    qs = session(qm, [q_out[k] for k in keys])
+    name = fm.graph.input[0].name
+    err = dict.fromkeys(keys, 0.0)
+    for x in frames:
+        x = x if x.ndim == 4 else x[None]
+        fo = fs.run([node_out[k] for k in keys], {name: x})
+        qo = qs.run([q_out[k] for k in keys], {name: x})
+        for k, a, b in zip(keys, fo, qo, strict=True):
+            err[k] += float(np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12)) / len(frames)
+    return err
+
+
+def quantize_with_budget(
+    onnx_in: str | os.PathLike[str],
+    onnx_out: str | os.PathLike[str],
+    calibration: Sequence[np.ndarray],
+    evaluate: Callable[[Path], dict[str, float]],
+    target: str = "cpu",
+    budget: float = 0.01,
+    watch: Sequence[str] = ("dice", "accuracy"),
+    min_frames: int = MIN_CALIBRATION_FRAMES,
+    sensitivity_frames: int = 16,
+) -> QuantResult:
+    """Quantize and fall back to float, most sensitive nodes first, until every metric in
+    ``watch`` is within ``budget`` (absolute, e.g. 0.01 = 1 point) of FP32.
+
+    ``evaluate(path) -> {metric: value}`` runs a model file on held-out frames. Raises
+    :class:`sdk.errors.ModelError` with the per-node report when even full fallback misses.
+    """
+    onnx_out = Path(onnx_out)
+    fp32 = evaluate(Path(onnx_in))
+    missing = [k for k in watch if k not in fp32]
+    if missing:
+        raise InputError(f"evaluate() must return {list(watch)}; missing {missing}")
+    history: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as td:
+        full = quantize(onnx_in, Path(td) / "full.onnx", calibration, target, min_frames=min_frames)
+        m8 = evaluate(full)
+        history.append({"float_nodes": [], **m8})
+        if all(fp32[k] - m8[k] <= budget for k in watch):
+            os.replace(full, onnx_out)
+            return QuantResult(onnx_out, fp32, m8, [], {}, history)
+        sens = node_sensitivity(onnx_in, full, list(calibration)[:sensitivity_frames])
+        ranked = sorted(sens, key=sens.__getitem__, reverse=True)
+        k = 1
+        while True:
+            k = min(k, len(ranked))
+            keep_float = ranked[:k]
+            cand = quantize(
+                onnx_in,
+                Path(td) / f"q{k}.onnx",
+                calibration,
+                target,
+                exclude_nodes=keep_float,
+                min_frames=min_frames,
+            )
+            m8 = evaluate(cand)
+            history.append({"float_nodes": keep_float, **m8})
+            if all(fp32[kk] - m8[kk] <= budget for kk in watch):
+                os.replace(cand, onnx_out)
+                return QuantResult(onnx_out, fp32, m8, keep_float, sens, history)
+            if k == len(ranked):
+                worst = ", ".join(f"{n} ({sens[n]:.3g})" for n in ranked[:10])
+                raise ModelError(
+                    f"INT8 misses the {budget:g} budget even with all {k} quantized nodes in "
+                    f"float (FP32 {fp32}, best INT8 {m8}). Most sensitive nodes (relative "
+                    f"output error): {worst}. Calibrate on more representative frames or keep FP32."
+                )
+            k *= 2
