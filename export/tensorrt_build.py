@@ -22,12 +22,11 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sdk.artifact import Metadata, write_plan
-from sdk.errors import BackendUnavailableError, InputError, ModelError
+from sdk.backends._trt_common import Fingerprint, check_fingerprint, current_fingerprint, trt_module
+from sdk.errors import InputError, ModelError
 
 __all__ = [
     "EngineCache",
@@ -56,90 +55,6 @@ FP16_KEEP_FP32 = (
     "Resize",
     "GridSample",
 )
-
-
-def _trt() -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError as e:
-        raise BackendUnavailableError(
-            "TensorRT is not installed: on a GPU machine `pip install tensorrt` (NVIDIA's index) "
-            "or use JetPack's python3-libnvinfer; TensorRT engines cannot be built without it"
-        ) from e
-    major = int(trt.__version__.split(".")[0])
-    minor = int(trt.__version__.split(".")[1])
-    if (major, minor) < (10, 3):
-        raise BackendUnavailableError(f"TensorRT {trt.__version__} is too old: need >= 10.3")
-    return trt
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What a serialized engine is tied to."""
-
-    tensorrt: str
-    gpu: str
-    compute_capability: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {
-            "version": self.tensorrt,
-            "gpu": self.gpu,
-            "compute_capability": self.compute_capability,
-        }
-
-
-def current_fingerprint(device: int = 0) -> Fingerprint:
-    """TensorRT version and the GPU of this machine (cuda-python, else torch)."""
-    trt = _trt()
-    name, cc = _gpu(device)
-    return Fingerprint(trt.__version__, name, cc)
-
-
-def _gpu(device: int) -> tuple[str, str]:
-    try:
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart  # cuda-python < 12.6
-        err, prop = cudart.cudaGetDeviceProperties(device)
-        if int(err) != 0:
-            raise BackendUnavailableError(f"cudaGetDeviceProperties failed: {err}")
-        name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
-        return name.strip("\x00 "), f"{prop.major}.{prop.minor}"
-    except ImportError:
-        pass
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            p = torch.cuda.get_device_properties(device)
-            return p.name, f"{p.major}.{p.minor}"
-    except ImportError:
-        pass
-    raise BackendUnavailableError("no CUDA device found (install cuda-python, check the driver)")
-
-
-def check_fingerprint(
-    built: dict[str, Any] | None, here: Fingerprint, path: str = "engine"
-) -> None:
-    """Refuse an engine built for another TensorRT version or GPU, saying how to rebuild."""
-    if not built:
-        raise ModelError(f"{path}: the .plan carries no TensorRT build fingerprint; rebuild it")
-    mismatches = []
-    if built.get("version") != here.tensorrt:
-        mismatches.append(f"TensorRT {built.get('version')} (here {here.tensorrt})")
-    if built.get("compute_capability") != here.compute_capability:
-        mismatches.append(
-            f"compute capability {built.get('compute_capability')} "
-            f"({built.get('gpu')}; here {here.compute_capability}, {here.gpu})"
-        )
-    if mismatches:
-        raise ModelError(
-            f"{path} was built for {' and '.join(mismatches)}. TensorRT engines only run where "
-            "they were built: rebuild on this machine with `sonoedge export MODEL.onnx "
-            "--formats trt-fp16` (or trt-int8), or run the .onnx with backend='onnxruntime'."
-        )
 
 
 def engine_cache_key(
@@ -261,7 +176,7 @@ def build_engine(
         from export.quantize import check_tensorrt_qdq
 
         check_tensorrt_qdq(onnx_path)
-    trt = _trt()
+    trt = trt_module()
     fp = current_fingerprint()
     onnx_bytes = onnx_path.read_bytes()
     key = engine_cache_key(onnx_bytes, precision, profile, fp)

@@ -17,6 +17,7 @@ __all__ = ["BACKENDS", "Backend", "IOSpec", "available", "choose_backend", "get_
 
 BACKENDS: dict[str, str] = {
     "onnxruntime": "sdk.backends.onnxruntime:OnnxRuntimeBackend",
+    "tensorrt": "sdk.backends.tensorrt:TensorRTBackend",
 }
 
 
@@ -48,6 +49,8 @@ def choose_backend(path: str | Path, backend: str = "auto") -> type[Backend]:
     suffix = Path(path).suffix.lower()
     if suffix == ".onnx":
         return get_backend("onnxruntime")
+    if suffix in (".plan", ".engine"):
+        return get_backend("tensorrt")
     raise InputError(
         f"cannot choose a backend for {Path(path).name!r}: expected a .onnx (or, with the "
         "TensorRT backend, .plan) artifact"

@@ -13,13 +13,12 @@ ort = pytest.importorskip("onnxruntime")
 from export.onnx_export import to_onnx_file  # noqa: E402
 from export.tensorrt_build import (  # noqa: E402
     EngineCache,
-    Fingerprint,
     build_engine,
-    check_fingerprint,
     engine_cache_key,
     fp16_onnx,
 )
 from sdk.artifact import Metadata  # noqa: E402
+from sdk.backends._trt_common import Fingerprint, check_fingerprint  # noqa: E402
 from sdk.errors import BackendUnavailableError, InputError, ModelError  # noqa: E402
 
 FP = Fingerprint("10.3.0", "Orin", "8.7")

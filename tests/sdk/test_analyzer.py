@@ -127,3 +127,26 @@ def test_bad_frames_raise_input_error(tiny_onnx) -> None:
     with pytest.raises(InputError, match="roi"):
         a.run(np.zeros((50, 50), np.uint8), roi=(0, 0, 60, 60))
     assert a.run(np.zeros((50, 50), np.uint16)).mask.shape == (50, 50)
+
+
+def test_plan_goes_to_tensorrt_and_says_why_it_cannot_run(tmp_path) -> None:
+    from sdk.artifact import Metadata, write_plan
+    from sdk.backends import available, choose_backend
+    from sdk.errors import BackendUnavailableError
+
+    assert choose_backend("x.plan").name == "tensorrt"
+    ok, why = available()["tensorrt"]
+    md = Metadata(
+        arch="t",
+        class_names=("normal", "benign", "malignant"),
+        channels=("image",),
+        input_size=(8, 8),
+        mean=(0.0,),
+        std=(1.0,),
+        tensorrt={"version": "10.3.0", "gpu": "Orin", "compute_capability": "8.7"},
+    )
+    plan = write_plan(tmp_path / "m.plan", md, b"engine")
+    if not ok:
+        assert why
+        with pytest.raises(BackendUnavailableError):
+            sdk.Analyzer(plan).load()
