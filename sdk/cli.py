@@ -26,7 +26,46 @@ from sdk.errors import SDKError
 __all__ = ["build_parser", "main"]
 
 
+def _cmd_info_artifact(args: argparse.Namespace) -> int:
+    """Print an artifact's metadata; with --extract-plan write the raw TensorRT engine."""
+    from sdk.artifact import read_plan
+    from sdk.errors import InputError
+
+    path = Path(args.artifact)
+    if path.suffix.lower() in (".plan", ".engine"):
+        md, engine = read_plan(path)
+        extra = {"engine_bytes": len(engine)}
+    elif path.suffix.lower() == ".onnx":
+        if args.extract_plan:
+            raise InputError("--extract-plan needs a .plan artifact")
+        from sdk.backends.onnxruntime import OnnxRuntimeBackend
+
+        b = OnnxRuntimeBackend(path, device="cpu").load()
+        md, engine, extra = b.metadata, b"", {"outputs": [o.name for o in b.outputs]}
+        b.close()
+    else:
+        raise InputError(f"{path.name}: expected a .onnx or .plan artifact")
+    d = md.to_dict()
+    if d.get("head"):
+        d["head"] = {k: v["shape"] for k, v in d["head"].items()}  # shapes, not the weights
+    d.update(extra)
+    print(json.dumps(d, indent=2))
+    if args.extract_plan:
+        out = Path(args.extract_plan)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_bytes(engine)
+        tmp.replace(out)
+        print(
+            f"wrote the raw TensorRT engine ({len(engine)} bytes) to {out}; "
+            f"e.g. trtexec --loadEngine={out}",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
+    if args.artifact:
+        return _cmd_info_artifact(args)
     from sdk import kernels
 
     info: dict[str, object] = {"sonoedge": sdk.__version__}

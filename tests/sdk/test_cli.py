@@ -73,3 +73,22 @@ def test_console_script_entry_point() -> None:
     assert exe, "the `sonoedge` console script is not installed: `pip install .`"
     r = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
     assert r.returncode == 0 and r.stdout.startswith("sonoedge ")
+
+
+def test_info_on_artifacts(tmp_path, tiny_features_onnx, capsys) -> None:
+    from sdk.artifact import Metadata, read_plan, write_plan
+
+    assert main(["info", str(tiny_features_onnx)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["arch"] == "tiny" and d["head"]["w1"] == [8, 2] and "features" in d["outputs"]
+    md = Metadata(arch="t", class_names=("a", "b"), channels=("image",), input_size=(8, 8),
+                  mean=(0.0,), std=(1.0,), tensorrt={"version": "10.3.0"})
+    plan = write_plan(tmp_path / "m.plan", md, b"RAWENGINE")
+    out = tmp_path / "raw.engine"
+    assert main(["info", str(plan), "--extract-plan", str(out)]) == 0
+    assert out.read_bytes() == b"RAWENGINE" == read_plan(plan)[1]
+    bad = tmp_path / "bad.plan"
+    bad.write_bytes(b"SONOPLAN" + b"\0" * 10)
+    assert main(["info", str(bad)]) == 1
+    assert "truncated" in capsys.readouterr().err
+    assert main(["info", str(tiny_features_onnx), "--extract-plan", str(out)]) == 1
