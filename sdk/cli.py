@@ -164,10 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser(
         "info",
-        help="show what this install can run (kernels, CUDA, versions)",
-        description="Show the compiled kernels, CUDA devices and versions.",
+        help="show what this install can run, or an artifact's metadata",
+        description="Without ARTIFACT: the compiled kernels, CUDA devices, backends and versions. "
+        "With ARTIFACT (.onnx / .plan): its metadata as JSON.",
     )
+    info.add_argument("artifact", nargs="?", help="a .onnx or .plan artifact to describe")
     info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument(
+        "--extract-plan", metavar="OUT", help="write the raw TensorRT engine of a .plan (trtexec)"
+    )
     info.set_defaults(handler=_cmd_info)
 
     demo = sub.add_parser(
