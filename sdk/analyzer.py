@@ -13,9 +13,9 @@ ONNX Runtime release the GIL.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -24,6 +24,9 @@ from sdk import kernels as K
 from sdk.backends import Backend, choose_backend
 from sdk.errors import InputError, ModelError
 from sdk.result import Lesion, Result
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sdk.stream import FrameRecord
 
 __all__ = ["Analyzer", "to_uint8"]
 
@@ -197,6 +200,20 @@ class Analyzer:
             "total": (t3 - t0) * 1e3,
         }
         return res
+
+    def stream(
+        self,
+        source: Any,
+        drop: str = "none",
+        queue_size: int = 4,
+        color: str = "gray",
+        max_frames: int | None = None,
+    ) -> Iterator[Result | FrameRecord]:
+        """Analyze a video file, DICOM cine, image folder, camera index, GStreamer string, array
+        stack or any iterator of frames; see :func:`sdk.stream.stream` for the guarantees."""
+        from sdk.stream import stream
+
+        return stream(self, source, drop, queue_size, color, max_frames)
 
     def run_batch(self, frames: Iterable[np.ndarray]) -> list[Result]:
         """Analyze frames in order (one model call each; smoothing applies across them)."""

@@ -1,0 +1,205 @@
+"""Streaming: a capture thread feeding the analyzer through a bounded queue.
+
+Capture (decoding a video / DICOM cine, camera reads) runs on its own thread and overlaps with
+preprocessing, inference and post-processing on the caller's thread. Records come out in frame
+order. Every frame is accounted for: analyzed (:class:`sdk.result.Result`), dropped to keep up
+(``drop="latest"``), or failed (a bad frame) -- the last two as :class:`FrameRecord`; the stream
+goes on after a bad frame. A source error or the end of the source ends the iterator (the
+error re-raised as :class:`sdk.errors.SourceError` after every earlier record). Closing the
+iterator stops the capture thread within a bounded wait.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sdk.errors import InputError, SDKError, SourceError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sdk.analyzer import Analyzer
+    from sdk.result import Result
+
+__all__ = ["FrameRecord", "stream"]
+
+_POLL_S = 0.05  # bounded waits: a closed consumer never leaves the producer blocked for long
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """A frame that produced no Result: ``status`` is "dropped" or "error" (with ``error``)."""
+
+    frame_index: int
+    timestamp: float | None
+    status: str
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "frame_index": self.frame_index,
+            "timestamp": self.timestamp,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+class _End:
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+class _LenientFrames:
+    """Arrays from an iterable, passed on unchecked: a bad frame then fails in the analyzer and
+    becomes an error record, instead of ending the stream inside the source."""
+
+    def __init__(self, items: Iterator[Any], fps: float | None = None) -> None:
+        self.items = items
+
+    def __enter__(self) -> _LenientFrames:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[Any]:
+        from sdk.sources import Frame
+
+        for i, item in enumerate(self.items):
+            yield item if isinstance(item, Frame) else Frame(item, i, None, {})
+
+
+def _lenient(source: Any) -> _LenientFrames | None:
+    """Wrap in-memory iterables of frames (lists of arrays, generators); None for anything
+    open_source should handle (paths, folders, cameras, videos, a single array)."""
+    import itertools
+
+    import numpy as np
+
+    from sdk.sources import Frame, FrameSource
+
+    if isinstance(source, FrameSource | np.ndarray | str | bytes | int) or not hasattr(
+        source, "__iter__"
+    ):
+        return None
+    if hasattr(source, "__fspath__"):
+        return None
+    it = iter(source)
+    try:
+        first = next(it)
+    except StopIteration:
+        return _LenientFrames(iter(()))
+    rest = itertools.chain([first], it)
+    if isinstance(first, np.ndarray | Frame):
+        return _LenientFrames(rest)
+    if isinstance(source, list | tuple):
+        return None  # e.g. a list of image paths: open_source's image sequence
+    raise InputError(
+        f"stream: an iterable source must yield numpy arrays or sdk.sources.Frame, got "
+        f"{type(first).__name__}"
+    )
+
+
+def stream(
+    analyzer: Analyzer,
+    source: Any,
+    drop: str = "none",
+    queue_size: int = 4,
+    color: str = "gray",
+    max_frames: int | None = None,
+) -> Iterator[Result | FrameRecord]:
+    """Analyze every frame of ``source`` (anything :func:`sdk.sources.open_source` accepts).
+
+    ``drop="none"``: back-pressure, every frame analyzed. ``drop="latest"``: when the analyzer
+    falls behind, queued frames are dropped (oldest first) so the newest is analyzed next; each
+    dropped frame is yielded as a ``FrameRecord(status="dropped")`` in its place.
+    """
+    from sdk.sources import open_source
+
+    if drop not in ("none", "latest"):
+        raise InputError(f"drop must be 'none' or 'latest', got {drop!r}")
+    if not isinstance(queue_size, int) or queue_size < 1:
+        raise InputError(f"queue_size must be an integer >= 1, got {queue_size!r}")
+    src = _lenient(source) or open_source(source, color=color)
+    q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+    stop = threading.Event()
+    dropped: list[FrameRecord] = []  # guarded by lock; emitted in order by the consumer
+    lock = threading.Lock()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            if drop == "latest" and not isinstance(item, _End):
+                try:
+                    q.put_nowait(item)
+                    return True
+                except queue.Full:
+                    try:
+                        old = q.get_nowait()
+                    except queue.Empty:
+                        continue
+                    if isinstance(old, _End):  # never drop the end marker
+                        q.put(old)
+                        continue
+                    with lock:
+                        dropped.append(FrameRecord(old.index, old.timestamp, "dropped"))
+                    continue
+            try:
+                q.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def capture() -> None:
+        try:
+            with src:
+                for n, frame in enumerate(src):
+                    if max_frames is not None and n >= max_frames:
+                        break
+                    if not put(frame):
+                        return
+            put(_End())
+        except BaseException as e:  # re-raised on the consumer side
+            put(_End(e))
+
+    t = threading.Thread(target=capture, name="sonoedge-capture", daemon=True)
+    t.start()
+    rgb = color == "rgb"
+    try:
+        while True:
+            try:
+                item = q.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not t.is_alive() and q.empty():
+                    raise SourceError("the capture thread ended without an end marker") from None
+                continue
+            with lock:
+                pending = [
+                    d for d in dropped if isinstance(item, _End) or d.frame_index < item.index
+                ]
+                for d in pending:
+                    dropped.remove(d)
+            yield from sorted(pending, key=lambda d: d.frame_index)
+            if isinstance(item, _End):
+                if item.error is not None:
+                    err = item.error
+                    if isinstance(err, SourceError):
+                        raise err
+                    raise SourceError(f"the source failed: {type(err).__name__}: {err}") from err
+                return
+            try:
+                res = analyzer.run(
+                    item.image,
+                    timestamp=item.timestamp,
+                    color="rgb" if rgb else "bgr",
+                    pixel_spacing_mm=item.pixel_spacing_mm,
+                )
+                res.frame_index = item.index
+                yield res
+            except SDKError as e:
+                yield FrameRecord(item.index, item.timestamp, "error", f"{type(e).__name__}: {e}")
+    finally:
+        stop.set()
+        t.join(timeout=2.0)

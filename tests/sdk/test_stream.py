@@ -1,0 +1,84 @@
+"""Analyzer.stream: order, drop policies, bad frames, source faults, close mid-stream."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import sdk
+from sdk import synthetic
+from sdk.errors import SourceError
+from sdk.result import Result
+from sdk.stream import FrameRecord
+
+
+@pytest.fixture(scope="module")
+def cine():
+    return [f for f, _, _ in synthetic.cine(12, "benign", size=(160, 200), seed=2)]
+
+
+def test_every_frame_in_order(tiny_onnx, cine) -> None:
+    a = sdk.Analyzer(tiny_onnx, smoothing=0.5)
+    recs = list(a.stream(cine))
+    assert [r.frame_index for r in recs] == list(range(len(cine)))
+    assert all(isinstance(r, Result) for r in recs)
+    stack = list(a.stream(np.stack(cine)))  # an array stack through open_source
+    assert len(stack) == len(cine)
+
+
+def test_bad_frame_is_recorded_and_the_stream_goes_on(tiny_onnx, cine) -> None:
+    frames = list(cine[:5])
+    frames[2] = np.full((10, 10), np.nan)
+    recs = list(sdk.Analyzer(tiny_onnx).stream(iter(frames)))
+    assert [r.frame_index for r in recs] == [0, 1, 2, 3, 4]
+    assert isinstance(recs[2], FrameRecord) and recs[2].status == "error"
+    assert "NaN" in recs[2].error
+    assert all(isinstance(r, Result) for i, r in enumerate(recs) if i != 2)
+
+
+def test_source_failure_surfaces_after_earlier_frames(tiny_onnx, cine) -> None:
+    def gen():
+        yield from cine[:3]
+        raise OSError("camera unplugged")
+
+    out = []
+    with pytest.raises(SourceError, match="camera unplugged"):
+        for r in sdk.Analyzer(tiny_onnx).stream(gen()):
+            out.append(r)
+    assert [r.frame_index for r in out] == [0, 1, 2]
+
+
+def test_drop_latest_accounts_for_every_frame(tiny_onnx, cine) -> None:
+    a = sdk.Analyzer(tiny_onnx)
+    recs = []
+    for r in a.stream(cine * 3, drop="latest", queue_size=1):
+        time.sleep(0.01)  # a slow consumer
+        recs.append(r)
+    idx = [r.frame_index for r in recs]
+    assert idx == sorted(idx) == list(range(len(cine) * 3))
+    assert any(isinstance(r, FrameRecord) and r.status == "dropped" for r in recs)
+
+
+def test_close_mid_stream_stops_capture(tiny_onnx, cine) -> None:
+    import threading
+
+    it = sdk.Analyzer(tiny_onnx).stream(cine * 10)
+    next(it)
+    t0 = time.perf_counter()
+    it.close()
+    assert time.perf_counter() - t0 < 3
+    assert not any(t.name == "sonoedge-capture" and t.is_alive() for t in threading.enumerate())
+
+
+def test_stream_argument_errors(tiny_onnx) -> None:
+    from sdk.errors import InputError
+
+    a = sdk.Analyzer(tiny_onnx)
+    with pytest.raises(InputError, match="drop"):
+        next(a.stream([np.zeros((8, 8), np.uint8)], drop="oldest"))
+    with pytest.raises(InputError, match="queue_size"):
+        next(a.stream([np.zeros((8, 8), np.uint8)], queue_size=0))
+    with pytest.raises(InputError, match="numpy arrays"):
+        next(a.stream(iter([1, 2, 3])))
