@@ -208,12 +208,13 @@ class Analyzer:
         queue_size: int = 4,
         color: str = "gray",
         max_frames: int | None = None,
+        keep_frames: bool = False,
     ) -> Iterator[Result | FrameRecord]:
         """Analyze a video file, DICOM cine, image folder, camera index, GStreamer string, array
         stack or any iterator of frames; see :func:`sdk.stream.stream` for the guarantees."""
         from sdk.stream import stream
 
-        return stream(self, source, drop, queue_size, color, max_frames)
+        return stream(self, source, drop, queue_size, color, max_frames, keep_frames)
 
     def run_batch(self, frames: Iterable[np.ndarray]) -> list[Result]:
         """Analyze frames in order (one model call each; smoothing applies across them)."""

@@ -147,6 +147,37 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from sdk.analyzer import Analyzer
+    from sdk.runner import run_source
+
+    source = int(args.source) if args.source.isdigit() else args.source
+    with Analyzer(
+        args.model,
+        backend=args.backend,
+        device=args.device,
+        threads=args.threads,
+        smoothing=args.smoothing,
+    ) as a:
+        s = run_source(
+            a,
+            source,
+            args.out,
+            fps=args.fps,
+            drop=args.drop,
+            max_frames=args.max_frames,
+            progress=not args.quiet,
+        )
+    t = s.get("total", {})
+    print(
+        f"{s['analyzed']} analyzed, {s['dropped']} dropped, {s['errors']} failed; "
+        f"end-to-end p50 {t.get('p50_ms', float('nan')):.2f} ms, p99 "
+        f"{t.get('p99_ms', float('nan')):.2f} ms, {s['throughput_fps']} frames/s"
+    )
+    print(f"wrote {args.out}/annotated.mp4, frames.jsonl, frames.csv, latency.json, latency.png")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from sdk import demo
 
@@ -185,6 +216,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="phantom seed (7)")
     demo.add_argument("--size", type=int, default=256, help="model input side in pixels (256)")
     demo.set_defaults(handler=_cmd_demo)
+
+    run = sub.add_parser(
+        "run",
+        help="analyze a video, DICOM cine, image folder or camera with a model",
+        description="Stream SOURCE through the analyzer and write an annotated MP4, per-frame "
+        "JSONL/CSV, a latency summary and a latency histogram.",
+    )
+    run.add_argument("source", help="video file, .dcm, image folder / glob, or camera index")
+    run.add_argument("--model", required=True, help=".onnx or .plan artifact")
+    run.add_argument("--out", default="sonoedge-run", help="output folder (sonoedge-run)")
+    run.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or tensorrt")
+    run.add_argument("--threads", type=int, default=None, help="CPU threads")
+    run.add_argument("--smoothing", type=float, default=0.0, help="EMA of class probabilities")
+    run.add_argument(
+        "--drop",
+        choices=("none", "latest"),
+        default="none",
+        help="drop frames to keep real time (latest) or analyze all (none)",
+    )
+    run.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    run.add_argument("--fps", type=float, default=15.0, help="frame rate of the annotated MP4")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_cmd_run)
 
     bench = sub.add_parser(
         "bench",

@@ -68,6 +68,8 @@ class Result:
     timings: dict[str, float]
     roi: tuple[int, int, int, int]
     raw_probs: dict[str, float] = field(default_factory=dict)
+    #: The analyzed uint8 frame, only when the stream was asked to keep it (``keep_frames``).
+    frame: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def confidence(self) -> float:

@@ -109,12 +109,14 @@ def stream(
     queue_size: int = 4,
     color: str = "gray",
     max_frames: int | None = None,
+    keep_frames: bool = False,
 ) -> Iterator[Result | FrameRecord]:
     """Analyze every frame of ``source`` (anything :func:`sdk.sources.open_source` accepts).
 
     ``drop="none"``: back-pressure, every frame analyzed. ``drop="latest"``: when the analyzer
     falls behind, queued frames are dropped (oldest first) so the newest is analyzed next; each
     dropped frame is yielded as a ``FrameRecord(status="dropped")`` in its place.
+    ``keep_frames``: attach each analyzed frame to its Result (``result.frame``) for overlays.
     """
     from sdk.sources import open_source
 
@@ -197,6 +199,8 @@ def stream(
                     pixel_spacing_mm=item.pixel_spacing_mm,
                 )
                 res.frame_index = item.index
+                if keep_frames:
+                    res.frame = item.image
                 yield res
             except SDKError as e:
                 yield FrameRecord(item.index, item.timestamp, "error", f"{type(e).__name__}: {e}")

@@ -81,8 +81,15 @@ def test_info_on_artifacts(tmp_path, tiny_features_onnx, capsys) -> None:
     assert main(["info", str(tiny_features_onnx)]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["arch"] == "tiny" and d["head"]["w1"] == [8, 2] and "features" in d["outputs"]
-    md = Metadata(arch="t", class_names=("a", "b"), channels=("image",), input_size=(8, 8),
-                  mean=(0.0,), std=(1.0,), tensorrt={"version": "10.3.0"})
+    md = Metadata(
+        arch="t",
+        class_names=("a", "b"),
+        channels=("image",),
+        input_size=(8, 8),
+        mean=(0.0,),
+        std=(1.0,),
+        tensorrt={"version": "10.3.0"},
+    )
     plan = write_plan(tmp_path / "m.plan", md, b"RAWENGINE")
     out = tmp_path / "raw.engine"
     assert main(["info", str(plan), "--extract-plan", str(out)]) == 0
@@ -92,3 +99,46 @@ def test_info_on_artifacts(tmp_path, tiny_features_onnx, capsys) -> None:
     assert main(["info", str(bad)]) == 1
     assert "truncated" in capsys.readouterr().err
     assert main(["info", str(tiny_features_onnx), "--extract-plan", str(out)]) == 1
+
+
+def test_run_writes_video_records_and_latency(tmp_path, tiny_onnx, capsys) -> None:
+    from sdk import synthetic
+
+    frames = [f for f, _, _ in synthetic.cine(8, "malignant", size=(120, 160), seed=4)]
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(src / f"f{i:03d}.png"), f)
+    out = tmp_path / "out"
+    assert main(["run", str(src), "--model", str(tiny_onnx), "--out", str(out), "--quiet"]) == 0
+    assert "8 analyzed" in capsys.readouterr().out
+    lines = (out / "frames.jsonl").read_text().splitlines()
+    assert [json.loads(x)["frame_index"] for x in lines] == list(range(8))
+    lat = json.loads((out / "latency.json").read_text())
+    assert lat["analyzed"] == 8 and lat["total"]["p50_ms"] > 0
+    cap = cv2.VideoCapture(str(out / "annotated.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 8
+    assert cv2.imread(str(out / "latency.png")) is not None
+    assert (out / "frames.csv").read_text().count("\n") == 9
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_run_missing_source_is_a_clean_error(tmp_path, tiny_onnx, capsys) -> None:
+    assert (
+        main(
+            [
+                "run",
+                str(tmp_path / "nope.mp4"),
+                "--model",
+                str(tiny_onnx),
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+            ]
+        )
+        == 1
+    )
+    assert "error" in capsys.readouterr().err
