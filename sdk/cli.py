@@ -123,26 +123,44 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.suite != "kernels":
+    command = "sonoedge " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else ""
+    if args.suite == "kernels":
+        from sdk.bench import kernels as bk
+
         print(
-            f"sonoedge bench: suite {args.suite!r} arrives with the runtime SDK; "
-            "available now: kernels",
+            f"benchmarking kernels ({args.repeat} interleaved repeats, {args.threads} "
+            "thread(s))...",
+            file=sys.stderr,
+        )
+        table = bk.run(
+            threads=args.threads, repeat=args.repeat, gpu=not args.no_gpu, command=command
+        )
+    elif args.suite == "e2e":
+        if not args.model:
+            print(
+                "sonoedge bench e2e: --model MODEL.onnx is required until the embedded default "
+                "model ships",
+                file=sys.stderr,
+            )
+            return 2
+        from sdk.bench import e2e
+
+        print(
+            f"benchmarking {args.model} end to end ({args.repeat} repeats, {args.threads} "
+            "thread(s))...",
+            file=sys.stderr,
+        )
+        table = e2e.run(args.model, threads=args.threads, repeat=args.repeat, command=command)
+    else:
+        print(
+            f"sonoedge bench: suite {args.suite!r} arrives with the benchmark issue; "
+            "available now: kernels, e2e",
             file=sys.stderr,
         )
         return 2
-    from sdk.bench import kernels as bk
-
-    command = "sonoedge bench kernels " + " ".join(sys.argv[3:]) if len(sys.argv) > 2 else ""
-    print(
-        f"benchmarking kernels ({args.repeat} interleaved repeats, {args.threads} thread(s))...",
-        file=sys.stderr,
-    )
-    table = bk.run(
-        threads=args.threads, repeat=args.repeat, gpu=not args.no_gpu, command=command.strip()
-    )
     print(table.markdown())
     if args.out:
-        md, js = table.write(Path(args.out), args.stem)
+        md, js = table.write(Path(args.out), args.stem or args.suite)
         print(f"wrote {md} and {js}")
     return 0
 
@@ -251,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=200, help="interleaved repeats (200)")
     bench.add_argument("--no-gpu", action="store_true", help="skip the GPU rows")
     bench.add_argument("--out", help="folder to write STEM.md and STEM.json into")
-    bench.add_argument("--stem", default="kernels", help="file name stem (kernels)")
+    bench.add_argument("--stem", default=None, help="file name stem (default: the suite)")
+    bench.add_argument("--model", help="artifact for the e2e suite (.onnx)")
     bench.set_defaults(handler=_cmd_bench)
 
     from sdk.synthetic import cli as phantom_cli

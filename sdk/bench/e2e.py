@@ -1,0 +1,96 @@
+"""``sonoedge bench e2e``: the whole frame path against the bare ONNX Runtime call.
+
+In one run, interleaved: ``Analyzer.run(frame)`` on 600×800 uint8 phantom frames (preprocess +
+inference + post-process + lesions + pooling) and ``session.run`` of the same ONNX model on an
+already preprocessed input (the anchor: what a hand-rolled script pays for inference alone).
+Also the streaming throughput (``Analyzer.stream`` over the same frames).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sdk.bench._timing import Row, Table, compare, machine_info, summarize
+
+__all__ = ["run"]
+
+
+def run(
+    model: str | Path,
+    threads: int = 2,
+    repeat: int = 300,
+    frame_shape: tuple[int, int] = (600, 800),
+    n_frames: int = 16,
+    command: str = "",
+) -> Table:
+    import onnxruntime as ort
+
+    from sdk import kernels as K
+    from sdk import synthetic
+    from sdk.analyzer import Analyzer
+
+    frames = [
+        synthetic.phantom(lbl, size=frame_shape, seed=100 + i)[0]
+        for i, lbl in zip(
+            range(n_frames), ["benign", "malignant", "normal"] * n_frames, strict=False
+        )
+    ]
+    a = Analyzer(model, threads=threads).load()
+    md = a.metadata
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    x = K.preprocess(
+        frames[0],
+        size=md.input_size,
+        channels=md.channels,
+        sigma=md.sigma,
+        mean=md.mean,
+        std=md.std,
+    )[None]
+    name = sess.get_inputs()[0].name
+    it = iter(range(10**9))
+
+    t = compare(
+        {
+            "sonoedge Analyzer.run": lambda: a.run(frames[next(it) % n_frames]),
+            "bare ORT session.run": lambda: sess.run(None, {name: x}),
+        },
+        repeat=repeat,
+        warmup=10,
+    )
+    e2e, bare = t["sonoedge Analyzer.run"], t["bare ORT session.run"]
+    med, p90 = summarize(e2e)
+    bmed, _ = summarize(bare)
+    p99 = float(np.percentile(e2e, 99) * 1e6)
+    n_stream = max(repeat, 100)
+    t0 = time.perf_counter()
+    count = sum(1 for _ in a.stream(frames[i % n_frames] for i in range(n_stream)))
+    stream_s = time.perf_counter() - t0
+    a.close()
+    size = f"{frame_shape[0]}×{frame_shape[1]} u8 → {md.input_size[0]}×{md.input_size[1]}"
+    rows = [
+        Row(
+            f"end-to-end {size}, {md.precision}",
+            "sonoedge Analyzer.run",
+            "bare ORT session.run",
+            med,
+            p90,
+            bmed,
+            note=f"{threads} threads; p99 {p99 / 1e3:.2f} ms = {p99 / med:.2f}× p50",
+        ),
+        Row(
+            "streaming throughput",
+            "Analyzer.stream",
+            None,
+            stream_s / count * 1e6,
+            stream_s / count * 1e6,
+            None,
+            note=f"{count / stream_s:.1f} frames/s over {count} frames",
+        ),
+    ]
+    return Table(f"End to end: {Path(model).name}", rows, machine_info(), command)
