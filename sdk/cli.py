@@ -276,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     from sdk.synthetic import cli as phantom_cli
 
     phantom_cli.add_parser(sub)
+    try:  # `sonoedge train` lives in the export stage; the runtime install does not have it
+        from export import cli as export_cli
+    except ImportError:  # pragma: no cover - export is always packaged with sdk
+        export_cli = None
+    if export_cli is not None:
+        export_cli.add_parser(sub)
     return p
 
 

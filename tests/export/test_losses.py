@@ -1,0 +1,91 @@
+"""export.losses against hand computations (arithmetic in the comments)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from export.losses import (  # noqa: E402
+    MultiTaskLoss,
+    balanced_class_weights,
+    bce_loss,
+    ce_loss,
+    dice_loss,
+    seg_loss,
+)
+from sdk.errors import InputError  # noqa: E402
+
+# One image of two pixels: logits (0, ln 3) → probabilities (1/2, 3/4); target (1, 0).
+LOGITS = torch.tensor([0.0, math.log(3.0)]).view(1, 1, 1, 2)
+TARGET = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
+
+
+def test_bce_by_hand() -> None:
+    # pixel 1: -log(1/2) = ln 2; pixel 2: -log(1 - 3/4) = ln 4 = 2 ln 2 → mean 3/2 ln 2.
+    assert float(bce_loss(LOGITS, TARGET)) == pytest.approx(1.5 * math.log(2.0), rel=1e-6)
+
+
+def test_dice_by_hand() -> None:
+    # 2 Σ y ŷ = 2 * (1 * 1/2) = 1; Σ y = 1; Σ ŷ = 1/2 + 3/4 = 5/4
+    # → 1 - (1 + ε) / (9/4 + ε) = 1 - 4/9 = 5/9 (ε = 1e-6 negligible at 1e-6 rel).
+    assert float(dice_loss(LOGITS, TARGET)) == pytest.approx(5 / 9, rel=1e-5)
+    # Per image then batch mean: a second image, a perfect-ish prediction (logits ±20 → ŷ ≈ y),
+    # has Dice loss ≈ 0, so the batch mean is (5/9 + 0) / 2.
+    good = torch.tensor([20.0, -20.0]).view(1, 1, 1, 2)
+    both = dice_loss(torch.cat([LOGITS, good]), torch.cat([TARGET, TARGET]))
+    assert float(both) == pytest.approx(5 / 18, rel=1e-5)
+    assert float(seg_loss(LOGITS, TARGET)) == pytest.approx(1.5 * math.log(2) + 5 / 9, rel=1e-5)
+
+
+def test_weighted_ce_by_hand() -> None:
+    logits = torch.tensor([[0.0, 0.0, math.log(2.0)], [math.log(3.0), 0.0, 0.0]])
+    labels = torch.tensor([2, 0])
+    # sample 1: softmax = (1, 1, 2) / 4 → p(2) = 1/2 → CE = ln 2
+    # sample 2: softmax = (3, 1, 1) / 5 → p(0) = 3/5 → CE = ln(5/3)
+    assert float(ce_loss(logits, labels)) == pytest.approx(
+        (math.log(2) + math.log(5 / 3)) / 2, rel=1e-6
+    )
+    w = torch.tensor([2.0, 1.0, 0.5])
+    # weighted mean: (w2 ln 2 + w0 ln(5/3)) / (w2 + w0) = (0.5 ln 2 + 2 ln(5/3)) / 2.5
+    expect = (0.5 * math.log(2) + 2 * math.log(5 / 3)) / 2.5
+    assert float(ce_loss(logits, labels, w)) == pytest.approx(expect, rel=1e-6)
+
+
+def test_balanced_class_weights_by_hand() -> None:
+    # N = 4, K = 3: w = 4 / (3 n_k) → (4/6, 4/3, 4/3)
+    expect = torch.tensor([2 / 3, 4 / 3, 4 / 3])
+    torch.testing.assert_close(balanced_class_weights([2, 1, 1]), expect)
+    # absent class → 0; N = 4: (4/9, 0, 4/3)
+    torch.testing.assert_close(balanced_class_weights([3, 0, 1]), torch.tensor([4 / 9, 0.0, 4 / 3]))
+    # balanced data → all ones
+    torch.testing.assert_close(balanced_class_weights([5, 5, 5]), torch.ones(3))
+    with pytest.raises(InputError):
+        balanced_class_weights([0, 0, 0])
+
+
+def test_multitask_total_by_hand() -> None:
+    out = {"mask_logits": LOGITS, "class_logits": torch.tensor([[0.0, 0.0, math.log(2.0)]])}
+    labels = torch.tensor([2])
+    total, parts = MultiTaskLoss(lam=0.6)(out, TARGET, labels)
+    seg = 1.5 * math.log(2) + 5 / 9
+    cls = math.log(2)  # p(2) = 1/2
+    # λ L_seg + (1 - λ) L_cls with λ = 0.6
+    assert float(total) == pytest.approx(0.6 * seg + 0.4 * cls, rel=1e-5)
+    assert parts["seg"] == pytest.approx(seg, rel=1e-5)
+    assert parts["cls"] == pytest.approx(cls, rel=1e-6)
+    assert parts["total"] == pytest.approx(float(total))
+    # λ = 1 is segmentation alone, λ = 0 classification alone.
+    assert float(MultiTaskLoss(1.0)(out, TARGET, labels)[0]) == pytest.approx(seg, rel=1e-5)
+    assert float(MultiTaskLoss(0.0)(out, TARGET, labels)[0]) == pytest.approx(cls, rel=1e-6)
+
+
+def test_loss_errors() -> None:
+    with pytest.raises(InputError, match="mask resolution"):
+        bce_loss(LOGITS, torch.zeros(1, 1, 2, 2))
+    with pytest.raises(InputError, match="lam"):
+        MultiTaskLoss(1.5)
+    with pytest.raises(InputError, match="one entry per class"):
+        ce_loss(torch.zeros(2, 3), torch.tensor([0, 1]), torch.ones(2))

@@ -1,0 +1,291 @@
+"""export.train / data / checkpoint / cli: a tiny real run (edge_s, 24 phantoms, 64x64, 2 epochs),
+resume, checkpoint round trip, errors, and the data pipeline's use of the SDK preprocessing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from export.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from export.data import (  # noqa: E402
+    Augment,
+    MultiTaskDataset,
+    SyntheticFrames,
+    open_frames,
+    stratified_split,
+)
+from export.models import create_model  # noqa: E402
+from export.train import train  # noqa: E402
+from sdk import kernels, synthetic  # noqa: E402
+from sdk.errors import InputError, ModelError, SourceError  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # The 2 CPU cores are shared: torch's OpenMP threads stall each other when oversubscribed,
+    # and these tiny tensors gain nothing from a second thread.
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+TINY = dict(
+    epochs=2,
+    batch_size=8,
+    lr=2e-3,
+    seed=0,
+    device="cpu",
+    size=64,
+    n_train=24,
+    threads=1,
+    progress=False,
+)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "edge_s"
+    best = train("edge_s", "synthetic", out, **TINY)
+    assert best == out / "best.json"
+    return out
+
+
+def test_tiny_run_writes_everything(run_dir: Path) -> None:
+    for name in (
+        "last.json",
+        "last.safetensors",
+        "best.json",
+        "best.safetensors",
+        "metrics.json",
+        "curves.png",
+    ):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert [e["epoch"] for e in m["epochs"]] == [0, 1]
+    assert m["data"]["train"]["per_class"] == {"normal": 8, "benign": 8, "malignant": 8}
+    assert m["data"]["mask_size"] == [16, 16]
+    for e in m["epochs"]:
+        v = e["val"]
+        assert 0 <= v["dice"] <= 1 and 0 <= v["iou"] <= v["dice"] and 0 <= v["accuracy"] <= 1
+        assert 0 <= v["dice_lesion"] <= 1  # the synthetic val split always holds lesions
+        assert v["macro_auc"] is None or 0 <= v["macro_auc"] <= 1
+        assert np.asarray(v["confusion"]).sum() == m["data"]["val"]["n"]
+        assert np.isfinite(e["train"]["total"]) and e["train"]["total"] > 0
+    # The cosine schedule: full lr at epoch 0, half way at epoch 1 of 2.
+    assert [e["lr"] for e in m["epochs"]] == pytest.approx([2e-3, 1e-3])
+    meta = json.loads((run_dir / "last.json").read_text())
+    assert meta["arch"] == "edge_s" and meta["epoch"] == 1 and meta["input_size"] == [64, 64]
+    assert meta["normalization"] == {"mean": [0.5], "std": [0.5]}
+    assert meta["optimizer"]["type"] == "AdamW"
+    assert any(k.startswith("optim.") for k in load_file(run_dir / "last.safetensors"))
+
+
+def test_resume_matches_uninterrupted_run(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sliced"
+    train("edge_s", "synthetic", out, stop_after=1, **TINY)
+    assert json.loads((out / "last.json").read_text())["epoch"] == 0
+    with pytest.raises(InputError, match="resume"):
+        train("edge_s", "synthetic", out, **TINY)  # occupied folder without resume
+    with pytest.raises(InputError, match="settings differ"):
+        train("edge_s", "synthetic", out, resume=True, **{**TINY, "lr": 1e-2})
+    train("edge_s", "synthetic", out, resume=True, **TINY)
+    m = json.loads((out / "metrics.json").read_text())
+    assert [e["epoch"] for e in m["epochs"]] == [0, 1]
+    a, b = load_file(run_dir / "last.safetensors"), load_file(out / "last.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:  # same device, same seeds: bit-identical weights and optimizer state
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def test_checkpoint_round_trip(run_dir: Path) -> None:
+    ck = load_checkpoint(run_dir / "best.json")
+    assert ck.model.input_size == (64, 64) and not ck.model.training
+    x = torch.rand(2, 1, 64, 64)
+    # Rebuild by hand from the same tensors: identical outputs.
+    ref = create_model("edge_s", pretrained=False)
+    st = load_file(run_dir / "best.safetensors")
+    ref.load_state_dict({k[6:]: v for k, v in st.items() if k.startswith("model.")})
+    ref.eval()
+    with torch.no_grad():
+        got, want = ck.model(x), ref(x)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+
+
+def test_checkpoint_saves_optimizer_state(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("edge_s", pretrained=False)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.rand(2, 1, 32, 32))["class_logits"].sum().backward()
+    opt.step()
+    save_checkpoint(tmp_path / "ck", model, epoch=4, optimizer=opt, train={"note": "x"})
+    ck = load_checkpoint(tmp_path / "ck.safetensors")
+    assert ck.epoch == 4 and ck.train == {"note": "x"}
+    opt2 = torch.optim.AdamW(ck.model.parameters(), lr=1e-3)
+    opt2.load_state_dict(ck.optimizer_state)
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s1["param_groups"] == s2["param_groups"]
+    for pid, st in s1["state"].items():
+        for key, v in st.items():
+            torch.testing.assert_close(s2["state"][pid][key], v, rtol=0, atol=0)
+
+
+def _edit(src: Path, dst: Path, **changes) -> Path:
+    shutil.copy(src.with_suffix(".safetensors"), dst.with_suffix(".safetensors"))
+    meta = json.loads(src.read_text())
+    for key, value in changes.items():
+        if key == "config":
+            meta["config"].update(value)
+        else:
+            meta[key] = value
+    dst.write_text(json.dumps(meta))
+    return dst
+
+
+def test_bad_checkpoints(run_dir: Path, tmp_path: Path) -> None:
+    best = run_dir / "best.json"
+    with pytest.raises(ModelError, match="not options of edge_s"):
+        load_checkpoint(_edit(best, tmp_path / "a.json", config={"wings": 2}))
+    with pytest.raises(ModelError, match="do not fit"):
+        load_checkpoint(_edit(best, tmp_path / "b.json", config={"depth": 11}))
+    with pytest.raises(ModelError, match="unknown"):
+        load_checkpoint(_edit(best, tmp_path / "c.json", arch="resnet9000"))
+    with pytest.raises(ModelError, match="config does not build"):
+        load_checkpoint(_edit(best, tmp_path / "d.json", config={"depth": 99}))
+    with pytest.raises(ModelError, match="do not match"):
+        load_checkpoint(_edit(best, tmp_path / "e.json", input_channels=["gdm"]))
+    with pytest.raises(ModelError, match="SHA-256"):
+        load_checkpoint(_edit(best, tmp_path / "f.json", weights_sha256="0" * 64))
+    with pytest.raises(ModelError, match="does not exist"):
+        load_checkpoint(tmp_path / "nothing.json")
+
+
+def test_train_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown model"):
+        train("resnet9000", "synthetic", tmp_path / "x", **TINY)
+    with pytest.raises(InputError, match="epochs"):
+        train("edge_s", "synthetic", tmp_path / "x", **{**TINY, "epochs": 0})
+    with pytest.raises(InputError, match="multiples of 16"):
+        train("edge_s", "synthetic", tmp_path / "x", **{**TINY, "size": 72})
+    empty = tmp_path / "busi"
+    (empty / "benign").mkdir(parents=True)
+    with pytest.raises(SourceError, match="no image"):
+        train("edge_s", empty, tmp_path / "y", **TINY)
+    with pytest.raises(SourceError):
+        train("edge_s", tmp_path / "missing", tmp_path / "z", **TINY)
+    assert not (tmp_path / "x").exists()  # nothing written by a refused run
+
+
+def _busi(root: Path, per_class: dict[str, int]) -> None:
+    import cv2
+
+    for label, n in per_class.items():
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            image, ids, _ = synthetic.phantom(label, size=(80, 96), seed=100 + i)
+            cv2.imwrite(str(root / label / f"{label} ({i + 1}).png"), image)
+            cv2.imwrite(str(root / label / f"{label} ({i + 1})_mask.png"), (ids > 0) * 255)
+
+
+def test_busi_folder_run_weights_classes(tmp_path: Path) -> None:
+    _busi(tmp_path / "busi", {"benign": 6, "malignant": 3, "normal": 3})
+    out = tmp_path / "run"
+    train("edge_s", tmp_path / "busi", out, **{**TINY, "epochs": 1, "val_fraction": 0.25})
+    m = json.loads((out / "metrics.json").read_text())
+    # Stratified split: round(0.25 n_k), >= 1 per class → val 2 / 1 / 1, train 4 / 2 / 2.
+    assert m["data"]["val"]["per_class"] == {"normal": 1, "benign": 2, "malignant": 1}
+    # Balanced weights N / (K n_k) over the training split: 8 / (3 x (2, 4, 2)).
+    np.testing.assert_allclose(m["data"]["class_weights"], [8 / 6, 8 / 12, 8 / 6], rtol=1e-6)
+
+
+def test_dataset_uses_sdk_preprocessing() -> None:
+    frames = SyntheticFrames(3, (96, 80), seed=5)
+    ds = MultiTaskDataset(frames, (64, 64), ("image", "gdm"), (0.5, 0.1), (0.5, 0.2), (16, 16))
+    x, m, y = ds[2]
+    image, mask, label = frames.get(2)
+    want = kernels.preprocess(image, (64, 64), ("image", "gdm"), mean=(0.5, 0.1), std=(0.5, 0.2))
+    np.testing.assert_array_equal(x.numpy(), want)
+    assert m.shape == (1, 16, 16) and 0 <= float(m.min()) and float(m.max()) <= 1
+    assert int(y) == label == 2 and frames.class_names[2] == "malignant"
+    # The area-resized mask keeps the lesion's area fraction.
+    assert float(m.mean()) == pytest.approx(mask.mean(), abs=0.02)
+
+
+def test_augmentation_is_deterministic_and_keeps_lesions() -> None:
+    frames = SyntheticFrames(6, (96, 96), seed=1)
+    aug = Augment(p_rotate=1.0, p_crop=1.0, p_speckle=1.0)
+    ds = MultiTaskDataset(frames, (64, 64), ("image",), (0.5,), (0.5,), (16, 16), aug, seed=3)
+    a = ds[1]
+    b = ds[1]
+    torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
+    ds.set_epoch(1)
+    assert not torch.equal(ds[1][0], a[0])
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        image, mask, _ = frames.get(i)
+        im2, m2 = aug(image, mask, rng)
+        assert im2.dtype == np.uint8 and set(np.unique(m2)) <= {0, 1}
+        if mask.any():  # a crop keeps at least half of the lesion (rotation may clip a bit)
+            assert m2.sum() > 0
+
+
+def test_split_and_open_frames(tmp_path: Path) -> None:
+    tr, va = stratified_split([0] * 5 + [1] * 5 + [2] * 2, 0.2, seed=0)
+    assert sorted(tr + va) == list(range(12)) and not set(tr) & set(va)
+    assert len(va) == 3  # one per class
+    with pytest.raises(InputError, match="too few"):
+        stratified_split([0, 1, 2], 0.2, seed=0)
+    _busi(tmp_path / "b", {"benign": 2, "normal": 1})
+    frames = open_frames(tmp_path / "b")
+    assert len(frames) == 3 and sorted(frames.labels) == [0, 1, 1]
+    with pytest.raises(InputError, match="unknown class folder"):
+        open_frames(tmp_path / "b", class_names=("normal", "lesion"))
+
+
+def test_cli_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from export import cli
+
+    parser = argparse.ArgumentParser(prog="sonoedge")
+    cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        [
+            "train",
+            "--arch",
+            "edge_s",
+            "--data",
+            "synthetic",
+            "--epochs",
+            "1",
+            "--size",
+            "64",
+            "--n-train",
+            "9",
+            "--n-val",
+            "3",
+            "--batch-size",
+            "3",
+            "--out",
+            str(tmp_path / "cli"),
+            "--threads",
+            "1",
+            "--quiet",
+            "--model-kwargs",
+            '{"pretrained": false}',
+        ]
+    )
+    assert args.handler(args) == 0
+    assert "best checkpoint" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "cli" / "best.json").read_text())
+    assert meta["config"]["pretrained"] is False and meta["input_size"] == [64, 64]
