@@ -43,6 +43,7 @@ def run(
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the SDK's backend
     sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     x = K.preprocess(
         frames[0],
