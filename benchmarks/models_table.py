@@ -1,6 +1,7 @@
 """The issue-4 model table: parameters, MACs, ONNX Runtime FP32 CPU latency, and Dice / accuracy
 after one short, identical training run on phantoms per model.
 
+    pip install .
     python benchmarks/models_table.py --out benchmarks/results/models-cpu-xeon-2c.md
 
 Heavy models (sam_mtl, sam_mtl_vitb: ~30-40 GMACs per frame) and the 3D samask_cltr are
@@ -25,14 +26,14 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--profile-json", type=Path, help="reuse `python -m export.profile --json`")
     p.add_argument("--runs", type=Path, default=Path("runs/models_table"))
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--n-train", type=int, default=160)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--n-train", type=int, default=320)
     p.add_argument("--n-val", type=int, default=64)
-    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--size", type=int, default=96)
     args = p.parse_args()
 
-    from export.profile import profile_model
     from export.models import list_models
+    from export.profile import profile_model
     from export.train import train
 
     if args.profile_json:
@@ -43,7 +44,7 @@ def main() -> None:
     for name in TRAINED:
         t0 = time.perf_counter()
         best = train(name, "synthetic", args.runs / name, epochs=args.epochs, batch_size=8,
-                     lr=1e-3, seed=0, size=(args.size, args.size), n_train=args.n_train,
+                     lr=2e-3, seed=0, size=(args.size, args.size), n_train=args.n_train,
                      n_val=args.n_val, threads=1, progress=False)
         metrics = json.loads((best.parent / "metrics.json").read_text())
         ep = metrics["epochs"][metrics["best_epoch"]]  # the epoch best.json was saved from
@@ -58,7 +59,7 @@ def main() -> None:
         "- latency: ONNX Runtime FP32, CPU, 2 intra-op threads, no spinning, median of 50, "
         "batch 1, the model's default input (`python -m export.profile --json`)",
         f"- training: the same short run for every model: {args.n_train} synthetic phantoms, "
-        f"{args.epochs} epochs, {args.size}×{args.size}, batch 8, AdamW 1e-3, seed 0, 1 thread; "
+        f"{args.epochs} epochs, {args.size}×{args.size}, batch 8, AdamW 2e-3, seed 0, 1 thread; "
         f"validated on {args.n_val} held-out phantoms (mask Dice on the model's mask grid). "
         "Short runs, not converged: for comparison between models only.",
         "",
@@ -75,8 +76,8 @@ def main() -> None:
         t = trained.get(name)
         if t:
             v = t["val"]
-            cols = (f"{v['dice']:.3f} | {v['accuracy']:.3f} | {v.get('macro_auc', float('nan')):.3f}"
-                    f" | {t['seconds']:.0f}")
+            auc = v.get("macro_auc", float("nan"))
+            cols = f"{v['dice']:.3f} | {v['accuracy']:.3f} | {auc:.3f} | {t['seconds']:.0f}"
         else:
             cols = "not trained here (cost) | – | – | –"
         lines.append(f"| {name} | {shape} | {m['params'] / 1e6:.2f} M | {m['gmacs']:.2f} | "

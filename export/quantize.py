@@ -178,9 +178,10 @@ def quantize(
             extra_options=extra,
         )
         q = onnx.load(str(tmp))
-        # Carry the source's metadata (sonoedge artifact JSON) over to the quantized model.
+        # Carry the source's metadata (sonoedge artifact JSON) over, now saying int8.
         del q.metadata_props[:]
-        q.metadata_props.extend(m.metadata_props)
+        for prop in m.metadata_props:
+            q.metadata_props.add(key=prop.key, value=_mark_int8(prop.key, prop.value, target))
         if target == "tensorrt":
             check_tensorrt_qdq(q)
         part = onnx_out.with_name(onnx_out.name + ".tmp")
@@ -190,6 +191,24 @@ def quantize(
         finally:
             part.unlink(missing_ok=True)
     return onnx_out
+
+
+def _mark_int8(key: str, value: str, target: str) -> str:
+    from sdk.artifact import METADATA_KEY, Metadata
+
+    if key != METADATA_KEY:
+        return value
+    md = Metadata.from_json(value)
+    md.precision = "int8"
+    md.provenance = {
+        **md.provenance,
+        "quantization": {
+            "target": target,
+            "format": "QDQ",
+            "quantizer": "onnxruntime.quantize_static",
+        },
+    }
+    return md.to_json()
 
 
 def tensorrt_qdq_violations(model: str | os.PathLike[str] | onnx.ModelProto) -> list[str]:

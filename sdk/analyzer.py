@@ -87,7 +87,9 @@ class Analyzer:
         threshold: mask probability threshold (default: the artifact's).
         smoothing: EMA factor in [0, 1) for image-level probabilities across ``run`` calls
             (0 = none; 0.6 keeps 60 % of the previous estimate).
-        threads: CPU threads for the backend and the kernels (None: backend default, 1 kernel).
+        threads: CPU threads of the backend (None: its default). The kernels run on the calling
+            thread: at 256×256 they take well under a millisecond, and OpenMP teams that wait on
+            cores the backend or the capture thread hold cost more than they save.
         bit_depth: bit depth of integer frames wider than 8 bits (see :func:`to_uint8`).
         pixel_spacing_mm: (row, col) spacing for lesion areas in mm² (per call overrides).
     """
@@ -185,7 +187,6 @@ class Analyzer:
             dtype=self._x.dtype,
             out=self._x[0],
             color=color,
-            threads=self.threads or 1,
         )
         t1 = time.perf_counter()
         out = self._backend.infer(self._x)
@@ -231,9 +232,7 @@ class Analyzer:
         logits = out[md.outputs["mask_logits"]][0, 0]
         if not np.isfinite(logits).all():
             raise ModelError(f"{self.path}: the model produced NaN / inf mask logits")
-        mask = K.postprocess_mask(
-            logits, frame_hw, roi=roi, threshold=self.threshold, threads=self.threads or 1
-        )
+        mask = K.postprocess_mask(logits, frame_hw, roi=roi, threshold=self.threshold)
         prob = 1.0 / (1.0 + np.exp(-logits.astype(np.float32)))
         n, labels, stats, _ = cv2.connectedComponentsWithStats(
             (prob > self.threshold).astype(np.uint8), connectivity=8
