@@ -74,8 +74,9 @@ def normalization(model: nn.Module) -> dict[str, list[float]]:
     """Per-channel ``mean`` / ``std`` the model expects from :func:`sdk.kernels.preprocess`
     (``input_mean`` / ``input_std`` when the model declares them, else 0 / 1)."""
     c = len(model.input_channels)
-    mean = tuple(getattr(model, "input_mean", (0.0,) * c))
-    std = tuple(getattr(model, "input_std", (1.0,) * c))
+    # ``MultiTaskModel`` declares None for "no normalization": treat it like an absent value.
+    mean = tuple(getattr(model, "input_mean", None) or (0.0,) * c)
+    std = tuple(getattr(model, "input_std", None) or (1.0,) * c)
     return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
 
 

@@ -1,10 +1,14 @@
-"""``sonoedge train``: multi-task training from the command line (see :func:`export.train.train`).
+"""``sonoedge train`` and ``sonoedge export``: training (:func:`export.train.train`, or a whole
+recipe of :mod:`export.presets`) and the export pipeline (:func:`export.pipeline.run_export`).
 
-``sdk/cli.py`` registers it with :func:`add_parser`; this module imports torch only inside
-:func:`run`, so building the ``sonoedge`` parser stays light.
+``sdk/cli.py`` registers both with :func:`add_parser`; this module imports torch only inside
+the handlers, so building the ``sonoedge`` parser stays light.
 
     sonoedge train --arch edge_s --data synthetic --epochs 30 --size 256 --out runs/edge_s
     sonoedge train --arch edge_s --data /data/BUSI --out runs/busi --resume
+    sonoedge train --preset demo --threads 1 --out runs/demo
+    sonoedge export runs/teacher/best.json --data synthetic --student edge_s \
+        --formats onnx,onnx-int8,trt-fp16,trt-int8 --out runs/export
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "run_export_cmd"]
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -29,7 +33,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register the ``train`` sub-command on an ``argparse`` sub-parsers object."""
+    """Register the ``train`` and ``export`` sub-commands on an ``argparse`` sub-parsers
+    object; returns the ``train`` parser."""
     p = subparsers.add_parser(
         "train",
         help="train a segmentation + classification model (needs the export extra)",
@@ -37,10 +42,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "phantoms, a BUSI folder or a labelled CSV folder. Writes last / best checkpoints "
         "(safetensors + JSON), metrics.json and curves.png into --out.",
     )
-    p.add_argument("--arch", required=True, help="architecture name (e.g. edge_s)")
+    p.add_argument("--arch", default=None, help="architecture name (e.g. edge_s)")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="run a whole recipe instead (teacher, distillation, export, report): 'demo' "
+        "(see export/presets.py); uses --out, --threads, --device, --resume, --quiet",
+    )
     p.add_argument(
         "--data",
-        required=True,
+        default=None,
         help="'synthetic', a BUSI folder, a folder with labels.csv, or a CSV file",
     )
     p.add_argument("--epochs", type=int, default=30, help="total epochs (30)")
@@ -84,11 +95,117 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
+    _add_export_parser(subparsers)
     return p
+
+
+def _add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    e = subparsers.add_parser(
+        "export",
+        help="distill, export to ONNX, quantize, build TensorRT engines and write a report",
+        description="CHECKPOINT (a training run's best.json) → (distilled --student) → FP32 ONNX "
+        "with metadata → INT8 for ONNX Runtime CPU and TensorRT Q/DQ → TensorRT engines (where "
+        "TensorRT is installed) → report.md / report.json / report.png in --out.",
+    )
+    e.add_argument("checkpoint", type=Path, help="checkpoint (STEM, STEM.json or .safetensors)")
+    e.add_argument("--data", default="synthetic", help="'synthetic' or the training folder")
+    e.add_argument(
+        "--student",
+        default="edge_s",
+        help="student architecture to distill into (edge_s); 'none' exports CHECKPOINT as is",
+    )
+    e.add_argument(
+        "--formats",
+        default="onnx,onnx-int8,trt-fp16,trt-int8",
+        help="comma-separated: onnx, onnx-int8, trt-fp16, trt-int8 (all)",
+    )
+    e.add_argument("--out", type=Path, required=True, help="output folder")
+    e.add_argument("--epochs", type=int, default=12, help="distillation epochs (12)")
+    e.add_argument("--batch-size", type=int, default=16, help="distillation batch size (16)")
+    e.add_argument("--lr", type=float, default=2e-3, help="distillation learning rate (2e-3)")
+    e.add_argument("--T", type=float, default=4.0, help="KD temperature (4)")
+    e.add_argument("--alpha-kd", type=float, default=1.0, help="weight of T²·KL on classes (1)")
+    e.add_argument("--beta-pixel", type=float, default=1.0, help="weight of pixel KD (1)")
+    e.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the same student trained without the teacher (the report's comparison)",
+    )
+    e.add_argument("--calib-frames", type=int, default=300, help="INT8 calibration frames (300)")
+    e.add_argument("--eval-frames", type=int, default=200, help="held-out frames (200)")
+    e.add_argument("--report-frames", type=int, default=200, help="report frames (200)")
+    e.add_argument(
+        "--report-size",
+        type=_size,
+        default=None,
+        help="report frame size N or HxW, e.g. 600x800 (default: the model's input size)",
+    )
+    e.add_argument("--budget", type=float, default=0.01, help="INT8 Dice/accuracy budget (0.01)")
+    e.add_argument("--threads", type=int, default=1, help="CPU threads (1)")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(handler=run_export_cmd)
+    return e
+
+
+def run_export_cmd(args: argparse.Namespace) -> int:
+    """Run ``sonoedge export``; prints the report table. Exit 1 when a format failed."""
+    from export.pipeline import run_export  # torch is imported here, not with the parser
+
+    student = None if str(args.student).lower() == "none" else args.student
+    res = run_export(
+        args.checkpoint,
+        args.out,
+        data=args.data,
+        student=student,
+        formats=[f for f in str(args.formats).split(",") if f.strip()],
+        baseline=not args.no_baseline,
+        distill_kwargs={
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "T": args.T,
+            "alpha_kd": args.alpha_kd,
+            "beta_pixel": args.beta_pixel,
+        },
+        calib_frames=args.calib_frames,
+        eval_frames=args.eval_frames,
+        n_report=args.report_frames,
+        report_size=args.report_size,
+        budget=args.budget,
+        threads=args.threads,
+        progress=not args.quiet,
+    )
+    print(res.report[0].read_text(encoding="utf-8"))
+    print("report: " + ", ".join(str(p) for p in res.report))
+    return 0 if res.ok else 1
+
+
+def _run_preset(args: argparse.Namespace) -> int:
+    from export.presets import run_preset
+
+    summary = run_preset(
+        args.preset,
+        args.out,
+        threads=args.threads or 1,
+        device="cpu" if args.device == "auto" else args.device,
+        progress=not args.quiet,
+        resume=args.resume,
+    )
+    print(Path(summary["report"][0]).read_text(encoding="utf-8"))
+    print(
+        f"preset {args.preset}: {summary['seconds']['total'] / 60:.1f} min; {args.out}/preset.json"
+    )
+    return 0 if summary["ok"] else 1
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``sonoedge train``; prints the best checkpoint and its validation metrics."""
+    from sdk.errors import InputError
+
+    if args.preset is not None:
+        return _run_preset(args)
+    if not args.arch or not args.data:
+        raise InputError("sonoedge train needs --arch and --data (or --preset NAME)")
     from export.train import train  # torch is imported here, not when the parser is built
 
     best = train(

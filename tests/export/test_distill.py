@@ -1,0 +1,165 @@
+"""export.distill: KD losses, a tiny real distillation (edge_s teacher → edge_s student, 64×64,
+24 phantoms, 1 epoch), the no-teacher baseline on the same frames, and the error paths."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from export.distill import DistillLoss, class_kd_loss, distill, pixel_kd_loss  # noqa: E402
+from export.losses import MultiTaskLoss  # noqa: E402
+from export.models import create_model  # noqa: E402
+from export.train import train  # noqa: E402
+from sdk.errors import InputError, ModelError  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # The 2 CPU cores are shared: one torch thread is fastest for these tiny tensors.
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+TINY = dict(epochs=1, batch_size=8, seed=0, device="cpu", n_train=24, threads=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("teacher")
+    # A wider decoder than the student's: teacher and student are different networks.
+    return train("edge_s", "synthetic", out, size=64, model_kwargs={"decoder_channels": 48}, **TINY)
+
+
+@pytest.fixture(scope="module")
+def distilled(teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return distill(teacher, tmp_path_factory.mktemp("kd") / "student", "edge_s", **TINY)
+
+
+@pytest.fixture(scope="module")
+def baseline(teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("kd") / "baseline"
+    return distill(teacher, out, "edge_s", alpha_kd=0.0, beta_pixel=0.0, **TINY)
+
+
+def test_kd_losses_zero_at_match_positive_otherwise() -> None:
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(2, 1, 8, 8, generator=g)
+    assert pixel_kd_loss(s, s).abs() < 1e-5
+    # A teacher at twice the resolution whose cells average to the student's probabilities.
+    t = torch.logit(torch.sigmoid(s).repeat_interleave(2, 2).repeat_interleave(2, 3))
+    assert pixel_kd_loss(s, t).abs() < 1e-5
+    assert pixel_kd_loss(s, torch.randn(2, 1, 16, 16, generator=g)) > 1e-3
+    z = torch.randn(4, 3, generator=g)
+    assert class_kd_loss(z, z, 4.0).abs() < 1e-6
+    assert class_kd_loss(z, torch.randn(4, 3, generator=g), 4.0) > 1e-4
+    with pytest.raises(InputError, match="same classes"):
+        class_kd_loss(z, torch.randn(4, 2), 4.0)
+
+
+def test_kd_terms_nonzero_and_gradients_reach_the_student_only() -> None:
+    torch.manual_seed(0)
+    student = create_model("edge_s", pretrained=False).train()
+    teacher = create_model("edge_s", pretrained=False, decoder_channels=48).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    x = torch.rand(4, 1, 64, 64)
+    mask = (torch.rand(4, 1, 16, 16) > 0.7).float()
+    y = torch.tensor([0, 1, 2, 1])
+    with torch.no_grad():
+        t_out = teacher(x)
+    kd = DistillLoss(MultiTaskLoss(0.6), T=4.0, alpha_kd=1.0, beta_pixel=1.0)
+    total, parts = kd(student(x), mask, y, t_out)
+    assert parts["kd_cls"] > 0 and parts["kd_pixel"] > 0
+    assert parts["total"] == pytest.approx(parts["task"] + parts["kd_cls"] + parts["kd_pixel"])
+    total.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    grads = [p.grad for p in student.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    # The KD terms change the loss and the gradient.
+    student.zero_grad()
+    task_only = DistillLoss(MultiTaskLoss(0.6), T=4.0, alpha_kd=0.0, beta_pixel=0.0)
+    t2, p2 = task_only(student(x), mask, y, None)
+    assert p2["kd_cls"] == p2["kd_pixel"] == 0.0
+    assert float(t2.detach()) == pytest.approx(parts["task"], rel=1e-5)
+    assert float(t2.detach()) < float(total.detach())
+
+
+def test_distillation_run(distilled: Path, teacher: Path) -> None:
+    run = distilled.parent
+    for name in ("best.json", "last.json", "metrics.json", "curves.png"):
+        assert (run / name).is_file(), name
+    m = json.loads((run / "metrics.json").read_text())
+    rec = m["epochs"][0]["train"]
+    assert rec["kd_cls"] > 0 and rec["kd_pixel"] > 0
+    assert rec["total"] > rec["task"]
+    assert m["data"]["teacher"]["arch"] == "edge_s"
+    assert m["data"]["teacher_val"]["dice"] is not None  # the reference on the same frames
+    info = json.loads(distilled.read_text())["train"]
+    assert info["distillation"]["T"] == 4.0 and info["run"]["teacher"] == str(teacher)
+    assert info["run"]["size"] == [64, 64]  # the teacher's size by default
+
+
+def test_baseline_same_frames_no_kd(baseline: Path, distilled: Path) -> None:
+    mb = json.loads((baseline.parent / "metrics.json").read_text())
+    md = json.loads((distilled.parent / "metrics.json").read_text())
+    assert mb["epochs"][0]["train"]["kd_cls"] == mb["epochs"][0]["train"]["kd_pixel"] == 0.0
+    assert mb["data"]["train"] == md["data"]["train"] and mb["data"]["val"] == md["data"]["val"]
+    keys = ("data", "size", "seed", "n_train", "batch_size", "lr", "epochs")
+    assert {k: mb["run"][k] for k in keys} == {k: md["run"][k] for k in keys}
+    assert (mb["run"]["alpha_kd"], mb["run"]["beta_pixel"]) == (0.0, 0.0)
+
+
+def test_baseline_without_any_teacher_is_deterministic(tmp_path: Path) -> None:
+    kw = dict(TINY, n_train=8, batch_size=8, size=64, alpha_kd=0.0, beta_pixel=0.0)
+    kw["student_kwargs"] = {"pretrained": False}
+    a = distill(None, tmp_path / "a", **kw)
+    b = distill(None, tmp_path / "b", **kw)
+    ta, tb = (load_file(str(p.with_suffix(".safetensors"))) for p in (a, b))
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        torch.testing.assert_close(ta[k], tb[k], rtol=0, atol=0)
+
+
+def test_errors(teacher: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="need a teacher"):
+        distill(None, tmp_path / "x", **TINY)
+    with pytest.raises(InputError, match="alpha_kd"):
+        distill(teacher, tmp_path / "x", alpha_kd=-1.0, **TINY)
+    with pytest.raises(InputError, match="temperature"):
+        distill(teacher, tmp_path / "x", T=0.0, **TINY)
+    with pytest.raises(InputError, match="unknown student"):
+        distill(teacher, tmp_path / "x", "no_such_model", **TINY)
+    with pytest.raises(InputError, match="same classes"):
+        distill(
+            teacher,
+            tmp_path / "x",
+            student_kwargs={"class_names": ("benign", "normal", "malignant")},
+            **TINY,
+        )
+    assert not (tmp_path / "x" / "best.json").exists()
+
+
+def test_teacher_config_that_does_not_match_its_architecture(teacher: Path, tmp_path: Path) -> None:
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(teacher.with_suffix(suffix), tmp_path / f"t{suffix}")
+    meta = json.loads((tmp_path / "t.json").read_text())
+    meta["config"]["depth"] = 11  # the weights were trained with 8 blocks
+    (tmp_path / "t.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="do not fit"):
+        distill(tmp_path / "t.json", tmp_path / "out", **TINY)
+    assert not (tmp_path / "out").exists()
+
+
+def test_occupied_out_dir_is_refused(distilled: Path, teacher: Path) -> None:
+    with pytest.raises(InputError, match="already holds"):
+        distill(teacher, distilled.parent, **TINY)
