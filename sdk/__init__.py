@@ -13,17 +13,26 @@ from sdk import errors
 
 __version__ = "0.1.0"
 
-__all__ = ["Analyzer", "Result", "__version__", "errors", "kernels", "sources", "synthetic"]
+__all__ = [
+    "Analyzer",
+    "Result",
+    "__version__",
+    "default_model",
+    "errors",
+    "kernels",
+    "sources",
+    "synthetic",
+]
 
 _LAZY_SUBMODULES = {"kernels", "sources", "synthetic"}
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdk import kernels, sources, synthetic
-    from sdk.analyzer import Analyzer
+    from sdk.analyzer import Analyzer, default_model
     from sdk.result import Result
 
 
-_LAZY_ATTRS = {"Analyzer": "sdk.analyzer", "Result": "sdk.result"}
+_LAZY_ATTRS = {"Analyzer": "sdk.analyzer", "Result": "sdk.result", "default_model": "sdk.analyzer"}
 
 
 def __getattr__(name: str) -> Any:

@@ -28,7 +28,25 @@ from sdk.result import Lesion, Result
 if TYPE_CHECKING:  # pragma: no cover
     from sdk.stream import FrameRecord
 
-__all__ = ["Analyzer", "to_uint8"]
+__all__ = ["Analyzer", "default_model", "to_uint8"]
+
+#: Where the embedded default model lives (made by `sonoedge train --preset demo`).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models"
+
+
+def default_model(precision: str = "int8") -> Path:
+    """Path of the embedded default model: ``"int8"`` (ONNX Runtime CPU QDQ, the default of
+    ``sdk.Analyzer()``) or ``"fp32"``. See ``sdk/models/REPORT.md`` for how it was made and
+    what it measured."""
+    if precision not in ("int8", "fp32"):
+        raise InputError(f"precision must be 'int8' or 'fp32', got {precision!r}")
+    path = DEFAULT_MODEL_DIR / f"default-{precision}.onnx"
+    if not path.is_file():
+        raise ModelError(
+            f"the embedded default model ({path.name}) is not in this install; pass the path of "
+            "an exported .onnx / .plan artifact, or make one with `sonoedge train --preset demo`"
+        )
+    return path
 
 
 def to_uint8(frame: Any, bit_depth: int | None = None) -> np.ndarray:
@@ -81,7 +99,8 @@ class Analyzer:
     """Analyze breast-ultrasound frames with a sonoedge artifact.
 
     Args:
-        path: ``.onnx`` artifact with sonoedge metadata (``.plan`` with the TensorRT backend).
+        path: ``.onnx`` artifact with sonoedge metadata (``.plan`` with the TensorRT backend);
+            None for the embedded default model (:func:`default_model`, INT8).
         backend: ``"auto"`` (by suffix and availability) or a name from ``sdk.backends.BACKENDS``.
         device: passed to the backend (``"auto"``, ``"cpu"``, ``"cuda"``, ``"tensorrt"``).
         threshold: mask probability threshold (default: the artifact's).
@@ -105,12 +124,7 @@ class Analyzer:
         bit_depth: int | None = None,
         pixel_spacing_mm: tuple[float, float] | None = None,
     ) -> None:
-        if path is None:
-            raise ModelError(
-                "no embedded default model ships yet (export issue); pass the path of an "
-                "exported .onnx artifact"
-            )
-        self.path = Path(path)
+        self.path = default_model() if path is None else Path(path)
         if threshold is not None and not (0.0 <= float(threshold) <= 1.0):
             raise InputError(f"threshold must be in [0, 1], got {threshold}")
         if not 0.0 <= float(smoothing) < 1.0:

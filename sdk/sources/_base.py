@@ -26,8 +26,9 @@ __all__ = [
 
 log = logging.getLogger("sdk.sources")
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm",
-                            ".ppm"})
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+)
 COLOR_MODES = ("gray", "rgb", "keep")
 
 

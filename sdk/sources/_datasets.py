@@ -234,12 +234,16 @@ class CsvFolderReader(_Reader):
             except SourceError as exc:
                 self._problem(path, str(exc), SourceError)
                 continue
-            mask_paths = [self.root / m.strip() for m in (row.get("mask") or "").split(";")
-                          if m.strip()]
+            mask_paths = [
+                self.root / m.strip() for m in (row.get("mask") or "").split(";") if m.strip()
+            ]
             absent = [m for m in mask_paths if not m.is_file()]
             if absent:
-                self._problem(path, f"{where}: mask file(s) not found: {[str(a) for a in absent]}",
-                              SourceError)
+                self._problem(
+                    path,
+                    f"{where}: mask file(s) not found: {[str(a) for a in absent]}",
+                    SourceError,
+                )
                 continue
             mask = self._union(path, image.shape, mask_paths)
             if mask is None:

@@ -33,9 +33,20 @@ __all__ = ["PHI_KEYWORDS", "DicomSource", "is_dicom"]
 
 # Identifying attributes reported only with include_phi=True.
 PHI_KEYWORDS = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge",
-    "OtherPatientIDs", "StudyDate", "StudyTime", "AccessionNumber", "InstitutionName",
-    "InstitutionAddress", "ReferringPhysicianName", "OperatorsName", "StudyID",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "OtherPatientIDs",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "InstitutionName",
+    "InstitutionAddress",
+    "ReferringPhysicianName",
+    "OperatorsName",
+    "StudyID",
 )
 _UNITS_MM = {3: 10.0}  # Physical Units code 3 = cm (PS3.3 C.8.5.5.1.15); other units: no spacing
 
@@ -68,14 +79,23 @@ def _regions(ds: Any) -> list[dict[str, Any]]:
         spacing = None
         if ux in _UNITS_MM and uy in _UNITS_MM and dx and dy:
             spacing = (abs(float(dy)) * _UNITS_MM[uy], abs(float(dx)) * _UNITS_MM[ux])
-        bbox = [r.get(k) for k in ("RegionLocationMinX0", "RegionLocationMinY0",
-                                   "RegionLocationMaxX1", "RegionLocationMaxY1")]
-        out.append({
-            "bbox": [int(v) for v in bbox] if None not in bbox else None,
-            "pixel_spacing_mm": spacing,
-            "spatial_format": int(r.get("RegionSpatialFormat", 0) or 0),  # 1 = 2D (B-mode)
-            "data_type": int(r.get("RegionDataType", 0) or 0),  # 1 = tissue
-        })
+        bbox = [
+            r.get(k)
+            for k in (
+                "RegionLocationMinX0",
+                "RegionLocationMinY0",
+                "RegionLocationMaxX1",
+                "RegionLocationMaxY1",
+            )
+        ]
+        out.append(
+            {
+                "bbox": [int(v) for v in bbox] if None not in bbox else None,
+                "pixel_spacing_mm": spacing,
+                "spatial_format": int(r.get("RegionSpatialFormat", 0) or 0),  # 1 = 2D (B-mode)
+                "data_type": int(r.get("RegionDataType", 0) or 0),  # 1 = tissue
+            }
+        )
     return out
 
 
@@ -170,23 +190,25 @@ class DicomSource(FrameSource):
         times, period = _timestamps(ds, n)
         self._times = times
         self.n_frames = n
-        self.metadata.update({
-            "path": str(self.path),
-            "pixel_spacing_mm": spacing,
-            "spacing_source": spacing_src,
-            "ultrasound_regions": regions,
-            "n_frames": n,
-            "frame_time_ms": period,
-            "fps": (1000.0 / period) if period else None,
-            "rows": int(ds.get("Rows", 0)),
-            "columns": int(ds.get("Columns", 0)),
-            "photometric": str(ds.get("PhotometricInterpretation", "")),
-            "bits_stored": int(ds.get("BitsStored", 8) or 8),
-            "transfer_syntax": getattr(tsyntax, "name", str(tsyntax)),
-            "modality": str(ds.get("Modality", "")),
-            "manufacturer": str(ds.get("Manufacturer", "")),
-            "model": str(ds.get("ManufacturerModelName", "")),
-        })
+        self.metadata.update(
+            {
+                "path": str(self.path),
+                "pixel_spacing_mm": spacing,
+                "spacing_source": spacing_src,
+                "ultrasound_regions": regions,
+                "n_frames": n,
+                "frame_time_ms": period,
+                "fps": (1000.0 / period) if period else None,
+                "rows": int(ds.get("Rows", 0)),
+                "columns": int(ds.get("Columns", 0)),
+                "photometric": str(ds.get("PhotometricInterpretation", "")),
+                "bits_stored": int(ds.get("BitsStored", 8) or 8),
+                "transfer_syntax": getattr(tsyntax, "name", str(tsyntax)),
+                "modality": str(ds.get("Modality", "")),
+                "manufacturer": str(ds.get("Manufacturer", "")),
+                "model": str(ds.get("ManufacturerModelName", "")),
+            }
+        )
         if include_phi:
             self.metadata["phi"] = {k: str(ds.get(k, "")) for k in PHI_KEYWORDS if k in ds}
 

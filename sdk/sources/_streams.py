@@ -21,8 +21,9 @@ __all__ = [
     "VideoSource",
 ]
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg",
-                            ".webm", ".gif", ".ogv"})
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg", ".webm", ".gif", ".ogv"}
+)
 
 
 class VideoSource(FrameSource):
@@ -73,13 +74,15 @@ class VideoSource(FrameSource):
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         if not self.live and count > 0:
             self.n_frames = min(count, max_frames) if max_frames is not None else count
-        self.metadata.update({
-            "path": label,
-            "fps": fps if fps > 0 else None,
-            "width": int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            "height": int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-            "live": self.live,
-        })
+        self.metadata.update(
+            {
+                "path": label,
+                "fps": fps if fps > 0 else None,
+                "width": int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                "height": int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                "live": self.live,
+            }
+        )
         self._started = False
 
     def _frames(self) -> Iterator[Frame]:
@@ -148,8 +151,9 @@ class ImageSequenceSource(FrameSource):
         if isinstance(target, str | Path):
             p = Path(target)
             if p.is_dir():
-                entries = sorted((e for e in p.iterdir() if not e.name.startswith(".")),
-                                 key=_natural_key)
+                entries = sorted(
+                    (e for e in p.iterdir() if not e.name.startswith(".")), key=_natural_key
+                )
                 where = str(p)
             elif any(c in str(target) for c in "*?["):
                 base = Path(str(target)).parent
@@ -209,8 +213,12 @@ class ArraySource(FrameSource):
     kind = "array"
 
     def __init__(
-        self, array: np.ndarray, color: str = "keep", fps: float | None = None,
-        order: str = "RGB", pixel_spacing_mm: tuple[float, float] | None = None,
+        self,
+        array: np.ndarray,
+        color: str = "keep",
+        fps: float | None = None,
+        order: str = "RGB",
+        pixel_spacing_mm: tuple[float, float] | None = None,
     ) -> None:
         super().__init__(color)
         a = np.asarray(array)
@@ -222,14 +230,19 @@ class ArraySource(FrameSource):
         self._a = a
         self._order = order
         self.n_frames = int(a.shape[0])
-        self.metadata.update({"path": f"<array {a.shape}>", "fps": fps,
-                              "pixel_spacing_mm": pixel_spacing_mm})
+        self.metadata.update(
+            {"path": f"<array {a.shape}>", "fps": fps, "pixel_spacing_mm": pixel_spacing_mm}
+        )
 
     def _frames(self) -> Iterator[Frame]:
         fps = self.metadata["fps"]
         for i in range(self._a.shape[0]):
-            yield Frame(convert_color(self._a[i], self.color, self._order), i,
-                        i / fps if fps else None, self.metadata)
+            yield Frame(
+                convert_color(self._a[i], self.color, self._order),
+                i,
+                i / fps if fps else None,
+                self.metadata,
+            )
 
 
 class IteratorSource(FrameSource):
@@ -237,8 +250,13 @@ class IteratorSource(FrameSource):
 
     kind = "iterator"
 
-    def __init__(self, items: Iterable[Any], color: str = "keep", fps: float | None = None,
-                 order: str = "RGB") -> None:
+    def __init__(
+        self,
+        items: Iterable[Any],
+        color: str = "keep",
+        fps: float | None = None,
+        order: str = "RGB",
+    ) -> None:
         super().__init__(color)
         self._it = iter(items)
         self._order = order
@@ -251,5 +269,9 @@ class IteratorSource(FrameSource):
                 yield item
                 continue
             a = _check_frame(item, f"iterator item {i}")
-            yield Frame(convert_color(a, self.color, self._order), i,
-                        i / fps if fps else None, self.metadata)
+            yield Frame(
+                convert_color(a, self.color, self._order),
+                i,
+                i / fps if fps else None,
+                self.metadata,
+            )

@@ -116,7 +116,10 @@ def build_tissue(
         return Tissue(
             np.zeros((nz, nx), np.float32),
             np.full((nz, nx), SOFT_TISSUE_ATTENUATION, np.float32),
-            x_min, res, {}, {},
+            x_min,
+            res,
+            {},
+            {},
         )
     xs = (x_min + (np.arange(nx, dtype=np.float32) + 0.5) * res)[None, :]
     zs = ((np.arange(nz, dtype=np.float32) + 0.5) * res)[:, None]
@@ -252,8 +255,15 @@ def build_tissue(
         cx = lx + side * span * t
         cz = z0 + (z1 - z0) * np.sin(0.5 * math.pi * t) ** bend
         pts = np.stack([(cx - x_min) / res, cz / res], axis=1)
-        cv2.polylines(lines, [np.round(pts * 16).astype(np.int32)], False,
-                      int(rng.integers(120, 256)), 1, cv2.LINE_AA, shift=4)
+        cv2.polylines(
+            lines,
+            [np.round(pts * 16).astype(np.int32)],
+            False,
+            int(rng.integers(120, 256)),
+            1,
+            cv2.LINE_AA,
+            shift=4,
+        )
     lig = (lines.astype(np.float32) / 255.0) * in_fat
     db = np.maximum(db, ECHO_DB["fat"] + lig * (ECHO_DB["ligament"] - ECHO_DB["fat"]))
 

@@ -165,13 +165,31 @@ def cine(
     label = _check_label(label)
     hw = _check_size(size)
     p = PhantomParams.from_kwargs(params)
-    return _cine(int(n_frames), label, hw, seed, fps, sweep_mm, tilt_deg, elevation_mm,
-                 speckle_correlation, p)
+    return _cine(
+        int(n_frames),
+        label,
+        hw,
+        seed,
+        fps,
+        sweep_mm,
+        tilt_deg,
+        elevation_mm,
+        speckle_correlation,
+        p,
+    )
 
 
 def _cine(
-    n: int, label: str, hw: tuple[int, int], seed: int, fps: float, sweep_mm: float | None,
-    tilt_deg: float, elevation_mm: float, rho: float, p: PhantomParams,
+    n: int,
+    label: str,
+    hw: tuple[int, int],
+    seed: int,
+    fps: float,
+    sweep_mm: float | None,
+    tilt_deg: float,
+    elevation_mm: float,
+    rho: float,
+    p: PhantomParams,
 ) -> Iterator[Frame]:
     seq = np.random.SeedSequence(seed)
     scene_rng = np.random.default_rng(seq.spawn(1)[0])
@@ -183,8 +201,9 @@ def _cine(
         size_max = p.lesion_size_mm or 20.0
         sweep_mm = 2.0 * (half + 0.9 * size_max + 3.0)
     sweep = float(sweep_mm)
-    scene = build_scene(scene_rng, label, hw, p, x_extent=(-sweep / 2.0, sweep / 2.0),
-                        lesion_x=(-2.0, 2.0))
+    scene = build_scene(
+        scene_rng, label, hw, p, x_extent=(-sweep / 2.0, sweep / 2.0), lesion_x=(-2.0, 2.0)
+    )
     speckle = None
     frame_rng = np.random.default_rng(seq.spawn(1)[0])
     jitter = frame_rng.uniform(0.0, 2 * math.pi, 2)
@@ -197,10 +216,19 @@ def _cine(
         image, mask, present, speckle, _ = render(
             scene, pose, frame_rng, elev, speckle, rho if k else 0.0
         )
-        info = frame_info(scene, mask, present, pose, seed, {
-            "frame": k, "time_s": round(k / fps, 6), "elevation_mm": round(elev, 4),
-            "n_lesions_scene": len(scene.lesions),
-        })
+        info = frame_info(
+            scene,
+            mask,
+            present,
+            pose,
+            seed,
+            {
+                "frame": k,
+                "time_s": round(k / fps, 6),
+                "elevation_mm": round(elev, 4),
+                "n_lesions_scene": len(scene.lesions),
+            },
+        )
         if p.clutter:
             draw_clutter(image, mask, scene, info)
         yield image, mask, info

@@ -48,8 +48,13 @@ def draw(
     probe = "L12-5" if geom.kind == "linear" else "C5-2"
     _text(image, f"{probe} {params.frequency_mhz:.1f}MHz", (2, min(line_h, y0 - 2)), scale)
     _text(image, "BREAST", (w // 2 - int(40 * scale * 1.6), min(line_h, y0 - 2)), scale)
-    _text(image, f"G{params.gain_db:+.0f} DR{params.dynamic_range_db:.0f}",
-          (int(0.72 * w), min(line_h, y0 - 2)), scale, 180)
+    _text(
+        image,
+        f"G{params.gain_db:+.0f} DR{params.dynamic_range_db:.0f}",
+        (int(0.72 * w), min(line_h, y0 - 2)),
+        scale,
+        180,
+    )
     _text(image, f"D{params.depth_mm / 10.0:.1f}cm", (int(0.78 * w), h - 3), scale, 180)
 
     # Depth scale on the right: a tick every 5 mm, labelled every centimetre.

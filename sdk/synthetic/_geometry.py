@@ -151,8 +151,21 @@ def make_geometry(
         ac_a = (xx + 0.5 - box_w / 2.0) * pixel
         fov[y0:y1, x0:x1] = True
         return ScanGeometry(
-            kind, (h, w), (y0, y1, x0, x1), depth_mm, pixel, 0.0, 0.0, n_samples, n_lines,
-            pixel, ac_a, ac_b, ac_a, ac_b, fov,
+            kind,
+            (h, w),
+            (y0, y1, x0, x1),
+            depth_mm,
+            pixel,
+            0.0,
+            0.0,
+            n_samples,
+            n_lines,
+            pixel,
+            ac_a,
+            ac_b,
+            ac_a,
+            ac_b,
+            fov,
         )
     if kind != "curvilinear":
         raise InputError(f"geometry must be 'linear' or 'curvilinear', got {kind!r}")
@@ -176,6 +189,21 @@ def make_geometry(
     map_y[~inside] = -10.0
     map_x, map_y = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)  # fixed-point maps: ~2x faster
     return ScanGeometry(
-        kind, (h, w), (y0, y1, x0, x1), depth_mm, pixel, radius_mm, sector, n_samples, n_lines,
-        sample, ac_a, ac_b, theta.astype(np.float32), r.astype(np.float32), fov, map_x, map_y,
+        kind,
+        (h, w),
+        (y0, y1, x0, x1),
+        depth_mm,
+        pixel,
+        radius_mm,
+        sector,
+        n_samples,
+        n_lines,
+        sample,
+        ac_a,
+        ac_b,
+        theta.astype(np.float32),
+        r.astype(np.float32),
+        fov,
+        map_x,
+        map_y,
     )

@@ -164,8 +164,16 @@ def _draw_once(
             contrast = rng.uniform(-14.0, -8.0) if contrast_db is None else float(contrast_db)
             post = rng.uniform(2.0, 6.0) if posterior_db is None else float(posterior_db)
         lesion = Lesion(
-            label, "cyst" if is_cyst else "solid", cx, cz, a, b, angle,
-            table.astype(np.float32), contrast, post,
+            label,
+            "cyst" if is_cyst else "solid",
+            cx,
+            cz,
+            a,
+            b,
+            angle,
+            table.astype(np.float32),
+            contrast,
+            post,
             texture_db=0.0 if is_cyst else 1.0,
             capsule_db=0.0 if is_cyst else 5.0,
             margin="microlobulated" if lobulated else "circumscribed",
@@ -192,8 +200,12 @@ def _draw_once(
         rad = 0.75 * np.sqrt(rng.uniform(0.0, 1.0, n_calc))
         ang = rng.uniform(-math.pi, math.pi, n_calc)
         calcs = np.stack(
-            [rad * np.cos(ang), rad * np.sin(ang), rng.uniform(12.0, 22.0, n_calc),
-             rng.uniform(0.0, 2 * math.pi, n_calc)],
+            [
+                rad * np.cos(ang),
+                rad * np.sin(ang),
+                rng.uniform(12.0, 22.0, n_calc),
+                rng.uniform(0.0, 2 * math.pi, n_calc),
+            ],
             axis=1,
         )
         k = rng.uniform(2.0, 7.0, (3, 1)) * np.stack(
@@ -201,8 +213,21 @@ def _draw_once(
         )
         tex = np.concatenate([k, rng.uniform(0, 2 * math.pi, (3, 1))], axis=1)
         lesion = Lesion(
-            label, "irregular", cx, cz, a, b, angle, table.astype(np.float32), contrast, post,
-            texture_db=4.0, texture_k=tex, calcs=calcs, margin="spiculated", shape="irregular",
+            label,
+            "irregular",
+            cx,
+            cz,
+            a,
+            b,
+            angle,
+            table.astype(np.float32),
+            contrast,
+            post,
+            texture_db=4.0,
+            texture_k=tex,
+            calcs=calcs,
+            margin="spiculated",
+            shape="irregular",
         )
     else:
         raise InputError(f"lesion label must be 'benign' or 'malignant', got {label!r}")
@@ -239,8 +264,9 @@ def draw_lesion(
     tall, malignant taller than wide.
     """
     for _ in range(50):
-        lesion = _draw_once(rng, label, cx, cz, size_mm, contrast_db, posterior_db, cyst,
-                            calcifications)
+        lesion = _draw_once(
+            rng, label, cx, cz, size_mm, contrast_db, posterior_db, cyst, calcifications
+        )
         ratio = spread_ratio(lesion)
         if (ratio >= 1.1) if label == "malignant" else (ratio <= 1.0 / 1.1):
             return lesion

@@ -119,8 +119,12 @@ class PhantomParams:
         if not self.clutter:
             return (0, 0, 0, 0)
         h, w = size
-        return (max(int(0.08 * h), 8), max(int(0.06 * h), 8), max(int(0.05 * w), 4),
-                max(int(0.10 * w), 10))
+        return (
+            max(int(0.08 * h), 8),
+            max(int(0.06 * h), 8),
+            max(int(0.05 * w), 4),
+            max(int(0.10 * w), 10),
+        )
 
 
 @dataclass(eq=False)
@@ -139,28 +143,33 @@ class Scene:
         """Static ground truth of every lesion (world geometry and drawn descriptors)."""
         out = []
         for i, les in enumerate(self.lesions, start=1):
-            out.append({
-                "id": i,
-                "label": les.label,
-                "kind": les.kind,
-                "shape": les.shape,
-                "margin": les.margin,
-                "orientation": "parallel" if spread_ratio(les) < 1.0 else "not parallel",
-                "center_mm": [round(les.cx, 3), round(les.cz, 3)],
-                "depth_mm": round(les.cz, 3),
-                "axes_mm": [round(les.a, 3), round(les.b, 3)],
-                "angle_deg": round(math.degrees(les.angle), 3),
-                "width_mm": round(les.width_mm, 3),
-                "height_mm": round(les.height_mm, 3),
-                "contrast_db": round(les.contrast_db, 3),
-                "posterior_db": round(les.posterior_db, 3),
-                "echo_pattern": (
-                    "anechoic" if les.kind == "cyst"
-                    else "heterogeneous hypoechoic" if les.texture_db > 2 else "hypoechoic"
-                ),
-                "posterior": "enhancement" if les.posterior_db > 0 else "shadowing",
-                "calcifications": len(les.calcs),
-            })
+            out.append(
+                {
+                    "id": i,
+                    "label": les.label,
+                    "kind": les.kind,
+                    "shape": les.shape,
+                    "margin": les.margin,
+                    "orientation": "parallel" if spread_ratio(les) < 1.0 else "not parallel",
+                    "center_mm": [round(les.cx, 3), round(les.cz, 3)],
+                    "depth_mm": round(les.cz, 3),
+                    "axes_mm": [round(les.a, 3), round(les.b, 3)],
+                    "angle_deg": round(math.degrees(les.angle), 3),
+                    "width_mm": round(les.width_mm, 3),
+                    "height_mm": round(les.height_mm, 3),
+                    "contrast_db": round(les.contrast_db, 3),
+                    "posterior_db": round(les.posterior_db, 3),
+                    "echo_pattern": (
+                        "anechoic"
+                        if les.kind == "cyst"
+                        else "heterogeneous hypoechoic"
+                        if les.texture_db > 2
+                        else "hypoechoic"
+                    ),
+                    "posterior": "enhancement" if les.posterior_db > 0 else "shadowing",
+                    "calcifications": len(les.calcs),
+                }
+            )
         return out
 
 
@@ -174,8 +183,12 @@ class SpeckleState:
 
 
 def _place_lesions(
-    rng: np.random.Generator, p: PhantomParams, tissue: Tissue, labels: list[str],
-    x_range: tuple[float, float], fit_fan: bool = True,
+    rng: np.random.Generator,
+    p: PhantomParams,
+    tissue: Tissue,
+    labels: list[str],
+    x_range: tuple[float, float],
+    fit_fan: bool = True,
 ) -> list[Lesion]:
     lesions: list[Lesion] = []
     layers = tissue.layers
@@ -183,8 +196,15 @@ def _place_lesions(
         for _attempt in range(60):
             # Size first (so the depth range can keep the lesion below the skin).
             les = draw_lesion(
-                rng, label, 0.0, 0.0, p.lesion_size_mm, p.contrast_db, p.posterior_db,
-                p.cyst, p.calcifications,
+                rng,
+                label,
+                0.0,
+                0.0,
+                p.lesion_size_mm,
+                p.contrast_db,
+                p.posterior_db,
+                p.cyst,
+                p.calcifications,
             )
             half_h = les.height_mm / 2.0
             if p.lesion_depth_mm is not None:
@@ -292,8 +312,10 @@ def build_scene(
     for les in lesions:
         _finish_lesion(les, tissue, power, p)
 
-    lateral_mm = geom.pixel_mm if p.geometry == "linear" else (
-        (p.radius_mm + p.depth_mm / 2.0) * geom.sector_rad / geom.n_lines
+    lateral_mm = (
+        geom.pixel_mm
+        if p.geometry == "linear"
+        else ((p.radius_mm + p.depth_mm / 2.0) * geom.sector_rad / geom.n_lines)
     )
     psf = make_psf(float(p.frequency_mhz), geom.sample_mm, lateral_mm)
     depth_cm = (np.arange(geom.n_samples, dtype=np.float32) + 0.5) * geom.sample_mm / 10.0
@@ -307,8 +329,9 @@ def _sample_raster(
     mx = (xw - tissue.x_min) / tissue.res - 0.5
     mz = zw / tissue.res - 0.5
     # Outside the raster (above the skin when tilted) is coupling gel: no echo, no attenuation.
-    return cv2.remap(raster, mx, mz, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                     borderValue=0.0)
+    return cv2.remap(
+        raster, mx, mz, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0
+    )
 
 
 def _lesion_pixels(les: Lesion, xw: np.ndarray, zw: np.ndarray, scale: float, pad: float = 0.0):
@@ -395,8 +418,12 @@ def render(
             for nu, nv, amp_db, phase in les.calcs:
                 uu, vv = nu * les.a * s, nv * les.b * s
                 point_sources.append(
-                    (les.cx + uu * c - vv * sn, les.cz + uu * sn + vv * c,
-                     math.sqrt(les.surround_power) * 10.0 ** (amp_db / 20.0), phase)
+                    (
+                        les.cx + uu * c - vv * sn,
+                        les.cz + uu * sn + vv * c,
+                        math.sqrt(les.surround_power) * 10.0 ** (amp_db / 20.0),
+                        phase,
+                    )
                 )
 
     # Round-trip amplitude attenuation, accumulated to the middle of each sample.
@@ -443,8 +470,12 @@ def render(
         image[y0:y1, x0:x1] = img_ac
     else:
         image[y0:y1, x0:x1] = cv2.remap(
-            img_ac, geom.scan_map_x, geom.scan_map_y, cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+            img_ac,
+            geom.scan_map_x,
+            geom.scan_map_y,
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
         )
     if geom.kind == "linear":
         # The acoustic grid is the output grid: the lesion test already ran on these pixels.
@@ -478,8 +509,13 @@ def _noise_field(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.n
 
 
 def _track(
-    scene: Scene, prev: SpeckleState, pose: Pose, xa: np.ndarray, za: np.ndarray,
-    fresh: np.ndarray, rho: float,
+    scene: Scene,
+    prev: SpeckleState,
+    pose: Pose,
+    xa: np.ndarray,
+    za: np.ndarray,
+    fresh: np.ndarray,
+    rho: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scatterers of the previous frame moved with the tissue, mixed with new ones (AR(1))."""
     geom = scene.geom
@@ -488,8 +524,14 @@ def _track(
     row = row.astype(np.float32)
     col = col.astype(np.float32)
     both = cv2.merge([prev.re, prev.im])
-    moved = cv2.remap(both, col, row, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                      borderValue=(np.nan, np.nan, 0, 0))
+    moved = cv2.remap(
+        both,
+        col,
+        row,
+        cv2.INTER_NEAREST,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(np.nan, np.nan, 0, 0),
+    )
     m_re, m_im = moved[..., 0], moved[..., 1]
     new = np.isnan(m_re)
     k = np.float32(math.sqrt(1.0 - rho * rho))
@@ -499,7 +541,11 @@ def _track(
 
 
 def frame_info(
-    scene: Scene, mask: np.ndarray, present: list[int], pose: Pose, seed: Any,
+    scene: Scene,
+    mask: np.ndarray,
+    present: list[int],
+    pose: Pose,
+    seed: Any,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """JSON-safe ground truth of one frame."""
@@ -513,8 +559,9 @@ def frame_info(
         d["area_px"] = int(xs.size)
         d["centroid_px"] = [round(float(xs.mean()), 2), round(float(ys.mean()), 2)]
         # Lesion centre in output pixels (may fall outside the frame when clipped).
-        a_b, b_b = geom.world_to_beam(np.array([d["center_mm"][0]]), np.array([d["center_mm"][1]]),
-                                      pose)
+        a_b, b_b = geom.world_to_beam(
+            np.array([d["center_mm"][0]]), np.array([d["center_mm"][1]]), pose
+        )
         d["center_px"] = [round(float(v), 2) for v in _beam_to_pixel(geom, a_b, b_b)]
         lesions.append(d)
     labels = {d["label"] for d in lesions}
@@ -535,8 +582,11 @@ def frame_info(
             "sigma_axial_samples": round(scene.psf.sigma_axial, 4),
             "sigma_lateral_samples": round(scene.psf.sigma_lateral, 4),
         },
-        "display": {"dynamic_range_db": p.dynamic_range_db, "gain_db": p.gain_db,
-                    "headroom_db": _HEADROOM_DB},
+        "display": {
+            "dynamic_range_db": p.dynamic_range_db,
+            "gain_db": p.gain_db,
+            "headroom_db": _HEADROOM_DB,
+        },
     }
     if extra:
         info.update(extra)

@@ -49,10 +49,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--per-class", type=int, default=2, help="frames per class and probe (2)")
     p.add_argument("--frames", type=int, default=48, help="cine length in frames (48)")
     p.add_argument("--fps", type=float, default=15.0, help="cine frame rate (15)")
-    p.add_argument("--label", default="malignant", choices=("normal", "benign", "malignant"),
-                   help="class of the cine's lesion (malignant)")
-    p.add_argument("--format", default="gif", choices=("gif", "mp4", "both"),
-                   help="cine container: animated GIF, MP4 (mp4v) or both (gif)")
+    p.add_argument(
+        "--label",
+        default="malignant",
+        choices=("normal", "benign", "malignant"),
+        help="class of the cine's lesion (malignant)",
+    )
+    p.add_argument(
+        "--format",
+        default="gif",
+        choices=("gif", "mp4", "both"),
+        help="cine container: animated GIF, MP4 (mp4v) or both (gif)",
+    )
     p.add_argument("--frequency", type=float, default=None, help="probe frequency, MHz")
     p.add_argument("--clutter", action="store_true", help="draw scanner text and calipers")
     p.set_defaults(handler=run)
@@ -64,14 +72,24 @@ def _annotate(image: np.ndarray, mask: np.ndarray, title: str, label: str) -> np
     out = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     colour = _COLOURS[label]
     for lid in np.unique(mask[mask > 0]):
-        contours, _ = cv2.findContours((mask == lid).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                       cv2.CHAIN_APPROX_NONE)
+        contours, _ = cv2.findContours(
+            (mask == lid).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+        )
         cv2.drawContours(out, contours, -1, colour, 1, cv2.LINE_AA)
     scale = max(image.shape[1] / 600.0, 0.35)
-    cv2.putText(out, title, (4, out.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3,
-                cv2.LINE_AA)
-    cv2.putText(out, title, (4, out.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1,
-                cv2.LINE_AA)
+    cv2.putText(
+        out,
+        title,
+        (4, out.shape[0] - 6),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (0, 0, 0),
+        3,
+        cv2.LINE_AA,
+    )
+    cv2.putText(
+        out, title, (4, out.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA
+    )
     return out
 
 
@@ -133,8 +151,9 @@ def run(args: argparse.Namespace) -> int:
         sheet_path = out / "phantoms.png"
         write_image_atomic(sheet_path, sheet)
         frames = []
-        for image, mask, info in cine(args.frames, args.label, tuple(args.size), args.seed,
-                                      fps=args.fps, **params):
+        for image, mask, info in cine(
+            args.frames, args.label, tuple(args.size), args.seed, fps=args.fps, **params
+        ):
             title = f"#{info['frame']:03d} {info['label']}"
             frames.append(_annotate(image, mask, title, info["label"]))
         formats = ("gif", "mp4") if args.format == "both" else (args.format,)

@@ -98,8 +98,8 @@ def test_bad_artifacts(tmp_path, tiny_onnx) -> None:
         sdk.Analyzer(bad).load()
     with pytest.raises(InputError, match="backend"):
         sdk.Analyzer(tmp_path / "model.pt")
-    with pytest.raises(ModelError, match="embedded default"):
-        sdk.Analyzer()
+    with pytest.raises(InputError, match="precision"):
+        sdk.default_model("int4")
     with pytest.raises(InputError, match="smoothing"):
         sdk.Analyzer(tiny_onnx, smoothing=1.0)
 
@@ -150,3 +150,17 @@ def test_plan_goes_to_tensorrt_and_says_why_it_cannot_run(tmp_path) -> None:
         assert why
         with pytest.raises(BackendUnavailableError):
             sdk.Analyzer(plan).load()
+
+
+def test_default_model(phantom_frame) -> None:
+    from sdk.analyzer import DEFAULT_MODEL_DIR
+
+    if not (DEFAULT_MODEL_DIR / "default-int8.onnx").is_file():
+        with pytest.raises(ModelError, match="embedded default"):
+            sdk.Analyzer()
+        return
+    with sdk.Analyzer() as a:
+        assert a.metadata.precision == "int8" and a.metadata.class_names[0] == "normal"
+        r = a.run(phantom_frame[0])
+    assert r.mask.shape == phantom_frame[0].shape
+    assert sdk.default_model("fp32").is_file()
