@@ -57,6 +57,7 @@ from export.train import (
     _loader,
     _plot,
     _positive_int,
+    _resume_point,
     _score,
     _size,
     _summary_line,
@@ -406,22 +407,7 @@ def distill(
             "beta_pixel": float(beta_pixel),
             "epochs": epochs,
         }
-        start, history, best = 0, [], -math.inf
-        if resumed is not None:
-            saved = resumed.train.get("run", {})
-            diff = {k: (saved.get(k), run[k]) for k in _RESUME_KEYS if saved.get(k) != run[k]}
-            if diff:
-                raise InputError(
-                    f"cannot resume {out}: settings differ from the saved run "
-                    f"(saved, given): {diff}; resume with the saved settings"
-                )
-            start = resumed.epoch + 1
-            metrics_path = out / "metrics.json"
-            if metrics_path.is_file():
-                history = [
-                    h for h in json.loads(metrics_path.read_text())["epochs"] if h["epoch"] < start
-                ]
-            best = max((_score(h["val"]) for h in history), default=-math.inf)
+        start, history, best = _resume_point(resumed, run, out, _RESUME_KEYS)
         out.mkdir(parents=True, exist_ok=True)
 
         train_frames, val_frames = _data(

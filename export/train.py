@@ -323,6 +323,28 @@ def _data(
     return FrameSubset(frames, tr), FrameSubset(frames, va)
 
 
+def _resume_point(
+    resumed: Any, run: dict[str, Any], out: Path, keys: tuple[str, ...] = ()
+) -> tuple[int, list[dict[str, Any]], float]:
+    """(first epoch to run, metrics history before it, best score so far) of a resumed run;
+    refuses to resume with settings that differ from the saved run's."""
+    if resumed is None:
+        return 0, [], -math.inf
+    saved = resumed.train.get("run", {})
+    diff = {k: (saved.get(k), run[k]) for k in keys or _RESUME_KEYS if saved.get(k) != run[k]}
+    if diff:
+        raise InputError(
+            f"cannot resume {out}: settings differ from the saved run "
+            f"(saved, given): {diff}; resume with the saved settings"
+        )
+    start = resumed.epoch + 1
+    history: list[dict[str, Any]] = []
+    metrics_path = out / "metrics.json"
+    if metrics_path.is_file():
+        history = [h for h in json.loads(metrics_path.read_text())["epochs"] if h["epoch"] < start]
+    return start, history, max((_score(h["val"]) for h in history), default=-math.inf)
+
+
 def train(
     arch: str,
     data: str | os.PathLike[str] = "synthetic",
@@ -434,22 +456,7 @@ def train(
             "model_kwargs": json.loads(json.dumps(model_kwargs)),
             "epochs": epochs,
         }
-        start, history, best = 0, [], -math.inf
-        if resumed is not None:
-            saved = resumed.train.get("run", {})
-            diff = {k: (saved.get(k), run[k]) for k in _RESUME_KEYS if saved.get(k) != run[k]}
-            if diff:
-                raise InputError(
-                    f"cannot resume {out}: settings differ from the saved run "
-                    f"(saved, given): {diff}; resume with the saved settings"
-                )
-            start = resumed.epoch + 1
-            metrics_path = out / "metrics.json"
-            if metrics_path.is_file():
-                history = [
-                    h for h in json.loads(metrics_path.read_text())["epochs"] if h["epoch"] < start
-                ]
-            best = max((_score(h["val"]) for h in history), default=-math.inf)
+        start, history, best = _resume_point(resumed, run, out)
         out.mkdir(parents=True, exist_ok=True)
 
         train_frames, val_frames = _data(
