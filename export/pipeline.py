@@ -33,7 +33,6 @@ Every artifact is written under a temporary name in its folder and renamed when 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import logging
@@ -49,6 +48,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from export.checkpoint import _sha256
 from export.data import FrameProvider, FrameSubset, MultiTaskDataset, open_frames, stratified_split
 from sdk import metrics
 from sdk.artifact import Metadata
@@ -87,14 +87,6 @@ _ROLES = ("mask_logits", "class_logits", "features")
 def _part(out: Path) -> Path:
     """Temporary sibling of ``out`` (same folder, so the final rename is atomic)."""
     return out.with_name(f".{out.stem}.part{out.suffix}")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_text(path: Path, text: str) -> None:
