@@ -773,6 +773,17 @@ def build_trt(
             return Artifact(label, fmt, None, SKIPPED_NO_TRT)
         return Artifact(label, fmt, None, f"skipped: {str(exc).splitlines()[0]}")
 
+    if precision == "int8":
+        from export.tensorrt_build import _graph_precision
+
+        if _graph_precision(src) != "int8":
+            return Artifact(
+                label,
+                fmt,
+                None,
+                "failed: the QDQ graph holds no quantized node "
+                "(INT8 missed the accuracy budget); no INT8 engine",
+            )
     with tempfile.TemporaryDirectory() as td:
         graph = src
         if precision == "fp16":

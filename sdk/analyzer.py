@@ -34,10 +34,12 @@ __all__ = ["Analyzer", "default_model", "to_uint8"]
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models"
 
 
-def default_model(precision: str = "int8") -> Path:
-    """Path of the embedded default model: ``"int8"`` (ONNX Runtime CPU QDQ, the default of
-    ``sdk.Analyzer()``) or ``"fp32"``. See ``sdk/models/REPORT.md`` for how it was made and
-    what it measured."""
+def default_model(precision: str | None = None) -> Path:
+    """Path of the embedded default model: ``"int8"`` (ONNX Runtime CPU QDQ) or ``"fp32"``;
+    None (what ``sdk.Analyzer()`` uses) takes INT8 when the install has it, else FP32. See
+    ``sdk/models/REPORT.md`` for how it was made and what it measured."""
+    if precision is None:
+        precision = "int8" if (DEFAULT_MODEL_DIR / "default-int8.onnx").is_file() else "fp32"
     if precision not in ("int8", "fp32"):
         raise InputError(f"precision must be 'int8' or 'fp32', got {precision!r}")
     path = DEFAULT_MODEL_DIR / f"default-{precision}.onnx"

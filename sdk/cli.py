@@ -200,7 +200,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from sdk import demo
     from sdk.analyzer import DEFAULT_MODEL_DIR
 
-    if not args.kernels and (DEFAULT_MODEL_DIR / "default-int8.onnx").is_file():
+    if not args.kernels and any(DEFAULT_MODEL_DIR.glob("default-*.onnx")):
         return demo.model_demo(Path(args.out), seed=args.seed, frames=args.frames)
     if not args.kernels:
         print(
