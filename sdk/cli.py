@@ -136,14 +136,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             threads=args.threads, repeat=args.repeat, gpu=not args.no_gpu, command=command
         )
     elif args.suite == "e2e":
-        if not args.model:
-            print(
-                "sonoedge bench e2e: --model MODEL.onnx is required until the embedded default "
-                "model ships",
-                file=sys.stderr,
-            )
-            return 2
+        from sdk.analyzer import default_model
         from sdk.bench import e2e
+
+        args.model = args.model or str(default_model())
 
         print(
             f"benchmarking {args.model} end to end ({args.repeat} repeats, {args.threads} "
@@ -256,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         "JSONL/CSV, a latency summary and a latency histogram.",
     )
     run.add_argument("source", help="video file, .dcm, image folder / glob, or camera index")
-    run.add_argument("--model", required=True, help=".onnx or .plan artifact")
+    run.add_argument("--model", default=None, help=".onnx or .plan artifact (default: embedded)")
     run.add_argument("--out", default="sonoedge-run", help="output folder (sonoedge-run)")
     run.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or tensorrt")
@@ -284,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-gpu", action="store_true", help="skip the GPU rows")
     bench.add_argument("--out", help="folder to write STEM.md and STEM.json into")
     bench.add_argument("--stem", default=None, help="file name stem (default: the suite)")
-    bench.add_argument("--model", help="artifact for the e2e suite (.onnx)")
+    bench.add_argument("--model", help="artifact for the e2e suite (default: the embedded model)")
     bench.set_defaults(handler=_cmd_bench)
 
     from sdk.synthetic import cli as phantom_cli

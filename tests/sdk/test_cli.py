@@ -35,8 +35,18 @@ def test_info_json(capsys) -> None:
     assert "numpy" in info["versions"]
 
 
-def test_demo_writes_a_picture(tmp_path, capsys) -> None:
-    assert main(["demo", "--out", str(tmp_path), "--size", "128"]) == 0
+def test_demo_runs_the_embedded_model(tmp_path, capsys) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--frames", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "default-" in out and "p50" in out
+    lat = json.loads((tmp_path / "latency.json").read_text())
+    assert lat["analyzed"] == 6 and lat["total"]["p50_ms"] > 0
+    assert len((tmp_path / "frames.jsonl").read_text().splitlines()) == 6
+    assert (tmp_path / "annotated.mp4").stat().st_size > 1000
+
+
+def test_kernels_demo_writes_a_picture(tmp_path, capsys) -> None:
+    assert main(["demo", "--kernels", "--out", str(tmp_path), "--size", "128"]) == 0
     out = capsys.readouterr().out
     img = cv2.imread(str(tmp_path / "kernels_demo.png"))
     assert img is not None and img.shape[0] == 480 and img.shape[1] > 640
@@ -47,7 +57,7 @@ def test_demo_writes_a_picture(tmp_path, capsys) -> None:
 
 
 def test_demo_bad_size_is_a_clean_error(tmp_path, capsys) -> None:
-    assert main(["demo", "--out", str(tmp_path), "--size", "4"]) == 1
+    assert main(["demo", "--kernels", "--out", str(tmp_path), "--size", "4"]) == 1
     assert "error" in capsys.readouterr().err
 
 
@@ -63,7 +73,6 @@ def test_bench_kernels_writes_tables(tmp_path, capsys) -> None:
 
 def test_bench_unknown_suite_is_usage_error(capsys) -> None:
     assert main(["bench", "formats"]) == 2
-    assert main(["bench", "e2e"]) == 2  # needs --model until the default model ships
 
 
 def test_bench_e2e(tmp_path, tiny_features_onnx) -> None:
