@@ -574,6 +574,7 @@ def _quantize(
     budget: float,
     min_frames: int,
     threads: int | None,
+    calibrate_method: str = "percentile",
 ) -> Path:
     from export.onnx_export import embed_metadata
     from export.quantize import check_tensorrt_qdq, quantize_with_budget
@@ -599,6 +600,7 @@ def _quantize(
                 target=target,
                 budget=budget,
                 min_frames=min_frames,
+                calibrate_method=calibrate_method,
             )
         if target == "tensorrt":
             check_tensorrt_qdq(tmp)
@@ -609,7 +611,7 @@ def _quantize(
             "target": target,
             "tool": "onnxruntime.quantization.quantize_static (QDQ, per-channel weights)",
             "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric",
-            "calibration": {"frames": len(calib), "method": "minmax"},
+            "calibration": {"frames": len(calib), "method": calibrate_method},
             "source_sha256": _sha256(src),
             "budget": budget,
             "watch": ["dice", "accuracy"],

@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 QUANT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+_EPS = 1e-9  # a drop of exactly the budget passes (0.98 - 0.97 is 0.010000000000000009)
 MIN_CALIBRATION_FRAMES = 300
 
 
@@ -335,11 +336,14 @@ def quantize_with_budget(
     watch: Sequence[str] = ("dice", "accuracy"),
     min_frames: int = MIN_CALIBRATION_FRAMES,
     sensitivity_frames: int = 16,
+    calibrate_method: str = "percentile",
 ) -> QuantResult:
     """Quantize and fall back to float, most sensitive nodes first, until every metric in
     ``watch`` is within ``budget`` (absolute, e.g. 0.01 = 1 point) of FP32.
 
-    ``evaluate(path) -> {metric: value}`` runs a model file on held-out frames. Raises
+    ``evaluate(path) -> {metric: value}`` runs a model file on held-out frames.
+    ``calibrate_method`` defaults to "percentile": on the demo student (200 held-out phantoms)
+    MinMax cost 4 Dice / 5 accuracy points fully quantized, percentile 0.3 / 1.0. Raises
     :class:`sdk.errors.ModelError` with the per-node report when even full fallback misses.
     """
     onnx_out = Path(onnx_out)
@@ -349,10 +353,17 @@ def quantize_with_budget(
         raise InputError(f"evaluate() must return {list(watch)}; missing {missing}")
     history: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as td:
-        full = quantize(onnx_in, Path(td) / "full.onnx", calibration, target, min_frames=min_frames)
+        full = quantize(
+            onnx_in,
+            Path(td) / "full.onnx",
+            calibration,
+            target,
+            calibrate_method=calibrate_method,
+            min_frames=min_frames,
+        )
         m8 = evaluate(full)
         history.append({"float_nodes": [], **m8})
-        if all(fp32[k] - m8[k] <= budget for k in watch):
+        if all(fp32[k] - m8[k] <= budget + _EPS for k in watch):
             os.replace(full, onnx_out)
             return QuantResult(onnx_out, fp32, m8, [], {}, history)
         sens = node_sensitivity(onnx_in, full, list(calibration)[:sensitivity_frames])
@@ -367,12 +378,13 @@ def quantize_with_budget(
                 calibration,
                 target,
                 exclude_nodes=keep_float,
+                calibrate_method=calibrate_method,
                 min_frames=min_frames,
             )
             m8 = evaluate(cand)
             history.append({"float_nodes": keep_float, **m8})
             # With every quantized node back in float the graph is FP32, not INT8: a failure.
-            if k < len(ranked) and all(fp32[kk] - m8[kk] <= budget for kk in watch):
+            if k < len(ranked) and all(fp32[kk] - m8[kk] <= budget + _EPS for kk in watch):
                 os.replace(cand, onnx_out)
                 return QuantResult(onnx_out, fp32, m8, keep_float, sens, history)
             if k == len(ranked):
