@@ -126,8 +126,9 @@ def test_budget_met_without_fallback(fp32, frames, tmp_path) -> None:
 
 
 def test_budget_falls_back_most_sensitive_first(fp32, frames, tmp_path) -> None:
-    """An evaluation that only passes once the model is (almost) float: the fallback must put
-    nodes back in float, most sensitive first, and report them."""
+    """A budget the fully quantized model misses but a partial fallback meets: the fallback
+    must put nodes back in float, most sensitive first, stop before all are float, and report
+    them (full fallback would be FP32, a failure: see the next test)."""
     ref = run(fp32, frames[2][None])[0]
 
     def evaluate(path):
@@ -136,9 +137,15 @@ def test_budget_falls_back_most_sensitive_first(fp32, frames, tmp_path) -> None:
         return {"dice": 1.0 - err, "accuracy": 1.0}
 
     res = quantize_with_budget(
-        fp32, tmp_path / "q.onnx", frames, evaluate, budget=1e-6, min_frames=8, sensitivity_frames=4
+        fp32,
+        tmp_path / "q.onnx",
+        frames,
+        evaluate,
+        budget=0.009,
+        min_frames=8,
+        sensitivity_frames=4,
     )
-    assert res.float_nodes, "the strict budget must force a fallback"
+    assert 0 < len(res.float_nodes) < len(res.sensitivity), "a partial fallback is expected"
     assert len(res.history) >= 2 and res.sensitivity
     ranked = sorted(res.sensitivity, key=res.sensitivity.__getitem__, reverse=True)
     assert res.float_nodes == ranked[: len(res.float_nodes)]
