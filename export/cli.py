@@ -17,19 +17,12 @@ import argparse
 import json
 from pathlib import Path
 
+from sdk._argtypes import size_type
+
 __all__ = ["add_parser", "run", "run_export_cmd"]
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        parts = [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be N or HxW, got {text!r}") from None
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"size must be N or HxW, got {text!r}")
-    return parts[0], parts[1]
+_size = size_type(1)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sdk._argtypes import size_type
 from sdk.errors import SDKError
 from sdk.synthetic._api import cine, phantom
 from sdk.synthetic._io import write_bytes_atomic, write_image_atomic
@@ -22,17 +23,7 @@ __all__ = ["add_parser", "contact_sheet", "run"]
 _COLOURS = {"benign": (80, 220, 80), "malignant": (60, 60, 255), "normal": (200, 200, 200)}
 
 
-def _size(text: str) -> tuple[int, int]:
-    """``"256"`` -> (256, 256); ``"256x320"`` -> (256, 320) (height x width)."""
-    try:
-        parts = [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be N or HxW, got {text!r}") from None
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 32:
-        raise argparse.ArgumentTypeError(f"size must be N or HxW with sides >= 32, got {text!r}")
-    return parts[0], parts[1]
+_size = size_type(32)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
