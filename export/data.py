@@ -45,6 +45,7 @@ __all__ = [
     "ReaderFrames",
     "SyntheticFrames",
     "describe",
+    "frame_sizes",
     "open_frames",
     "stratified_split",
 ]
@@ -76,6 +77,28 @@ def _label_ids(labels: Sequence[str], class_names: Sequence[str], where: str) ->
     return [index[lab] for lab in labels]
 
 
+def frame_sizes(size: Any) -> tuple[tuple[int, int], ...]:
+    """``(H, W)`` or a sequence of ``(H, W)`` → a non-empty tuple of integer ``(H, W)`` pairs.
+
+    Raises:
+        InputError: anything else (the message shows what was given).
+    """
+    def pair(v: Any) -> tuple[int, int] | None:
+        if isinstance(v, Sequence) and not isinstance(v, str) and len(v) == 2:
+            if all(isinstance(e, int | np.integer) and not isinstance(e, bool) for e in v):
+                return int(v[0]), int(v[1])
+        return None
+
+    one = pair(size)
+    if one is not None:
+        return (one,)
+    if isinstance(size, Sequence) and not isinstance(size, str) and len(size) > 0:
+        many = [pair(v) for v in size]
+        if all(m is not None for m in many):
+            return tuple(m for m in many if m is not None)
+    raise InputError(f"frame size must be (H, W) or a list of (H, W), got {size!r}")
+
+
 class SyntheticFrames:
     """``n`` synthetic B-mode phantoms, frame ``i`` drawn with its own seed (a function of
     ``seed`` and ``i``), classes cycling through ``class_names`` (balanced), probe geometry
@@ -83,7 +106,9 @@ class SyntheticFrames:
 
     Args:
         n: number of frames (>= 1).
-        size: frame ``(H, W)`` in pixels (32..4096).
+        size: frame ``(H, W)`` in pixels (32..4096), or a sequence of sizes: frame ``i`` is then
+            drawn at one of them, chosen by its seed (an acquisition-size mix, so a model learns
+            what the serving path's area-resampling makes of small and large scanner frames).
         seed: dataset seed; a validation set uses another seed.
         class_names: must be the phantom classes (any order, e.g. ``CLASS_NAMES``).
     """
@@ -91,7 +116,7 @@ class SyntheticFrames:
     def __init__(
         self,
         n: int,
-        size: tuple[int, int] = (256, 256),
+        size: tuple[int, int] | Sequence[tuple[int, int]] = (256, 256),
         seed: int = 0,
         class_names: Sequence[str] = CLASS_NAMES,
         cache: bool = True,
@@ -104,7 +129,8 @@ class SyntheticFrames:
                 f"synthetic phantoms have classes {list(synthetic.LABELS)}; the model has "
                 f"{list(self.class_names)} (train on a folder for other classes)"
             )
-        self.n, self.size, self.seed = int(n), (int(size[0]), int(size[1])), int(seed)
+        self.sizes = frame_sizes(size)
+        self.n, self.size, self.seed = int(n), self.sizes[0], int(seed)
         self._cache: dict[int, Frame] | None = {} if cache else None
 
     @property
@@ -121,8 +147,9 @@ class SyntheticFrames:
         ss = np.random.SeedSequence([self.seed, index])
         frame_seed = int(ss.generate_state(1)[0])
         geometry = ("linear", "curvilinear")[frame_seed % 2]
+        size = self.sizes[(frame_seed >> 1) % len(self.sizes)]
         image, ids, _ = synthetic.phantom(
-            self.class_names[label], size=self.size, seed=frame_seed, geometry=geometry
+            self.class_names[label], size=size, seed=frame_seed, geometry=geometry
         )
         frame = (image, (ids > 0).astype(np.uint8), label)
         if self._cache is not None:
@@ -211,10 +238,11 @@ def open_frames(
     class_names: Sequence[str] = CLASS_NAMES,
     *,
     n: int = 600,
-    size: tuple[int, int] = (256, 256),
+    size: tuple[int, int] | Sequence[tuple[int, int]] = (256, 256),
     seed: int = 0,
 ) -> FrameProvider:
-    """A provider for ``data``: ``"synthetic"`` (``n`` phantoms of ``size``), a CSV file, a
+    """A provider for ``data``: ``"synthetic"`` (``n`` phantoms of ``size``, one size or a mix:
+    :class:`SyntheticFrames`), a CSV file, a
     folder holding ``labels.csv`` (:class:`sdk.sources.CsvFolderReader`), or a BUSI folder.
 
     Raises:

@@ -38,6 +38,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ from export.losses import MultiTaskLoss, balanced_class_weights
 from export.models import create_model, list_models, model_defaults
 from export.train import (
     _data,
+    _frame_sizes_json,
     _loader,
     _plot,
     _positive_int,
@@ -76,6 +78,7 @@ _RESUME_KEYS = (
     "teacher",
     "data",
     "size",
+    "frame_sizes",
     "seed",
     "n_train",
     "n_val",
@@ -291,6 +294,7 @@ def distill(
     alpha_kd: float = 1.0,
     beta_pixel: float = 1.0,
     size: int | tuple[int, int] | None = None,
+    frame_sizes: Sequence[tuple[int, int]] | None = None,
     n_train: int = 600,
     n_val: int | None = None,
     val_fraction: float = 0.2,
@@ -323,6 +327,7 @@ def distill(
         beta_pixel: weight of the pixel KD on the mask logits (>= 0).
         size: student input side or ``(h, w)``; default the teacher's input size (else the
             student's own).
+        frame_sizes: phantom size mix, as :func:`export.train.train`.
         student_kwargs: student factory options; ``class_names`` default to the teacher's.
 
     Returns:
@@ -391,6 +396,7 @@ def distill(
             "teacher": None if t_info is None else t_info["path"],
             "data": str(data),
             "size": list(hw),
+            "frame_sizes": _frame_sizes_json(frame_sizes),
             "seed": int(seed),
             "n_train": n_train,
             "n_val": n_val,
@@ -411,7 +417,7 @@ def distill(
         out.mkdir(parents=True, exist_ok=True)
 
         train_frames, val_frames = _data(
-            data, model.class_names, hw, n_train, n_val, val_fraction, seed
+            data, model.class_names, frame_sizes or hw, n_train, n_val, val_fraction, seed
         )
         if len(train_frames) == 0 or len(val_frames) == 0:
             raise InputError(f"{data}: no frame to train or validate on; add data")

@@ -195,12 +195,16 @@ def _split_frames(
     offset: int,
     split: str,
     val_fraction: float = 0.2,
+    frame_sizes: Sequence[Sequence[int]] | None = None,
 ) -> FrameProvider:
-    """``n`` annotated frames for one role (see the module docstring for which frames)."""
+    """``n`` annotated frames for one role (see the module docstring for which frames);
+    phantoms are drawn at ``frame_sizes`` (a size mix) when given, else at ``size``."""
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise InputError(f"the number of frames must be a positive integer, got {n!r}")
     if str(data) == "synthetic":
-        return open_frames("synthetic", class_names, n=int(n), size=size, seed=seed + offset)
+        return open_frames(
+            "synthetic", class_names, n=int(n), size=frame_sizes or size, seed=seed + offset
+        )
     frames = open_frames(data, class_names, seed=seed)
     tr, va = stratified_split(frames.labels, val_fraction, seed)
     idx = tr if split == "train" else va
@@ -218,6 +222,7 @@ def calibration_frames(
     *,
     min_frames: int = 300,
     progress: bool = False,
+    frame_sizes: Sequence[Sequence[int]] | None = None,
 ) -> list[np.ndarray]:
     """Preprocessed calibration frames for an artifact: float32 ``(C, h, w)`` each, channels /
     size / normalization / sigma from ``metadata`` (what the runtime feeds the model).
@@ -228,6 +233,7 @@ def calibration_frames(
         metadata: the FP32 artifact's metadata.
         n: frames wanted (at least ``min_frames``).
         min_frames: the floor (300 for real exports; tests lower it).
+        frame_sizes: phantom size mix (default: the model's input size), as in training.
 
     Raises:
         InputError: ``n`` below the floor, or a folder with fewer usable frames.
@@ -237,7 +243,14 @@ def calibration_frames(
             f"calibration needs >= {max(1, min_frames)} frames, asked for {n!r}; pass more"
         )
     frames = _split_frames(
-        data, metadata.class_names, metadata.input_size, n, seed, CALIB_SEED, "train"
+        data,
+        metadata.class_names,
+        metadata.input_size,
+        n,
+        seed,
+        CALIB_SEED,
+        "train",
+        frame_sizes=frame_sizes,
     )
     if len(frames) < max(1, min_frames):
         raise InputError(
@@ -313,14 +326,18 @@ def heldout_set(
     seed: int = 0,
     *,
     offset: int = HOLDOUT_SEED,
+    frame_sizes: Sequence[Sequence[int]] | None = None,
 ) -> EvalSet:
-    """Held-out frames for ``onnx_path`` (mask grid read from the graph's output shape)."""
+    """Held-out frames for ``onnx_path`` (mask grid read from the graph's output shape);
+    phantoms at ``frame_sizes`` (a size mix) when given, else at the model's input size."""
     path = Path(onnx_path)
     md = _read_metadata(path)
     sess = _session(path, 1)
     probe = np.zeros((1, len(md.channels), *md.input_size), np.float32)
     mask_hw = sess.run([md.outputs["mask_logits"]], {sess.get_inputs()[0].name: probe})[0].shape
-    frames = _split_frames(data, md.class_names, md.input_size, n, seed, offset, "val")
+    frames = _split_frames(
+        data, md.class_names, md.input_size, n, seed, offset, "val", frame_sizes=frame_sizes
+    )
     ds = MultiTaskDataset(
         frames,
         md.input_size,
@@ -1121,7 +1138,7 @@ def run_export(
         if distilling:
             assert student is not None  # for the type checker: distilling implies it
             # Same frames as the teacher's run: its size, counts, split and seed.
-            keys = ("size", "n_train", "n_val", "val_fraction", "seed")
+            keys = ("size", "frame_sizes", "n_train", "n_val", "val_fraction", "seed")
             kw: dict[str, Any] = {k: src_run[k] for k in keys if k in src_run}
             kw["data"] = str(data)
             kw.update({"threads": threads, "progress": progress, "device": "cpu"})
@@ -1160,10 +1177,19 @@ def run_export(
         ev: EvalSet | None = None
         if {"onnx-int8", "trt-int8"} & set(fmts):
             step("calibration frames")
+            # Calibration and the budget's held-out frames come from the training run's
+            # phantom size mix (the activation ranges the served frames produce).
+            sizes = src_run.get("frame_sizes")
             calib = calibration_frames(
-                data, md, calib_frames, seed, min_frames=min_calib_frames, progress=progress
+                data,
+                md,
+                calib_frames,
+                seed,
+                min_frames=min_calib_frames,
+                progress=progress,
+                frame_sizes=sizes,
             )
-            ev = heldout_set(fp32, data, eval_frames, seed)
+            ev = heldout_set(fp32, data, eval_frames, seed, frame_sizes=sizes)
             bar.update()
         qdq: Path | None = None
         for fmt in fmts:

@@ -46,6 +46,7 @@ from export.data import (
     open_frames,
     stratified_split,
 )
+from export.data import frame_sizes as data_frame_sizes
 from export.losses import MultiTaskLoss, balanced_class_weights
 from export.models import create_model, list_models
 from sdk import metrics
@@ -58,6 +59,7 @@ _RESUME_KEYS = (
     "arch",
     "data",
     "size",
+    "frame_sizes",
     "seed",
     "n_train",
     "n_val",
@@ -302,15 +304,21 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _frame_sizes_json(frame_sizes: Sequence[tuple[int, int]] | None) -> list[list[int]] | None:
+    """``frame_sizes`` validated, as JSON (None stays None: frames at the model's size)."""
+    return None if frame_sizes is None else [list(s) for s in data_frame_sizes(frame_sizes)]
+
+
 def _data(
     data: str | Path,
     class_names: Sequence[str],
-    size: tuple[int, int],
+    size: tuple[int, int] | Sequence[tuple[int, int]],
     n_train: int,
     n_val: int | None,
     val_fraction: float,
     seed: int,
 ) -> tuple[FrameProvider, FrameProvider]:
+    """(train, validation) frames; ``size`` is the phantoms' size or size mix."""
     if str(data) == "synthetic":
         nv = n_val if n_val is not None else max(len(class_names), round(n_train * val_fraction))
         # Validation phantoms come from another seed stream: no frame is shared with training.
@@ -357,6 +365,7 @@ def train(
     device: str | torch.device = "auto",
     *,
     size: int | tuple[int, int] | None = None,
+    frame_sizes: Sequence[tuple[int, int]] | None = None,
     n_train: int = 600,
     n_val: int | None = None,
     val_fraction: float = 0.2,
@@ -383,7 +392,10 @@ def train(
             starts afresh when ``out_dir`` holds no checkpoint yet.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda[:N]"``.
         size: input side or ``(h, w)`` (default: the model's ``input_size``); synthetic frames
-            are drawn at this size.
+            are drawn at this size unless ``frame_sizes`` says otherwise.
+        frame_sizes: phantom sizes ``[(H, W), ...]`` to draw synthetic frames at (each frame
+            one of them, by its seed), e.g. scanner sizes, so the model learns from what the
+            serving path makes of such frames (default: ``size``).
         n_train, n_val: synthetic frame counts (n_val default ``val_fraction * n_train``).
         val_fraction: held-out fraction of a folder dataset (stratified by class).
         lam: λ of ``λ L_seg + (1 - λ) L_cls``.
@@ -443,6 +455,7 @@ def train(
             "arch": arch,
             "data": str(data),
             "size": list(hw),
+            "frame_sizes": _frame_sizes_json(frame_sizes),
             "seed": int(seed),
             "n_train": n_train,
             "n_val": n_val,
@@ -460,7 +473,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
 
         train_frames, val_frames = _data(
-            data, model.class_names, hw, n_train, n_val, val_fraction, seed
+            data, model.class_names, frame_sizes or hw, n_train, n_val, val_fraction, seed
         )
         if len(train_frames) == 0 or len(val_frames) == 0:
             raise InputError(f"{data}: no frame to train or validate on; add data")

@@ -254,6 +254,23 @@ def test_split_and_open_frames(tmp_path: Path) -> None:
         open_frames(tmp_path / "b", class_names=("normal", "lesion"))
 
 
+def test_synthetic_frames_size_mix() -> None:
+    """A size mix draws each frame at one of the sizes, by its seed: deterministic, every size
+    used, a single size unchanged from the plain form; bad sizes are refused."""
+    sizes = [(64, 64), (96, 128), (128, 96)]
+    mix = SyntheticFrames(24, sizes, seed=3)
+    shapes = [mix.get(i)[0].shape for i in range(24)]
+    assert set(shapes) == set(sizes)
+    assert [m.shape for _, m, _ in (mix.get(i) for i in range(24))] == shapes
+    again = SyntheticFrames(24, sizes, seed=3, cache=False)
+    assert all(np.array_equal(again.get(i)[0], mix.get(i)[0]) for i in (0, 5, 23))
+    one, plain = SyntheticFrames(3, [(64, 64)], seed=1), SyntheticFrames(3, (64, 64), seed=1)
+    assert all(np.array_equal(one.get(i)[0], plain.get(i)[0]) for i in range(3))
+    for bad in ([], [(64,)], "64x64", [(64, 64.5)], [(True, 64)]):
+        with pytest.raises(InputError, match="frame size"):
+            SyntheticFrames(3, bad)  # type: ignore[arg-type]
+
+
 def test_cli_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from export import cli
 
