@@ -124,6 +124,73 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     command = "sonoedge " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else ""
+    models = args.model or []
+    if args.suite != "formats" and len(models) > 1:
+        from sdk.errors import InputError
+
+        raise InputError(f"bench {args.suite} takes one --model, got {len(models)}")
+    model = models[0] if models else None
+    if args.suite in ("formats", "scaling", "soak"):
+        if args.suite == "formats":
+            from sdk.bench import formats
+
+            print(
+                f"benchmarking runtimes ({args.repeat} interleaved repeats, {args.threads} "
+                "thread(s), then one process per row for peak RSS)...",
+                file=sys.stderr,
+            )
+            report = formats.run(
+                models or None,
+                threads=args.threads,
+                repeat=args.repeat,
+                rss=not args.no_rss,
+                command=command,
+            )
+        elif args.suite == "scaling":
+            from sdk.bench import scaling
+
+            print(
+                f"benchmarking scaling: sizes {list(args.sizes)}, batches {list(args.batches)}, "
+                f"streams {list(args.streams)} ({args.repeat} repeats, {args.threads} "
+                "thread(s))...",
+                file=sys.stderr,
+            )
+            report = scaling.run(
+                model,
+                sizes=args.sizes,
+                batches=args.batches,
+                streams=args.streams,
+                threads=args.threads,
+                repeat=args.repeat,
+                frames_per_stream=args.stream_frames,
+                rounds=args.rounds,
+                command=command,
+            )
+        else:
+            from sdk.bench import soak
+
+            print(
+                f"soak: {args.frames} frames through Analyzer.stream ({args.threads} thread(s))...",
+                file=sys.stderr,
+            )
+            report = soak.run(
+                model,
+                frames=args.frames,
+                warmup=args.warmup,
+                every=args.every,
+                window=args.window,
+                loop_frames=args.loop,
+                threads=args.threads,
+                progress=not args.quiet,
+                command=command,
+            )
+        written = report.write(Path(args.out), args.stem or args.suite) if args.out else []
+        print(report.markdown())
+        if args.suite == "soak":
+            print(soak.summary_line(report), file=sys.stderr)
+        if written:
+            print("wrote " + ", ".join(str(w) for w in written))
+        return 0
     if args.suite == "kernels":
         from sdk.bench import kernels as bk
 
@@ -139,20 +206,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from sdk.analyzer import default_model
         from sdk.bench import e2e
 
-        args.model = args.model or str(default_model())
+        model = model or str(default_model())
 
         print(
-            f"benchmarking {args.model} end to end ({args.repeat} repeats, {args.threads} "
-            "thread(s))...",
+            f"benchmarking {model} end to end ({args.repeat} repeats, {args.threads} thread(s))...",
             file=sys.stderr,
         )
-        table = e2e.run(args.model, threads=args.threads, repeat=args.repeat, command=command)
-    else:
-        print(
-            f"sonoedge bench: suite {args.suite!r} arrives with the benchmark issue; "
-            "available now: kernels, e2e",
-            file=sys.stderr,
-        )
+        table = e2e.run(model, threads=args.threads, repeat=args.repeat, command=command)
+    else:  # pragma: no cover - argparse's choices guard this
+        print(f"sonoedge bench: unknown suite {args.suite!r}", file=sys.stderr)
         return 2
     print(table.markdown())
     if args.out:
@@ -272,15 +334,123 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         help="benchmarks with ratios against anchors from the same run",
-        description="Time sonoedge against the usual tools, in one run.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""Time sonoedge against the usual tools, in one run (interleaved repeats;
+every ratio compares two things measured in the same run). Suites:
+
+  kernels   the fused C++ / CUDA kernels vs the OpenCV, SciPy, NumPy (CuPy, torch) pipelines
+  e2e       Analyzer.run on 600x800 frames vs the bare ONNX Runtime session (--model)
+  formats   per ONNX model (--model, repeatable; default: embedded FP32 + INT8): bare ONNX
+            Runtime (the anchor), OpenVINO on the same file (when installed), Analyzer.run per
+            backend / device; p50 / p95 / p99, FPS, ratio to the anchor, peak RSS (one fresh
+            process per row)
+  scaling   latency vs model input size (edge_s exported per size, random weights: needs
+            the export stage), vs batch (bare ONNX Runtime), throughput vs concurrent streams
+            (one Analyzer per thread); a PNG per sweep
+  soak      --frames frames of a cycled phantom cine through Analyzer.stream(drop="none"):
+            RSS growth after warm-up (target <= 20 MB), p99 of the last 5,000 frames vs the
+            first (within 20 %), frames lost (0); a PNG of RSS and rolling p99
+
+Tables print to stdout; --out writes STEM.md and STEM.json (and the PNGs) there.""",
     )
-    bench.add_argument("suite", choices=("kernels", "e2e", "formats"), help="what to benchmark")
-    bench.add_argument("--threads", type=int, default=1, help="CPU threads for us and OpenCV (1)")
-    bench.add_argument("--repeat", type=int, default=200, help="interleaved repeats (200)")
-    bench.add_argument("--no-gpu", action="store_true", help="skip the GPU rows")
-    bench.add_argument("--out", help="folder to write STEM.md and STEM.json into")
+
+    def int_list(text: str) -> tuple[int, ...]:
+        """'1,2,4' -> (1, 2, 4); 'none' or '' -> () (skip that sweep)."""
+        if text.strip().lower() in ("", "none"):
+            return ()
+        try:
+            return tuple(int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated integers such as 1,2,4 (or none), got {text!r}"
+            ) from None
+
+    bench.add_argument(
+        "suite",
+        choices=("kernels", "e2e", "formats", "scaling", "soak"),
+        help="what to benchmark (see above)",
+    )
+    bench.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads of every runtime, our kernels and OpenCV (1); per Analyzer in the "
+        "scaling streams sweep",
+    )
+    bench.add_argument(
+        "--repeat",
+        type=int,
+        default=200,
+        help="interleaved timed repeats per row (200); kernels, e2e, formats, scaling sizes and "
+        "batches",
+    )
+    bench.add_argument("--no-gpu", action="store_true", help="kernels: skip the GPU rows")
+    bench.add_argument(
+        "--out", help="folder to write STEM.md, STEM.json and the suite's PNG plots into"
+    )
     bench.add_argument("--stem", default=None, help="file name stem (default: the suite)")
-    bench.add_argument("--model", help="artifact for the e2e suite (default: the embedded model)")
+    bench.add_argument(
+        "--model",
+        action="append",
+        help="artifact (default: the embedded model). e2e, scaling, soak: one; formats: one "
+        ".onnx per --model, repeatable (default: embedded FP32 and INT8)",
+    )
+    bench.add_argument(
+        "--no-rss",
+        action="store_true",
+        help="formats: skip the peak-RSS measurement (one child process per row)",
+    )
+    bench.add_argument(
+        "--sizes",
+        type=int_list,
+        default=(128, 256, 384, 512),
+        metavar="N,N,...",
+        help="scaling: square model input sizes, multiples of 16 (128,256,384,512); 'none' "
+        "skips the sweep, which needs torch + onnx",
+    )
+    bench.add_argument(
+        "--batches",
+        type=int_list,
+        default=(1, 2, 4, 8),
+        metavar="N,N,...",
+        help="scaling: batch sizes for the bare session (1,2,4,8); 'none' skips",
+    )
+    bench.add_argument(
+        "--streams",
+        type=int_list,
+        default=(1, 2, 4),
+        metavar="N,N,...",
+        help="scaling: concurrent streams, one Analyzer + thread each (1,2,4); 'none' skips",
+    )
+    bench.add_argument(
+        "--stream-frames",
+        type=int,
+        default=200,
+        help="scaling: frames per stream per round (200)",
+    )
+    bench.add_argument(
+        "--rounds", type=int, default=3, help="scaling: interleaved rounds of the streams (3)"
+    )
+    bench.add_argument("--frames", type=int, default=50_000, help="soak: frames to stream (50000)")
+    bench.add_argument(
+        "--warmup",
+        type=int,
+        default=500,
+        help="soak: frames before the reference RSS sample and the first p99 window (500)",
+    )
+    bench.add_argument(
+        "--every", type=int, default=1000, help="soak: frames between RSS samples (1000)"
+    )
+    bench.add_argument(
+        "--window",
+        type=int,
+        default=5000,
+        help="soak: frames in the first / last p99 windows (5000; at most half the run)",
+    )
+    bench.add_argument(
+        "--loop", type=int, default=64, help="soak: frames of the pre-generated cine loop (64)"
+    )
+    bench.add_argument("--quiet", action="store_true", help="soak: no progress bar")
     bench.set_defaults(handler=_cmd_bench)
 
     from sdk.synthetic import cli as phantom_cli

@@ -72,7 +72,10 @@ def test_bench_kernels_writes_tables(tmp_path, capsys) -> None:
 
 
 def test_bench_unknown_suite_is_usage_error(capsys) -> None:
-    assert main(["bench", "formats"]) == 2
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "nonsense"])
+    assert e.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
 
 
 def test_bench_e2e(tmp_path, tiny_features_onnx) -> None:
