@@ -1,8 +1,9 @@
 """``sonoedge train`` and ``sonoedge export``: training (:func:`export.train.train`, or a whole
 recipe of :mod:`export.presets`) and the export pipeline (:func:`export.pipeline.run_export`).
 
-``sdk/cli.py`` registers both with :func:`add_parser`; this module imports torch only inside
-the handlers, so building the ``sonoedge`` parser stays light.
+``sdk/cli.py`` registers both with :func:`add_parser` (which also adds ``sonoedge doctor``,
+:mod:`export.doctor`); this module imports torch only inside the handlers, so building the
+``sonoedge`` parser stays light.
 
     sonoedge train --arch edge_s --data synthetic --epochs 30 --size 256 --out runs/edge_s
     sonoedge train --arch edge_s --data /data/BUSI --out runs/busi --resume
@@ -89,6 +90,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
     _add_export_parser(subparsers)
+    from export import doctor  # `sonoedge doctor`: light to import (no torch, no TensorRT)
+
+    doctor.add_parser(subparsers)
     return p
 
 
