@@ -8,7 +8,16 @@ from typing import Any
 
 from sdk.errors import BackendUnavailableError, ModelError
 
-__all__ = ["Fingerprint", "check_fingerprint", "cudart", "current_fingerprint", "trt_module"]
+__all__ = [
+    "Fingerprint",
+    "check_fingerprint",
+    "cudart",
+    "current_fingerprint",
+    "trt_logger",
+    "trt_module",
+]
+
+_LOGGER: Any = None
 
 
 def trt_module() -> Any:
@@ -17,13 +26,25 @@ def trt_module() -> Any:
         import tensorrt as trt
     except ImportError as e:
         raise BackendUnavailableError(
-            "TensorRT is not installed: on a GPU machine `pip install tensorrt` (NVIDIA's index) "
-            "or use JetPack's python3-libnvinfer; engines cannot be built or run without it"
+            "TensorRT is not installed: on a GPU machine `pip install tensorrt-cu12` (or "
+            '`pip install ".[trt]"`), on Jetson JetPack >= 6.1\'s python3-libnvinfer; engines '
+            "cannot be built or run without it"
         ) from e
     major, minor = (int(v) for v in trt.__version__.split(".")[:2])
     if (major, minor) < (10, 3):
         raise BackendUnavailableError(f"TensorRT {trt.__version__} is too old: need >= 10.3")
     return trt
+
+
+def trt_logger() -> Any:
+    """The process's one ``trt.Logger`` (WARNING): TensorRT keeps a single global logger and
+    warns when builders / runtimes bring different ones, so the builder and every backend
+    share this one."""
+    global _LOGGER
+    if _LOGGER is None:
+        trt = trt_module()
+        _LOGGER = trt.Logger(trt.Logger.WARNING)
+    return _LOGGER
 
 
 def cudart() -> Any:

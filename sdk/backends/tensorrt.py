@@ -31,7 +31,13 @@ import numpy as np
 
 from sdk.artifact import read_plan
 from sdk.backends._base import Backend, IOSpec
-from sdk.backends._trt_common import check_fingerprint, cudart, current_fingerprint, trt_module
+from sdk.backends._trt_common import (
+    check_fingerprint,
+    cudart,
+    current_fingerprint,
+    trt_logger,
+    trt_module,
+)
 from sdk.errors import BackendUnavailableError, KernelError, ModelError
 
 __all__ = ["TensorRTBackend"]
@@ -67,16 +73,30 @@ class TensorRTBackend(Backend):
         check_fingerprint(md.tensorrt, current_fingerprint(), str(self.path))
         self.metadata = md
         self._rt = rt
-        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._logger = trt_logger()
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
         if self._engine is None:
             raise ModelError(f"{self.path}: TensorRT could not deserialize the engine; rebuild it")
         self._ctx = self._engine.create_execution_context()
-        self._stream = _ok(rt.cudaStreamCreate(), "cudaStreamCreate")
         self._dev: dict[str, int] = {}
         self._host: dict[str, np.ndarray] = {}
         self._host_ptr: dict[str, int] = {}
+        self._graphs: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+        self._seen: set[tuple[Any, ...]] = set()
+        self._graphs_ok = os.environ.get("SONOEDGE_CUDA_GRAPH", "1") != "0"
+        self._frame_cap = 0  # bytes of the pinned / device frame staging buffers
+        self._frame_host = self._frame_dev = 0
+        self._stream = _ok(rt.cudaStreamCreate(), "cudaStreamCreate")
+        try:
+            self._bind(trt)
+        except BaseException:
+            self._close_impl()  # nothing allocated so far may leak when loading fails
+            raise
+
+    def _bind(self, trt: Any) -> None:
+        """Input shapes (batch 1), device + pinned buffers and tensor addresses."""
+        rt = self._rt
         ins, outs = [], []
         for i in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(i)
@@ -96,11 +116,6 @@ class TensorRTBackend(Backend):
             buf = (ctypes.c_byte * nbytes).from_address(hp)
             self._host[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
             self._ctx.set_tensor_address(name, self._dev[name])
-        self._graphs: dict[tuple[Any, ...], tuple[Any, Any]] = {}
-        self._seen: set[tuple[Any, ...]] = set()
-        self._graphs_ok = os.environ.get("SONOEDGE_CUDA_GRAPH", "1") != "0"
-        self._frame_cap = 0  # bytes of the pinned / device frame staging buffers
-        self._frame_host = self._frame_dev = 0
         self.inputs = tuple(IOSpec(n, d, (None, *self._host[n].shape[1:])) for n, d in ins)
         self.outputs = tuple(IOSpec(n, d, (None, *self._host[n].shape[1:])) for n, d in outs)
         self._in_names = [n for n, _ in ins]
@@ -265,5 +280,6 @@ class TensorRTBackend(Backend):
             rt.cudaFree(p)
         for p in self._host_ptr.values():
             rt.cudaFreeHost(p)
+        self._dev, self._host_ptr, self._host = {}, {}, {}
         rt.cudaStreamDestroy(self._stream)
         del self._ctx, self._engine, self._runtime

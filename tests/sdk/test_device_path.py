@@ -175,3 +175,62 @@ def test_batch_other_than_one_is_refused() -> None:
     with pytest.raises(ModelError, match="batch 1"):
         b._infer_impl(np.ones((2, 1, 4, 4), np.float32))
     assert issubclass(ModelError, Exception) and KernelError is not ModelError
+
+
+def test_failed_load_frees_what_it_allocated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load that fails after the stream and some buffers exist releases them all."""
+    rt = _FakeRuntime()
+    freed: list[str] = []
+    rt.cudaFree = lambda p: freed.append("dev") or (0,)  # type: ignore[method-assign]
+    rt.cudaFreeHost = lambda p: freed.append("host") or (0,)  # type: ignore[method-assign]
+    rt.cudaStreamCreate = lambda: (0, 5)  # type: ignore[attr-defined]
+    rt.cudaStreamDestroy = lambda s: freed.append("stream") or (0,)  # type: ignore[attr-defined]
+
+    class _Trt:
+        class TensorIOMode:
+            INPUT = "in"
+
+        @staticmethod
+        def nptype(dt: Any) -> Any:
+            return np.float32
+
+    names = ["input", "out", "broken"]
+
+    class _Engine:
+        num_io_tensors = 3
+
+        def get_tensor_name(self, i: int) -> str:
+            return names[i]
+
+        def get_tensor_dtype(self, name: str) -> Any:
+            return "f"
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            return (-1, 1, 4, 4) if name == "input" else (1, 3)
+
+        def get_tensor_mode(self, name: str) -> str:
+            return "in" if name == "input" else "out"
+
+    class _Ctx:
+        def set_input_shape(self, name: str, shape: Any) -> None:
+            pass
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            if name == "broken":
+                raise RuntimeError("boom")
+            return (1, 1, 4, 4) if name == "input" else (1, 3)
+
+        def set_tensor_address(self, name: str, ptr: int) -> None:
+            pass
+
+    b = TensorRTBackend(default_model())
+    b._rt, b._engine, b._ctx, b._runtime = rt, _Engine(), _Ctx(), object()
+    b._dev, b._host, b._host_ptr, b._graphs, b._seen = {}, {}, {}, {}, set()
+    b._frame_cap, b._stream = 0, 5
+    with pytest.raises(RuntimeError, match="boom"):
+        try:
+            b._bind(_Trt)
+        except BaseException:
+            b._close_impl()
+            raise
+    assert freed.count("dev") == 2 and freed.count("host") == 2 and "stream" in freed
