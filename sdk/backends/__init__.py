@@ -18,6 +18,7 @@ __all__ = ["BACKENDS", "Backend", "IOSpec", "available", "choose_backend", "get_
 BACKENDS: dict[str, str] = {
     "onnxruntime": "sdk.backends.onnxruntime:OnnxRuntimeBackend",
     "tensorrt": "sdk.backends.tensorrt:TensorRTBackend",
+    "torch": "sdk.backends.torch:TorchBackend",
 }
 
 
