@@ -55,6 +55,22 @@ def default_model(precision: str | None = None) -> Path:
     return path
 
 
+def _check_bit_depth(bit_depth: Any) -> int | None:
+    """None, or an integer in [8, 32]; anything else raises :class:`InputError`."""
+    if bit_depth is None:
+        return None
+    if (
+        isinstance(bit_depth, bool | np.bool_)
+        or not isinstance(bit_depth, int | np.integer)
+        or not 8 <= int(bit_depth) <= 32
+    ):
+        raise InputError(
+            f"bit_depth must be None or an integer in [8, 32] (the scanner's bits per pixel, "
+            f"e.g. 12), got {bit_depth!r}"
+        )
+    return int(bit_depth)
+
+
 def to_uint8(frame: Any, bit_depth: int | None = None) -> np.ndarray:
     """Convert a frame to the uint8 the kernels take, or raise :class:`InputError`.
 
@@ -67,20 +83,37 @@ def to_uint8(frame: Any, bit_depth: int | None = None) -> np.ndarray:
     """
     if not isinstance(frame, np.ndarray):
         raise InputError(f"frame must be a numpy.ndarray, got {type(frame).__name__}")
+    if isinstance(frame, np.ma.MaskedArray):
+        raise InputError(
+            "frame is a numpy.ma.MaskedArray: masked pixels have no value to analyze; pass "
+            "frame.filled(0) (or np.asarray(frame) to use the data under the mask)"
+        )
+    bit_depth = _check_bit_depth(bit_depth)
     if frame.size == 0:
         raise InputError(f"frame is empty: shape {frame.shape}")
     if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (1, 3, 4)):
         raise InputError(
             f"frame must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {frame.shape}"
         )
+    # Before any conversion: a huge (e.g. zero-stride broadcast) view must not be materialized.
+    if max(frame.shape[:2]) > K._validate.MAX_SIDE:
+        raise InputError(
+            f"frame is too large: shape {frame.shape}, max side {K._validate.MAX_SIDE}; "
+            "downscale it or crop it to the image area first"
+        )
     if frame.dtype == np.uint8:
-        return frame
+        # A negative stride on a length-1 axis survives np.ascontiguousarray (numpy calls such
+        # a view contiguous) and the native kernels refuse it: copy flipped views here.
+        return frame.copy() if any(s < 0 for s in frame.strides) else frame
     if frame.dtype == np.bool_:
         return frame.astype(np.uint8) * 255
     if frame.dtype.kind in "ui":
         bits = bit_depth or (8 * frame.dtype.itemsize if frame.dtype.kind == "u" else 16)
         if not 8 <= bits <= 32:
-            raise InputError(f"bit_depth must be in [8, 32], got {bits}")
+            raise InputError(
+                f"{frame.dtype} frames need their bit depth: pass Analyzer(bit_depth=...) "
+                "in [8, 32] matching the scanner (e.g. 12)"
+            )
         lo, hi = int(frame.min()), int(frame.max())
         if lo < 0 or hi >= 2**bits:
             raise InputError(
@@ -91,8 +124,8 @@ def to_uint8(frame: Any, bit_depth: int | None = None) -> np.ndarray:
     if frame.dtype.kind == "f":
         if not np.isfinite(frame).all():
             raise InputError("frame contains NaN or inf")
-        lo, hi = float(frame.min()), float(frame.max())
-        if lo < 0.0 or hi > 1.0:
+        lo, hi = frame.min(), frame.max()  # compared in the frame's own precision
+        if lo < 0 or hi > 1:
             raise InputError(
                 f"float frames must be scaled to [0, 1], got range [{lo:g}, {hi:g}]; "
                 "or pass uint8 / uint16"
@@ -141,7 +174,7 @@ class Analyzer:
         self._threshold = threshold
         self.smoothing = float(smoothing)
         self.threads = threads
-        self.bit_depth = bit_depth
+        self.bit_depth = _check_bit_depth(bit_depth)
         self.pixel_spacing_mm = pixel_spacing_mm
         self._backend: Backend = choose_backend(self.path, backend)(self.path, device, threads)
         self._frame_index = 0

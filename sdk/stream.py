@@ -91,6 +91,10 @@ def _lenient(source: Any) -> _LenientFrames | None:
         first = next(it)
     except StopIteration:
         return _LenientFrames(iter(()))
+    except Exception as e:  # the source failed on its first frame: a SourceError, as later ones
+        if isinstance(e, SourceError):
+            raise
+        raise SourceError(f"the source failed: {type(e).__name__}: {e}") from e
     rest = itertools.chain([first], it)
     if isinstance(first, np.ndarray | Frame):
         return _LenientFrames(rest)
@@ -137,15 +141,17 @@ def stream(
                     q.put_nowait(item)
                     return True
                 except queue.Full:
-                    try:
-                        old = q.get_nowait()
-                    except queue.Empty:
-                        continue
+                    # Taking the frame out and recording it as dropped is one step under the
+                    # lock: the consumer must not see a newer frame before this drop record.
+                    with lock:
+                        try:
+                            old = q.get_nowait()
+                        except queue.Empty:
+                            continue
+                        if not isinstance(old, _End):
+                            dropped.append(FrameRecord(old.index, old.timestamp, "dropped"))
                     if isinstance(old, _End):  # never drop the end marker
                         q.put(old)
-                        continue
-                    with lock:
-                        dropped.append(FrameRecord(old.index, old.timestamp, "dropped"))
                     continue
             try:
                 q.put(item, timeout=_POLL_S)

@@ -20,7 +20,7 @@ Patient identifiers never reach metadata, reprs or logs unless ``include_phi=Tru
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableSequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,13 @@ PHI_KEYWORDS = (
     "ReferringPhysicianName",
     "OperatorsName",
     "StudyID",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PerformingPhysicianName",
+    "PhysiciansOfRecord",
 )
 _UNITS_MM = {3: 10.0}  # Physical Units code 3 = cm (PS3.3 C.8.5.5.1.15); other units: no spacing
 
@@ -59,6 +66,42 @@ def is_dicom(path: Path) -> bool:
             return fh.read(4) == b"DICM"
     except OSError:
         return False
+
+
+def _text(value: Any, limit: int = 64) -> str:
+    """An element's text for metadata and messages, or "" when it is not plausible text (a
+    damaged length makes an element swallow the elements after it, identifiers included; the
+    swallowed tags are never printable)."""
+    s = "" if value is None else str(value)
+    return s if len(s) <= limit and s.isprintable() else ""
+
+
+def _uid_text(uid: Any) -> str:
+    """A UID's registered name, or the UID itself; "(damaged UID)" if it is not a UID."""
+    if uid is None:
+        return "unknown"
+    s = str(uid)
+    if not (0 < len(s) <= 64 and all(c.isdigit() or c == "." for c in s)):
+        return "(damaged UID)"
+    return _text(getattr(uid, "name", s)) or s
+
+
+def _redact(text: str, ds: Any) -> str:
+    """``text`` with every identifying value of ``ds`` (:data:`PHI_KEYWORDS`) replaced by
+    ``<PHI>``: pydicom's messages about a damaged element may quote element values."""
+    for kw in PHI_KEYWORDS:
+        try:
+            value = ds.get(kw)
+            multi = isinstance(value, MutableSequence)  # pydicom's MultiValue
+            values = list(value) if multi else [value]
+            parts = {p.strip() for v in values if v is not None for p in str(v).split("^")}
+            parts |= {str(v) for v in values if v is not None}
+        except Exception:  # the element itself is damaged: nothing readable to redact
+            continue
+        for part in sorted(parts, key=len, reverse=True):
+            if len(part) >= 3:
+                text = text.replace(part, "<PHI>")
+    return text
 
 
 def _pydicom():
@@ -173,9 +216,20 @@ class DicomSource(FrameSource):
                 f"{self.path} cannot be parsed as DICOM (truncated or damaged): "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        try:
+            self._read_header(ds, include_phi)
+        except SourceError:
+            raise
+        except Exception as exc:  # pydicom decodes elements lazily: a damaged one raises here
+            raise SourceError(
+                f"{self.path}: damaged DICOM header ({type(exc).__name__}: "
+                f"{_redact(str(exc), ds)}); re-export the file from the scanner"
+            ) from exc
+
+    def _read_header(self, ds: Any, include_phi: bool) -> None:
         if "PixelData" not in ds:
             sop = ds.get("SOPClassUID")
-            name = getattr(sop, "name", str(sop)) if sop is not None else ""
+            name = _uid_text(sop) if sop is not None else ""
             if not name or "Image" in name:
                 why = "the file is truncated before its image, or is not an image DICOM"
             else:
@@ -201,12 +255,12 @@ class DicomSource(FrameSource):
                 "fps": (1000.0 / period) if period else None,
                 "rows": int(ds.get("Rows", 0)),
                 "columns": int(ds.get("Columns", 0)),
-                "photometric": str(ds.get("PhotometricInterpretation", "")),
+                "photometric": _text(ds.get("PhotometricInterpretation", "")),
                 "bits_stored": int(ds.get("BitsStored", 8) or 8),
-                "transfer_syntax": getattr(tsyntax, "name", str(tsyntax)),
-                "modality": str(ds.get("Modality", "")),
-                "manufacturer": str(ds.get("Manufacturer", "")),
-                "model": str(ds.get("ManufacturerModelName", "")),
+                "transfer_syntax": _uid_text(tsyntax),
+                "modality": _text(ds.get("Modality", "")),
+                "manufacturer": _text(ds.get("Manufacturer", "")),
+                "model": _text(ds.get("ManufacturerModelName", "")),
             }
         )
         if include_phi:
@@ -273,7 +327,16 @@ class DicomSource(FrameSource):
                     f"(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg): {exc}"
                 ) from exc
             except Exception as exc:
-                raise SourceError(f"{self.path}: frame {i} cannot be decoded: {exc}") from exc
-            image = convert_color(self._to_uint8(arr), self.color, "RGB")
+                raise SourceError(
+                    f"{self.path}: frame {i} cannot be decoded: {_redact(str(exc), self._ds)}"
+                ) from exc
+            try:  # colour / VOI conversion reads header elements that may be damaged
+                image = convert_color(self._to_uint8(arr), self.color, "RGB")
+            except Exception as exc:
+                raise SourceError(
+                    f"{self.path}: frame {i} cannot be converted to 8 bits "
+                    f"({type(exc).__name__}: {_redact(str(exc), self._ds)}); the header's "
+                    "pixel description (palette, bits, photometric) is damaged"
+                ) from exc
             ts = self._times[i] if self._times is not None else None
             yield Frame(image, i, ts, meta)
