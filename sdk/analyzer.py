@@ -226,6 +226,16 @@ class Analyzer:
     ) -> Result:
         """Analyze one frame (uint8 (H, W) / (H, W, 3); see :func:`to_uint8` for others)."""
         self.load()
+        staged = self._front(frame, roi, color)
+        return self._back(staged, timestamp, pixel_spacing_mm)
+
+    # The frame path in two stages, so that stream() can overlap them (inference of frame n+1
+    # while frame n is post-processed): _front = checks + preprocess + inference (the only
+    # stage that touches the reused input buffer), _back = post-processing + lesions + the
+    # temporal state (EMA, frame counter), which must see frames in order.
+    def _front(
+        self, frame: Any, roi: tuple[int, int, int, int] | None, color: str
+    ) -> tuple[dict[str, np.ndarray], tuple[int, int], tuple[int, int, int, int], float, float]:
         md = self.metadata
         t0 = time.perf_counter()
         f8 = to_uint8(frame, self.bit_depth)
@@ -249,14 +259,26 @@ class Analyzer:
         else:
             t1, out = self._host_path(f8, roi_t, color)
         t2 = time.perf_counter()
-        res = self._postprocess(out, f8.shape[:2], roi_t, pixel_spacing_mm or self.pixel_spacing_mm)
-        t3 = time.perf_counter()
+        return out, (H, W), roi_t, (t1 - t0) * 1e3, (t2 - t1) * 1e3
+
+    def _back(
+        self,
+        staged: tuple[
+            dict[str, np.ndarray], tuple[int, int], tuple[int, int, int, int], float, float
+        ],
+        timestamp: float | None,
+        pixel_spacing_mm: tuple[float, float] | None,
+    ) -> Result:
+        out, hw, roi_t, pre_ms, infer_ms = staged
+        t2 = time.perf_counter()
+        res = self._postprocess(out, hw, roi_t, pixel_spacing_mm or self.pixel_spacing_mm)
+        post_ms = (time.perf_counter() - t2) * 1e3
         res.timestamp = timestamp
         res.timings = {
-            "preprocess": (t1 - t0) * 1e3,
-            "infer": (t2 - t1) * 1e3,
-            "postprocess": (t3 - t2) * 1e3,
-            "total": (t3 - t0) * 1e3,
+            "preprocess": pre_ms,
+            "infer": infer_ms,
+            "postprocess": post_ms,
+            "total": pre_ms + infer_ms + post_ms,
         }
         return res
 
@@ -288,12 +310,13 @@ class Analyzer:
         color: str = "gray",
         max_frames: int | None = None,
         keep_frames: bool = False,
+        pipeline: bool = True,
     ) -> Iterator[Result | FrameRecord]:
         """Analyze a video file, DICOM cine, image folder, camera index, GStreamer string, array
         stack or any iterator of frames; see :func:`sdk.stream.stream` for the guarantees."""
         from sdk.stream import stream
 
-        return stream(self, source, drop, queue_size, color, max_frames, keep_frames)
+        return stream(self, source, drop, queue_size, color, max_frames, keep_frames, pipeline)
 
     def run_batch(self, frames: Iterable[np.ndarray]) -> list[Result]:
         """Analyze frames in order (one model call each; smoothing applies across them)."""
@@ -325,6 +348,9 @@ class Analyzer:
         labels = remap[labels]
         k = len(keep)
 
+        if md.outputs.get("class_logits") and md.outputs["class_logits"] in out:
+            if not np.isfinite(out[md.outputs["class_logits"]]).all():
+                raise ModelError(f"{self.path}: the model produced NaN / inf class logits")
         if md.outputs.get("features"):
             pooled = K.pool_classify(out[md.outputs["features"]][0], prob, labels, k, self._head)
             img_probs, lesion_probs, per_lesion = pooled.probs[0], pooled.probs[1:], True

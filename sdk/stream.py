@@ -1,7 +1,10 @@
-"""Streaming: a capture thread feeding the analyzer through a bounded queue.
+"""Streaming: capture → preprocess + inference → post-processing, three pipelined stages.
 
-Capture (decoding a video / DICOM cine, camera reads) runs on its own thread and overlaps with
-preprocessing, inference and post-processing on the caller's thread. Records come out in frame
+Capture (decoding a video / DICOM cine, camera reads) runs on its own thread; preprocessing and
+inference of frame n+1 run on a second thread while the caller's thread post-processes frame n
+(mask at frame resolution, lesions, pooling, the temporal EMA, in frame order). Bounded queues
+join the stages (back-pressure, no unbounded memory). ``pipeline=False`` keeps preprocessing and
+inference on the caller's thread too (two stages). Records come out in frame
 order. Every frame is accounted for: analyzed (:class:`sdk.result.Result`), dropped to keep up
 (``drop="latest"``), or failed (a bad frame) -- the last two as :class:`FrameRecord`; the stream
 goes on after a bad frame. A source error or the end of the source ends the iterator (the
@@ -25,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["FrameRecord", "stream"]
 
+STAGE_QUEUE = 2  # frames between inference and post-processing (pipeline=True)
 _POLL_S = 0.05  # bounded waits: a closed consumer never leaves the producer blocked for long
 
 
@@ -114,6 +118,7 @@ def stream(
     color: str = "gray",
     max_frames: int | None = None,
     keep_frames: bool = False,
+    pipeline: bool = True,
 ) -> Iterator[Result | FrameRecord]:
     """Analyze every frame of ``source`` (anything :func:`sdk.sources.open_source` accepts).
 
@@ -121,6 +126,9 @@ def stream(
     falls behind, queued frames are dropped (oldest first) so the newest is analyzed next; each
     dropped frame is yielded as a ``FrameRecord(status="dropped")`` in its place.
     ``keep_frames``: attach each analyzed frame to its Result (``result.frame``) for overlays.
+    ``pipeline``: run preprocessing + inference on their own thread, overlapped with the
+    post-processing of the previous frame (default); ``Result.timings`` then hold each stage's
+    own time for that frame, not the time it waited in a queue.
     """
     from sdk.sources import open_source
 
@@ -128,6 +136,7 @@ def stream(
         raise InputError(f"drop must be 'none' or 'latest', got {drop!r}")
     if not isinstance(queue_size, int) or queue_size < 1:
         raise InputError(f"queue_size must be an integer >= 1, got {queue_size!r}")
+    analyzer.load()  # a model that cannot load fails here, before any thread starts
     src = _lenient(source) or open_source(source, color=color)
     q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
     stop = threading.Event()
@@ -174,15 +183,82 @@ def stream(
 
     t = threading.Thread(target=capture, name="sonoedge-capture", daemon=True)
     t.start()
-    rgb = color == "rgb"
-    try:
-        while True:
+    threads = [t]
+    color_arg = "rgb" if color == "rgb" else "bgr"
+
+    def front(item: Any) -> Any:
+        """Stage 2 for one frame: the staged outputs, or the SDKError it raised."""
+        try:
+            return analyzer._front(item.image, None, color_arg)
+        except SDKError as e:
+            return e
+
+    if pipeline:
+        q2: queue.Queue[Any] = queue.Queue(maxsize=STAGE_QUEUE)
+
+        def put2(entry: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    q2.put(entry, timeout=_POLL_S)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def infer_stage() -> None:
+            try:
+                while not stop.is_set():
+                    try:
+                        item = q.get(timeout=_POLL_S)
+                    except queue.Empty:
+                        if not t.is_alive() and q.empty():
+                            put2(
+                                (
+                                    _End(
+                                        SourceError(
+                                            "the capture thread ended without an end marker"
+                                        )
+                                    ),
+                                    None,
+                                )
+                            )
+                            return
+                        continue
+                    staged = None if isinstance(item, _End) else front(item)
+                    if not put2((item, staged)) or isinstance(item, _End):
+                        return
+            except BaseException as e:  # an unexpected failure ends the stream, not silently
+                put2((_End(e), None))
+
+        t2 = threading.Thread(target=infer_stage, name="sonoedge-infer", daemon=True)
+        t2.start()
+        threads.append(t2)
+
+        def next_entry() -> tuple[Any, Any] | None:
+            try:
+                return q2.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not t2.is_alive() and q2.empty():
+                    raise SourceError("the inference thread ended without an end marker") from None
+                return None
+
+    else:
+
+        def next_entry() -> tuple[Any, Any] | None:
             try:
                 item = q.get(timeout=_POLL_S)
             except queue.Empty:
                 if not t.is_alive() and q.empty():
                     raise SourceError("the capture thread ended without an end marker") from None
+                return None
+            return item, None
+
+    try:
+        while True:
+            entry = next_entry()
+            if entry is None:
                 continue
+            item, staged = entry
             with lock:
                 pending = [
                     d for d in dropped if isinstance(item, _End) or d.frame_index < item.index
@@ -198,12 +274,11 @@ def stream(
                     raise SourceError(f"the source failed: {type(err).__name__}: {err}") from err
                 return
             try:
-                res = analyzer.run(
-                    item.image,
-                    timestamp=item.timestamp,
-                    color="rgb" if rgb else "bgr",
-                    pixel_spacing_mm=item.pixel_spacing_mm,
-                )
+                if staged is None:
+                    staged = front(item)
+                if isinstance(staged, SDKError):
+                    raise staged
+                res = analyzer._back(staged, item.timestamp, item.pixel_spacing_mm)
                 res.frame_index = item.index
                 if keep_frames:
                     res.frame = item.image
@@ -212,4 +287,5 @@ def stream(
                 yield FrameRecord(item.index, item.timestamp, "error", f"{type(e).__name__}: {e}")
     finally:
         stop.set()
-        t.join(timeout=2.0)
+        for th in threads:
+            th.join(timeout=2.0)

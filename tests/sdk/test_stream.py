@@ -82,3 +82,33 @@ def test_stream_argument_errors(tiny_onnx) -> None:
         next(a.stream([np.zeros((8, 8), np.uint8)], queue_size=0))
     with pytest.raises(InputError, match="numpy arrays"):
         next(a.stream(iter([1, 2, 3])))
+
+
+def test_pipelined_stream_equals_the_sequential_one(cine) -> None:
+    """pipeline=True (inference overlapped with post-processing on another thread) yields the
+    same records as pipeline=False and as run() frame by frame, including the temporal EMA
+    (which needs frames in order) and an error record for a bad frame in the middle."""
+    frames = [cine[i % len(cine)] for i in range(12)]
+    frames[5] = np.zeros((0, 4), np.uint8)
+    runs = []
+    for pipeline in (True, False):
+        with sdk.Analyzer(threads=1, smoothing=0.6) as a:
+            runs.append(list(a.stream(iter(frames), pipeline=pipeline)))
+    with sdk.Analyzer(threads=1, smoothing=0.6) as a:
+        direct = []
+        for f in frames:
+            try:
+                direct.append(a.run(f))
+            except sdk.errors.InputError:
+                direct.append(None)
+    piped, seq = runs
+    assert [r.frame_index for r in piped] == list(range(12))
+    assert isinstance(piped[5], FrameRecord) and piped[5].status == "error"
+    for p, s, d in zip(piped, seq, direct, strict=True):
+        assert type(p) is type(s)
+        if isinstance(p, Result):
+            np.testing.assert_array_equal(p.mask, s.mask)
+            np.testing.assert_array_equal(p.mask, d.mask)
+            assert p.probs == pytest.approx(s.probs, abs=1e-9)
+            assert p.probs == pytest.approx(d.probs, abs=1e-9)
+            assert set(p.timings) == {"preprocess", "infer", "postprocess", "total"}
