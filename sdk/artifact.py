@@ -17,9 +17,13 @@ accuracy measured at export and, for TensorRT, the build fingerprint.
       60      M     metadata, UTF-8 JSON
       60+M    E     serialized TensorRT engine
 
-  Every length is checked against the file size before anything is read or allocated; the
-  checksum is checked before the engine is handed to TensorRT. ``sonoedge info`` prints the
-  metadata; ``sonoedge info --extract-plan`` writes the raw engine for ``trtexec``.
+  Every length is checked against the file size before anything is read or allocated (the
+  header and the two lengths must account for the file exactly); the checksum is checked before
+  the engine is handed to TensorRT. The checksum covers the two parts as one run of bytes, not
+  the boundary between them, so the boundary is checked on its own: the metadata is exactly one
+  JSON object (it ends with its closing brace), which no shifted boundary can leave.
+  ``sonoedge info`` prints the metadata; ``sonoedge info --extract-plan`` writes the raw engine
+  for ``trtexec``.
 
 Nothing on a load path unpickles, and no path found in metadata is ever opened.
 """
@@ -30,6 +34,8 @@ import base64
 import copy
 import hashlib
 import json
+import math
+import numbers
 import os
 import struct
 from dataclasses import dataclass, field
@@ -61,6 +67,43 @@ PLAN_FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sIQQ32s")  # magic, version, M, E, sha256
 MAX_METADATA_BYTES = 64 * 1024 * 1024  # head weights included; far above any real model
 _CHANNELS = ("image", "gdm", "gdx", "gdy")
+# The frame path's limits (== sdk.kernels._validate.MAX_SIDE / MAX_SIGMA; kept here so reading
+# metadata needs no compiled kernels): metadata past them is refused at load, not per frame.
+MAX_INPUT_SIDE = 16384
+MAX_SIGMA = 8.0
+_MAX_JSON_DEPTH = 64  # far above any real metadata; keeps deepcopy / printing off the stack limit
+_MAX_INT_DIGITS = 100  # no field holds a longer integer
+
+
+def _kind(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def _short(v: Any, n: int = 80) -> str:
+    """repr() cut to n characters: a hostile value may be megabytes long."""
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits, larger than any field")
+    return int(text)
+
+
+def _json_depth(doc: Any) -> int:
+    """Nesting depth of a parsed JSON document, without recursion."""
+    depth, stack = 0, [(doc, 1)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            depth = max(depth, d)
+            if d > _MAX_JSON_DEPTH:
+                break
+            stack.extend((v, d + 1) for v in node if isinstance(v, (dict, list)))
+    return depth
 
 
 def encode_array(a: np.ndarray) -> dict[str, Any]:
@@ -76,16 +119,24 @@ def encode_array(a: np.ndarray) -> dict[str, Any]:
 def decode_array(d: Any, name: str) -> np.ndarray:
     """Inverse of :func:`encode_array`, validating shape and size."""
     try:
-        shape = tuple(int(s) for s in d["shape"])
+        if not isinstance(d, dict):
+            raise TypeError(f"an object with shape / dtype / data expected, got {_kind(d)}")
+        if not isinstance(d["shape"], list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in d["shape"]
+        ):
+            raise ValueError(f"shape {d['shape']!r} is not a list of sizes")
+        shape = tuple(d["shape"])
         if d.get("dtype", "float32") != "float32":
             raise ValueError(f"dtype {d.get('dtype')!r}")
         raw = base64.b64decode(d["data"], validate=True)
         a = np.frombuffer(raw, dtype="<f4")
-        if a.size != int(np.prod(shape)):
+        if a.size != math.prod(shape):
             raise ValueError(f"{a.size} values for shape {shape}")
         return a.reshape(shape).astype(np.float32)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ModelError(f"artifact metadata: {name} is not a valid encoded array ({e})") from e
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise ModelError(
+            f"artifact metadata: {name} is not a valid encoded array ({e}); re-export the model"
+        ) from e
 
 
 @dataclass
@@ -159,11 +210,21 @@ class Metadata:
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "artifact") -> Metadata:
         try:
-            d = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            d = json.loads(text, parse_int=_parse_int)
+        except RecursionError as e:
             raise ModelError(
-                f"{source}: metadata is not valid JSON ({e}); re-export the model"
+                f"{source}: metadata is nested too deeply to be sonoedge metadata: the file is "
+                "corrupted or not a sonoedge artifact; re-export the model"
             ) from e
+        except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
+            raise ModelError(
+                f"{source}: metadata is not valid JSON ({str(e)[:200]}); re-export the model"
+            ) from e
+        if _json_depth(d) > _MAX_JSON_DEPTH:
+            raise ModelError(
+                f"{source}: metadata is nested deeper than {_MAX_JSON_DEPTH} levels: the file is "
+                "corrupted or not a sonoedge artifact; re-export the model"
+            )
         return cls.from_dict(d, source)
 
     @classmethod
@@ -180,83 +241,222 @@ class Metadata:
             )
         version = d.get("version")
         if not isinstance(version, int) or isinstance(version, bool):
-            raise fail(f"metadata 'version' must be an integer, got {version!r}")
+            raise fail(f"metadata 'version' must be an integer, got {_short(version)}; re-export")
         if version > SCHEMA_VERSION:
             raise fail(
                 f"metadata version {version} is newer than this sonoedge understands "
                 f"({SCHEMA_VERSION}); upgrade sonoedge (pip install -U sonoedge)"
             )
+        if version < 1:
+            raise fail(f"metadata 'version' {version} is invalid (versions start at 1); re-export")
+
+        def section(obj: dict[str, Any], key: str, name: str | None = None) -> dict[str, Any]:
+            """An optional JSON object: {} when missing or null, refused when of another type."""
+            v = obj.get(key)
+            if v is None:
+                return {}
+            if not isinstance(v, dict):
+                raise fail(
+                    f"metadata '{name or key}' must be a JSON object, got {_kind(v)}; "
+                    "re-export the model"
+                )
+            return v
+
+        def integer(v: Any, name: str, lo: int, hi: int | None = None) -> int:
+            if (
+                isinstance(v, numbers.Real)
+                and not isinstance(v, numbers.Integral)
+                and math.isfinite(v)
+                and float(v).is_integer()
+            ):
+                v = int(v)  # 128.0: an integer written as a float
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise fail(
+                    f"{name} must be an integer, got {_kind(v)} {_short(v)}; re-export the model"
+                )
+            v = int(v)
+            if v < lo or (hi is not None and v > hi):
+                bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+                raise fail(f"{name} must be {bounds}, got {v}; re-export the model")
+            return v
+
+        def real(v: Any, name: str) -> float:
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise fail(
+                    f"{name} must be a number, got {_kind(v)} {_short(v)}; re-export the model"
+                )
+            f = float(v)
+            if not math.isfinite(f):
+                raise fail(f"{name} must be finite, got {f}; re-export the model")
+            return f
+
+        def array(v: Any, name: str) -> list[Any]:
+            if not isinstance(v, (list, tuple)):
+                raise fail(
+                    f"{name} must be a list, got {_kind(v)} {_short(v)}; re-export the model"
+                )
+            return list(v)
+
         try:
             inp = d["input"]
-            classes = tuple(str(c) for c in d["class_names"])
-            channels = tuple(str(c) for c in inp["channels"])
-            size = tuple(int(s) for s in inp["size"])
-            mean = tuple(float(v) for v in inp["mean"])
-            std = tuple(float(v) for v in inp["std"])
-            outputs = dict(d["outputs"])
+            raw_classes = d["class_names"]
+            raw_channels = inp["channels"]
+            raw_size = inp["size"]
+            raw_mean = inp["mean"]
+            raw_std = inp["std"]
+            raw_outputs = d["outputs"]
             arch = str(d["arch"])
         except (KeyError, TypeError, ValueError) as e:
             raise fail(f"metadata misses or mangles a required field ({e!r}); re-export") from e
-        if not classes:
-            raise fail("class_names is empty")
+        if not isinstance(inp, dict):
+            raise fail(f"metadata 'input' must be a JSON object, got {_kind(inp)}; re-export")
+
+        class_list = array(raw_classes, "class_names")
+        if not class_list:
+            raise fail("class_names is empty; re-export the model with its class names")
+        if not all(isinstance(c, str) and c for c in class_list):
+            raise fail(
+                f"class_names must be non-empty strings, got {_short(class_list)}; re-export"
+            )
+        classes = tuple(class_list)
+        if len(set(classes)) != len(classes):
+            raise fail(
+                f"class_names {_short(list(classes))} repeat a name: probabilities keyed by "
+                "name would lose a class; re-export the model with distinct class names"
+            )
+
+        channels = tuple(array(raw_channels, "input.channels"))
         if not channels or any(c not in _CHANNELS for c in channels):
-            raise fail(f"input.channels {channels} must be names out of {_CHANNELS}")
-        if len(size) != 2 or min(size) < 1:
-            raise fail(f"input.size {size} must be (height, width)")
-        if len(mean) != len(channels) or len(std) != len(channels) or min(std) <= 0:
-            raise fail("input.mean / input.std need one value per channel, std > 0")
+            raise fail(
+                f"input.channels {_short(channels)} must be names out of {_CHANNELS}; re-export"
+            )
+        if len(set(channels)) != len(channels):
+            raise fail(f"input.channels {_short(channels)} must not repeat a name; re-export")
+
+        size_list = array(raw_size, "input.size")
+        if len(size_list) != 2:
+            raise fail(f"input.size {_short(size_list)} must be (height, width); re-export")
+        size = tuple(
+            integer(v, f"input.size[{i}] ({('height', 'width')[i]})", 1, MAX_INPUT_SIDE)
+            for i, v in enumerate(size_list)
+        )
+
+        mean_list, std_list = array(raw_mean, "input.mean"), array(raw_std, "input.std")
+        if len(mean_list) != len(channels) or len(std_list) != len(channels):
+            raise fail("input.mean / input.std need one value per channel, std > 0; re-export")
+        mean = tuple(real(v, f"input.mean[{i}]") for i, v in enumerate(mean_list))
+        std = tuple(real(v, f"input.std[{i}]") for i, v in enumerate(std_list))
+        if min(std) <= 0:
+            raise fail(f"input.std must be > 0, got {std}; re-export the model")
+        sigma = real(inp.get("sigma", 1.0), "input.sigma")
+        if not 0.0 < sigma <= MAX_SIGMA:
+            raise fail(
+                f"input.sigma must be in (0, {MAX_SIGMA:g}] pixels (the Gaussian derivative's "
+                f"scale), got {sigma:g}; re-export the model"
+            )
+
+        if not isinstance(raw_outputs, dict):
+            raise fail(
+                f"metadata 'outputs' must be a JSON object, got {_kind(raw_outputs)}; re-export"
+            )
+        outputs: dict[str, str | None] = {}
+        for k, v in raw_outputs.items():
+            if v is not None and not isinstance(v, str):
+                raise fail(
+                    f"outputs.{k} must be an output name or null, got {_kind(v)} {_short(v)}; "
+                    "re-export the model"
+                )
+            outputs[k] = v or None
         if not outputs.get("mask_logits"):
-            raise fail("outputs.mask_logits is required by the model contract")
+            raise fail("outputs.mask_logits is required by the model contract; re-export the model")
+
         head = None
         if d.get("head") is not None:
-            head = {
-                k: decode_array(d["head"].get(k), f"head.{k}") for k in ("w1", "b1", "w2", "b2")
-            }
+            head_d = section(d, "head")
+            head = {k: decode_array(head_d.get(k), f"head.{k}") for k in ("w1", "b1", "w2", "b2")}
+            w1, b1, w2, b2 = (head[k] for k in ("w1", "b1", "w2", "b2"))
+            if (
+                w1.ndim != 2
+                or w1.size == 0
+                or b1.shape != (w1.shape[0],)
+                or w2.ndim != 2
+                or w2.shape[1] != w1.shape[0]
+                or b2.shape != (w2.shape[0],)
+            ):
+                raise fail(
+                    "head weights must be w1 (hidden, features), b1 (hidden,), w2 (classes, "
+                    f"hidden), b2 (classes,), got {[tuple(a.shape) for a in head.values()]}; "
+                    "re-export the model"
+                )
+            for k, a in head.items():
+                if not np.isfinite(a).all():
+                    raise fail(f"head.{k} contains NaN or inf; re-export the model")
         if not outputs.get("class_logits") and not (outputs.get("features") and head):
-            raise fail("needs outputs.class_logits, or outputs.features plus head weights")
+            raise fail(
+                "needs outputs.class_logits, or outputs.features plus head weights; re-export"
+            )
         if head is not None and head["w2"].shape[0] != len(classes):
             raise fail(
-                f"head predicts {head['w2'].shape[0]} classes, class_names has {len(classes)}"
+                f"head predicts {head['w2'].shape[0]} classes, class_names has {len(classes)}; "
+                "re-export the model"
             )
-        th = d.get("thresholds") or {}
-        roi = d.get("roi") or {}
-        try:
-            box = tuple(int(v) for v in roi["box"]) if roi.get("box") else None
-            md = cls(
-                arch=arch,
-                class_names=classes,
-                channels=channels,
-                input_size=(size[0], size[1]),
-                mean=mean,
-                std=std,
-                sigma=float(inp.get("sigma", 1.0)),
-                outputs={k: (str(v) if v else None) for k, v in outputs.items()},
-                head=head,
-                mask_threshold=float(th.get("mask", 0.5)),
-                min_lesion_area_px=int(th.get("min_lesion_area_px", 16)),
-                roi_policy=str(roi.get("policy", "full")),
-                roi_box=box,  # type: ignore[arg-type]
-                precision=str(d.get("precision", "fp32")),
-                input_name=str(inp.get("name", "input")),
-                provenance=dict(d.get("provenance") or {}),
-                accuracy=dict(d.get("accuracy") or {}),
-                tensorrt=dict(d["tensorrt"]) if d.get("tensorrt") else None,
-                extra=dict(d.get("extra") or {}),
+
+        th = section(d, "thresholds")
+        mask_threshold = real(th.get("mask", 0.5), "thresholds.mask")
+        if not 0.0 <= mask_threshold <= 1.0:
+            raise fail(f"thresholds.mask {mask_threshold} must be in [0, 1]; re-export the model")
+        min_area = integer(th.get("min_lesion_area_px", 16), "thresholds.min_lesion_area_px", 0)
+
+        roi = section(d, "roi")
+        roi_policy = roi.get("policy", "full")
+        if roi_policy not in ("full", "fixed"):
+            raise fail(
+                f"roi.policy {_short(roi_policy)} must be 'full' or 'fixed'; re-export the model"
             )
-        except (TypeError, ValueError) as e:
-            raise fail(f"metadata has a field of the wrong type ({e}); re-export") from e
-        if not 0.0 <= md.mask_threshold <= 1.0:
-            raise fail(f"thresholds.mask {md.mask_threshold} must be in [0, 1]")
-        if md.roi_policy not in ("full", "fixed"):
-            raise fail(f"roi.policy {md.roi_policy!r} must be 'full' or 'fixed'")
-        if md.roi_policy == "fixed" and (md.roi_box is None or len(md.roi_box) != 4):
-            raise fail("roi.policy 'fixed' needs roi.box = [x, y, w, h]")
-        return md
+        box = None
+        if roi.get("box"):
+            box_list = array(roi["box"], "roi.box")
+            if len(box_list) != 4:
+                raise fail(f"roi.box {_short(box_list)} must be [x, y, w, h]; re-export")
+            box = tuple(
+                integer(v, f"roi.box[{i}]", 1 if i >= 2 else 0) for i, v in enumerate(box_list)
+            )
+        if roi_policy == "fixed" and box is None:
+            raise fail("roi.policy 'fixed' needs roi.box = [x, y, w, h]; re-export the model")
+
+        tensorrt = section(d, "tensorrt") or None
+        return cls(
+            arch=arch,
+            class_names=classes,
+            channels=channels,
+            input_size=(size[0], size[1]),
+            mean=mean,
+            std=std,
+            sigma=sigma,
+            outputs=outputs,
+            head=head,
+            mask_threshold=mask_threshold,
+            min_lesion_area_px=min_area,
+            roi_policy=roi_policy,
+            roi_box=box,  # type: ignore[arg-type]
+            precision=str(d.get("precision", "fp32")),
+            input_name=str(inp.get("name", "input")),
+            provenance=dict(section(d, "provenance")),
+            accuracy=dict(section(d, "accuracy")),
+            tensorrt=dict(tensorrt) if tensorrt else None,
+            extra=dict(section(d, "extra")),
+        )
 
 
 def read_onnx_metadata(session: Any, source: str = "model.onnx") -> Metadata:
     """Metadata of an ONNX model from an ``onnxruntime.InferenceSession`` (no onnx package)."""
-    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        meta = session.get_modelmeta().custom_metadata_map
+    except UnicodeDecodeError as e:  # ONNX Runtime decodes metadata_props as UTF-8
+        raise ModelError(
+            f"{source}: its metadata (metadata_props) is not valid UTF-8 ({e.reason} at byte "
+            f"{e.start}): the file is corrupted; copy it again or re-export the model"
+        ) from e
     if METADATA_KEY not in meta:
         raise ModelError(
             f"{source} carries no sonoedge metadata (metadata_props['{METADATA_KEY}']); export it "
@@ -320,4 +520,14 @@ def read_plan(path: str | os.PathLike[str], verify: bool = True) -> tuple[Metada
         engine = f.read(e_len)
     if verify and hashlib.sha256(meta + engine).digest() != digest:
         raise ModelError(f"{path}: checksum mismatch: the file is corrupted; copy or rebuild it")
-    return Metadata.from_json(meta, str(path)), engine
+    md = Metadata.from_json(meta, str(path))
+    # The checksum cannot see the metadata / engine boundary (lengths changed together keep the
+    # sum and the digest). write_plan's metadata is one JSON object and nothing else, so it ends
+    # with "}": a boundary moved back cuts the object open (not JSON), one moved forward appends
+    # engine bytes after it (not JSON either, unless they are whitespace: caught here).
+    if not meta.endswith(b"}"):
+        raise ModelError(
+            f"{path}: declared lengths (metadata {m_len}, engine {e_len}) do not end the metadata "
+            "at its closing brace: the header is corrupted; copy or rebuild the file"
+        )
+    return md, engine

@@ -81,7 +81,34 @@ class OnnxRuntimeBackend(Backend):
                     f"{self.path}: metadata maps {role} to output {name!r}, which the graph lacks "
                     f"(outputs: {sorted(names)}); re-export the model"
                 )
+        self._check_input_against_metadata()
         self._out_names = [o.name for o in self.outputs]
+
+    def _check_input_against_metadata(self) -> None:
+        """The graph's input (where its dims are static) must take what the metadata says the
+        frame path feeds it: (batch, len(channels), height, width). Refused here, at load, rather
+        than as an InputError blaming every frame."""
+        md = self.metadata
+        assert md is not None
+        if len(self.inputs) != 1:
+            raise ModelError(
+                f"{self.path}: the graph has {len(self.inputs)} inputs "
+                f"({[i.name for i in self.inputs]}); a sonoedge model takes exactly one, the "
+                "preprocessed frame batch; re-export the model"
+            )
+        spec = self.inputs[0]
+        want = (None, len(md.channels), *md.input_size)
+        if len(spec.shape) != 4 or any(
+            g is not None and w is not None and g != w
+            for g, w in zip(spec.shape, want, strict=True)
+        ):
+            shape = tuple("?" if g is None else g for g in spec.shape)
+            raise ModelError(
+                f"{self.path}: the metadata describes input (batch, {want[1]}, {want[2]}, "
+                f"{want[3]}) (input.channels {list(md.channels)}, input.size "
+                f"{list(md.input_size)}), but the graph's input {spec.name!r} has shape {shape}; "
+                "the metadata does not belong to this graph: re-export the model"
+            )
 
     def _spec(self, t: Any) -> IOSpec:
         dt = _ORT_TYPES.get(t.type)
@@ -91,7 +118,17 @@ class OnnxRuntimeBackend(Backend):
         return IOSpec(t.name, dt, shape)
 
     def _infer_impl(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        out = self.session.run(self._out_names, {self.inputs[0].name: x})
+        try:
+            out = self.session.run(self._out_names, {self.inputs[0].name: x})
+        except MemoryError:
+            raise
+        except Exception as e:  # ORT's own types (Fail, RuntimeException...): a graph it loads
+            # but cannot execute (a corrupted attribute, an op without a kernel for this input)
+            raise ModelError(
+                f"{self.path}: ONNX Runtime loaded the model but cannot run it "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}); the "
+                "file is corrupted or was exported for another runtime: re-export the model"
+            ) from e
         return dict(zip(self._out_names, out, strict=True))
 
     def _close_impl(self) -> None:

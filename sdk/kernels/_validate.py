@@ -87,7 +87,10 @@ def check_frame(frame: Any, name: str = "frame") -> np.ndarray:
     if frame.shape[0] > MAX_SIDE or frame.shape[1] > MAX_SIDE:
         raise InputError(f"{name} is too large: shape {frame.shape}, max side {MAX_SIDE}")
     if any(s < 0 for s in frame.strides):
-        frame = np.ascontiguousarray(frame)  # flipped views: copy rather than walk backwards
+        # Flipped views: copy rather than walk backwards. Not np.ascontiguousarray: a negative
+        # stride on a length-1 axis (np.zeros((5, 1), np.uint8)[:, ::-1]) is "contiguous" to
+        # numpy, so it would come back unchanged and the native kernels would refuse it.
+        frame = frame.copy()
     if frame.ndim == 3 and frame.shape[2] == 1:
         frame = frame[:, :, 0]
     return frame

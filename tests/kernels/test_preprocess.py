@@ -137,6 +137,19 @@ def test_non_contiguous_frames(rng) -> None:
         np.testing.assert_allclose(a, R.preprocess(v, size=(40, 50)), atol=2e-6)
 
 
+@pytest.mark.parametrize("impl", [K, R], ids=["cpp", "numpy"])
+def test_negative_stride_on_a_length_one_axis(impl, rng) -> None:
+    """A flipped length-1 axis keeps its negative stride through np.ascontiguousarray (numpy
+    calls the view contiguous); check_frame copies it, so the kernels accept it."""
+    frame = rng.integers(0, 256, (5, 1), dtype=np.uint8)
+    bgr = rng.integers(0, 256, (5, 1, 3), dtype=np.uint8)
+    for v in (frame[:, ::-1], frame[:, ::-1, None], bgr[:, ::-1], frame.T[::-1]):
+        assert min(v.strides) < 0 and np.ascontiguousarray(v).strides == v.strides
+        np.testing.assert_array_equal(
+            impl.preprocess(v, size=(4, 3)), impl.preprocess(v.copy(), size=(4, 3))
+        )
+
+
 def test_float16_output(rng) -> None:
     frame = rng.integers(0, 256, (600, 800), dtype=np.uint8)
     h = K.preprocess(frame, dtype=np.float16, mean=0.5, std=0.25)

@@ -90,6 +90,81 @@ def test_metadata_errors_name_the_field(mutate, match) -> None:
         Metadata.from_dict(d)
 
 
+def test_metadata_limits_match_the_kernels() -> None:
+    from sdk.artifact import MAX_INPUT_SIDE, MAX_SIGMA
+    from sdk.kernels import _validate as V
+
+    assert (MAX_INPUT_SIDE, MAX_SIGMA) == (V.MAX_SIDE, V.MAX_SIGMA)
+
+
+def test_metadata_from_numpy_typed_values() -> None:
+    """Exporters round-trip to_dict() -> from_dict() with numpy scalars in it: accepted, and
+    stored as plain Python numbers."""
+    m = meta(input_size=(np.int64(256), np.int32(256)), mean=(np.float32(0.5), 0.0))
+    m.min_lesion_area_px = np.int64(9)
+    back = Metadata.from_dict(m.to_dict())
+    assert back.input_size == (256, 256) and type(back.input_size[0]) is int
+    assert back.min_lesion_area_px == 9 and type(back.min_lesion_area_px) is int
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda d: d.update(version=0), "version"),
+        (lambda d: d["input"].update(channels=["image", "image"]), "channels"),
+        (lambda d: d["input"].update(size=["256", 256]), r"input\.size\[0\]"),
+        (lambda d: d["input"].update(sigma=9.0), "sigma"),
+        (lambda d: d["head"].update(b1=encode_array(np.zeros(7, np.float32))), "head"),
+        (lambda d: d["head"].update(b2=encode_array(np.full(3, np.nan, np.float32))), "head.b2"),
+        (lambda d: d["outputs"].update(features=3), "outputs.features"),
+        (lambda d: d["roi"].update(policy="fixed", box=[0, 0, 0, 5]), r"roi\.box\[2\]"),
+        (lambda d: d["thresholds"].update(min_lesion_area_px=-1), "min_lesion_area_px"),
+        (lambda d: d.update(provenance=[1]), "provenance"),
+        (
+            lambda d: d.update(extra={"x": [[[[]]]]} | {"y": json.loads("[" * 70 + "]" * 70)}),
+            "deep",
+        ),
+    ],
+)
+def test_more_metadata_errors_name_the_field(mutate, match) -> None:
+    d = meta().to_dict()
+    mutate(d)
+    with pytest.raises(ModelError, match=match) as e:
+        Metadata.from_json(json.dumps(d))
+    assert "re-export" in str(e.value)
+
+
+def test_onnx_metadata_not_utf8_is_a_model_error() -> None:
+    """ONNX Runtime decodes metadata_props as UTF-8 and raises UnicodeDecodeError on a bad byte."""
+
+    class Meta:
+        @property
+        def custom_metadata_map(self):
+            return b'{"\xff"}'.decode()
+
+    class Session:
+        def get_modelmeta(self):
+            return Meta()
+
+    with pytest.raises(ModelError, match=r"UTF-8.*re-export"):
+        read_onnx_metadata(Session(), "m.onnx")
+
+
+def test_plan_boundary_must_end_the_metadata_object(tmp_path) -> None:
+    """Lengths moved together over an engine starting with whitespace (same sum, same digest):
+    the metadata would still parse, so the closing-brace check is what refuses it."""
+    raw = write_plan(tmp_path / "m.plan", meta(), b"\n\t ENGINE").read_bytes()
+    magic, version, m, e, digest = struct.unpack("<8sIQQ32s", raw[:60])
+    bad = tmp_path / "bad.plan"
+    for shift in (1, 2, 3):
+        bad.write_bytes(
+            struct.pack("<8sIQQ32s", magic, version, m + shift, e - shift, digest) + raw[60:]
+        )
+        with pytest.raises(ModelError, match="lengths"):
+            read_plan(bad)
+    assert read_plan(tmp_path / "m.plan")[1] == b"\n\t ENGINE"
+
+
 def test_metadata_not_json() -> None:
     with pytest.raises(ModelError, match="JSON"):
         Metadata.from_json(b"\xff\x00{")

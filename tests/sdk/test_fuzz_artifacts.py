@@ -14,10 +14,13 @@ random truncations / single-bit flips / garbage files. Added here:
 The property everywhere: a clean :class:`sdk.errors.ModelError` (or, for a corruption that
 leaves a loadable model, a valid Result) -- never another exception.
 
-Tests marked ``xfail(strict=True)`` reproduce bugs found by this fuzzing in files outside this
-change (``sdk/artifact.py``, ``sdk/backends/onnxruntime.py``, the post-processing part of
-``sdk/analyzer.py``); each reason says what happens. Fixing the bug makes the test pass, and
-strict xfail then fails the run until the marker is removed.
+The fuzzing found bugs in ``sdk/artifact.py`` (hostile or off-contract metadata crashing or
+accepted, an undetected metadata / engine boundary shift, invalid UTF-8 in ONNX metadata) and
+``sdk/backends/onnxruntime.py`` (a graph that loads but cannot run; metadata disagreeing with the
+graph's input); those are fixed and their tests pass. The one still marked
+``xfail(strict=True)`` (NaN class logits, the post-processing part of ``sdk/analyzer.py``) says
+what happens; fixing it makes the test pass, and strict xfail then fails the run until the
+marker is removed.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from sdk.artifact import (
 from sdk.errors import ModelError, SDKError
 from sdk.result import Result
 
-try:  # ONNX Runtime's own exception types (what escapes today, see the xfail below)
+try:  # ONNX Runtime's own exception types (what escaped Analyzer.run before the fix)
     from onnxruntime.capi.onnxruntime_pybind11_state import Fail as _ORT_FAIL
 
     _ORT_ERRORS: tuple[type[BaseException], ...] = (_ORT_FAIL,)
@@ -172,13 +175,6 @@ def test_moving_the_metadata_engine_boundary_is_refused(plan_bytes, tmp_path, sh
     _refused(tmp_path / "f.plan", _with_header(plan_bytes, m=m + shift, e=e - shift))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug (sdk/artifact.py): the SHA-256 covers metadata + engine but not the header's "
-    "lengths, so moving the boundary over an engine that starts with JSON whitespace passes "
-    "every check and silently truncates the engine",
-)
 def test_boundary_shift_into_an_engine_starting_with_whitespace(tmp_path) -> None:
     """A container whose lengths were changed together must be refused whatever the engine's
     first bytes are."""
@@ -231,7 +227,7 @@ def _set(path: tuple[str, ...], value: Any) -> dict[str, Any]:
     return d
 
 
-# Metadata the runtime must refuse as ModelError; today each raises another exception.
+# Metadata the runtime must refuse as ModelError; each raised the exception named (fixed).
 _CRASHERS = [
     ("deep-nesting", b"[" * 100_000 + b"]" * 100_000, RecursionError),
     (
@@ -257,30 +253,18 @@ _CRASHERS = [
 
 @pytest.mark.parametrize(
     ("meta", "wrong"),
-    [
-        pytest.param(
-            m,
-            w,
-            id=name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=w,
-                reason=f"bug (sdk/artifact.py Metadata.from_json/from_dict): {w.__name__} "
-                "escapes instead of ModelError",
-            ),
-        )
-        for name, m, w in _CRASHERS
-    ],
+    [pytest.param(m, w, id=name) for name, m, w in _CRASHERS],
 )
 def test_hostile_metadata_in_a_valid_plan_is_a_model_error(tmp_path, meta: bytes, wrong) -> None:
     """Metadata of the right shape but hostile values, in a container with a valid checksum:
-    ModelError naming the problem, never a Python exception from deep inside the parser."""
-    with pytest.raises(ModelError):
+    ModelError naming the problem and the fix, never the Python exception (``wrong``) that
+    escaped from deep inside the parser before."""
+    with pytest.raises(ModelError, match="re-export"):
         read_plan(_plan_with_metadata(tmp_path / "h.plan", meta))
 
 
-# Metadata that parses but describes something the frame path cannot honour: accepted today and
-# failing later (or silently wrong). The schema is where they must be refused.
+# Metadata that parses but describes something the frame path cannot honour: was accepted and
+# failed later (or was silently wrong). The schema is where they are refused.
 _OFF_CONTRACT = [
     ("mean-nan", ("input", "mean"), [float("nan"), 0.0]),
     ("std-infinity", ("input", "std"), [float("inf"), 1.0]),
@@ -295,27 +279,13 @@ _OFF_CONTRACT = [
 
 @pytest.mark.parametrize(
     ("path", "value"),
-    [
-        pytest.param(
-            p,
-            v,
-            id=name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=pytest.fail.Exception,  # "DID NOT RAISE"
-                reason="bug (sdk/artifact.py Metadata.from_dict): accepted; the Analyzer then "
-                "fails per frame with an InputError blaming the frame, or (duplicate names) "
-                "returns probs that lose a class",
-            ),
-        )
-        for name, p, v in _OFF_CONTRACT
-    ],
+    [pytest.param(p, v, id=name) for name, p, v in _OFF_CONTRACT],
 )
 def test_off_contract_metadata_is_refused_at_load(path: tuple[str, ...], value: Any) -> None:
     """Values the frame path cannot use (non-finite normalization, sigma <= 0, a model input
-    larger than any kernel accepts, ambiguous class names) are refused as ModelError when the
-    metadata is read, not discovered frame by frame."""
-    with pytest.raises(ModelError):
+    larger than any kernel accepts, ambiguous class names) are refused as ModelError naming the
+    field when the metadata is read, not discovered frame by frame."""
+    with pytest.raises(ModelError, match=path[-1]):
         Metadata.from_dict(_set(path, value))
 
 
@@ -417,12 +387,6 @@ def test_garbage_onnx_is_a_model_error(frame, tmp_path, data: bytes) -> None:
     assert isinstance(_run_or_model_error(p, frame), ModelError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="bug (sdk/artifact.py read_onnx_metadata): a corrupted byte in metadata_props "
-    "makes ONNX Runtime's custom_metadata_map raise UnicodeDecodeError, not wrapped",
-)
 def test_onnx_metadata_with_invalid_utf8_is_a_model_error(onnx_bytes, frame, tmp_path) -> None:
     """One bad byte inside the embedded metadata (the most likely bit-rot spot after the
     weights): ModelError at load."""
@@ -442,12 +406,6 @@ def _edited_default(tmp_path: Path, edit) -> Path:
     return p
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=_ORT_ERRORS,
-    reason="bug (sdk/backends/onnxruntime.py _infer_impl): a graph ONNX Runtime loads but cannot "
-    "run raises onnxruntime's Fail from Analyzer.run instead of an SDKError",
-)
 def test_onnx_that_loads_but_cannot_run_is_an_sdk_error(frame, tmp_path) -> None:
     """A corrupted attribute (a depthwise Conv's group) that ONNX Runtime accepts at load but
     fails on at run time: an SDKError (ModelError), never onnxruntime's own exception."""
@@ -457,16 +415,12 @@ def test_onnx_that_loads_but_cannot_run_is_an_sdk_error(frame, tmp_path) -> None
         next(a for a in conv.attribute if a.name == "group").i = 17
 
     p = _edited_default(tmp_path, edit)
-    with sdk.Analyzer(p, threads=1) as a, pytest.raises(SDKError):
+    with sdk.Analyzer(p, threads=1) as a, pytest.raises(SDKError) as info:
         a.run(frame)
+    assert isinstance(info.value, ModelError) and str(p) in str(info.value)
+    assert isinstance(info.value.__cause__, _ORT_ERRORS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug (sdk/analyzer.py _postprocess): only mask logits are checked for NaN / inf; "
-    "NaN class logits give a Result whose probs are all NaN",
-)
 def test_nan_class_logits_are_a_model_error(frame, tmp_path) -> None:
     """A model whose class logits are NaN (a corrupted weight): ModelError, like NaN mask
     logits -- never a Result with NaN probabilities."""
@@ -484,13 +438,6 @@ def test_nan_class_logits_are_a_model_error(frame, tmp_path) -> None:
     assert isinstance(_run_or_model_error(p, frame), ModelError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,  # "DID NOT RAISE"
-    reason="bug (sdk/backends/onnxruntime.py / Analyzer.load): metadata input.size / channels "
-    "are not checked against the graph's input; every run then raises InputError blaming the "
-    "frame ('input must have shape ...')",
-)
 @pytest.mark.parametrize(
     "field",
     [("size", [64, 64]), ("channels", ["image", "gdm"])],
@@ -511,5 +458,7 @@ def test_metadata_disagreeing_with_the_graph_is_refused_at_load(tmp_path, field)
         onnx.helper.set_model_props(m, props)
 
     p = _edited_default(tmp_path, edit)
-    with pytest.raises(ModelError):
+    with pytest.raises(
+        ModelError, match=r"input\.channels .* input\.size .* has shape \('\?', 1, 128, 128\)"
+    ):
         sdk.Analyzer(p, threads=1).load()
