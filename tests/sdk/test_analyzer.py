@@ -166,7 +166,9 @@ def test_default_model(phantom_frame) -> None:
         r32 = a.run(phantom_frame[0])
     with sdk.Analyzer(sdk.default_model("int8")) as a:
         assert a.metadata.precision == "int8"
-        assert a.metadata.provenance["quantization"]["float_nodes"] == []
+        q = a.metadata.provenance["quantization"]
+        # the accuracy budget kept a few sensitive convolutions float (listed in the artifact)
+        assert q["calibration"]["method"] == "percentile" and len(q["float_nodes"]) < 12
         r8 = a.run(phantom_frame[0])
     assert r32.mask.shape == r8.mask.shape == phantom_frame[0].shape
     inter = np.logical_and(r32.mask > 0, r8.mask > 0).sum()
