@@ -419,6 +419,9 @@ def measure_peak_rss(
             capture_output=True,
             text=True,
             env=env,
+            # not the caller's folder: `python -c` puts the cwd first on sys.path, and a source
+            # checkout there (without the compiled kernels) would shadow the installed package
+            cwd=tempfile.gettempdir(),
             timeout=timeout_s,
             check=False,
         )
