@@ -35,6 +35,20 @@ class Row:
         return self.median_us / self.anchor_median_us
 
 
+def header_lines(title: str, machine: dict[str, Any], command: str) -> list[str]:
+    """The heading every benchmark table starts with: title, machine, versions, date, command."""
+    m = machine
+    return [
+        f"### {title}",
+        "",
+        f"- machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores visible; "
+        f"{m.get('device', 'no GPU')}",
+        f"- versions: {m.get('versions', '')}",
+        f"- date: {m.get('date', '')}; command: `{command}`",
+        "",
+    ]
+
+
 @dataclass
 class Table:
     title: str
@@ -43,15 +57,8 @@ class Table:
     command: str = ""
 
     def markdown(self) -> str:
-        m = self.machine
         lines = [
-            f"### {self.title}",
-            "",
-            f"- machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores visible; "
-            f"{m.get('device', 'no GPU')}",
-            f"- versions: {m.get('versions', '')}",
-            f"- date: {m.get('date', '')}; command: `{self.command}`",
-            "",
+            *header_lines(self.title, self.machine, self.command),
             "| benchmark | candidate | median µs | p90 µs | anchor | anchor median µs | ratio |",
             "|---|---|---:|---:|---|---:|---:|",
         ]

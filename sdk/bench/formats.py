@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from sdk.bench._timing import compare, machine_info
+from sdk.bench._timing import compare, header_lines, machine_info
 from sdk.errors import BackendUnavailableError, InputError, ModelError
 
 __all__ = [
@@ -165,16 +165,7 @@ class Report:
 
     def markdown(self) -> str:
         """The whole report as markdown (figure links once :meth:`write` drew them)."""
-        m = self.machine
-        lines = [
-            f"### {self.title}",
-            "",
-            f"- machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores visible; "
-            f"{m.get('device', 'no GPU')}",
-            f"- versions: {m.get('versions', '')}",
-            f"- date: {m.get('date', '')}; command: `{self.command}`",
-            "",
-        ]
+        lines = header_lines(self.title, self.machine, self.command)
         for s in self.sections:
             lines.append(section_markdown(s))
         for name in self._written_figures:
