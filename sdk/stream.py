@@ -50,6 +50,28 @@ class FrameRecord:
         }
 
 
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put with back-pressure, giving up (False) once ``stop`` is set: never blocked for good."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: queue.Queue[Any], producer: threading.Thread, what: str) -> Any:
+    """The next item, or None after one poll interval; a producer that died without its end
+    marker is a :class:`SourceError` instead of a wait without end."""
+    try:
+        return q.get(timeout=_POLL_S)
+    except queue.Empty:
+        if not producer.is_alive() and q.empty():
+            raise SourceError(f"the {what} thread ended without an end marker") from None
+        return None
+
+
 class _End:
     def __init__(self, error: BaseException | None = None) -> None:
         self.error = error
@@ -162,11 +184,7 @@ def stream(
                     if isinstance(old, _End):  # never drop the end marker
                         q.put(old)
                     continue
-            try:
-                q.put(item, timeout=_POLL_S)
-                return True
-            except queue.Full:
-                continue
+            return _put(q, item, stop)
         return False
 
     def capture() -> None:
@@ -196,62 +214,30 @@ def stream(
     if pipeline:
         q2: queue.Queue[Any] = queue.Queue(maxsize=STAGE_QUEUE)
 
-        def put2(entry: Any) -> bool:
-            while not stop.is_set():
-                try:
-                    q2.put(entry, timeout=_POLL_S)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
         def infer_stage() -> None:
             try:
                 while not stop.is_set():
-                    try:
-                        item = q.get(timeout=_POLL_S)
-                    except queue.Empty:
-                        if not t.is_alive() and q.empty():
-                            put2(
-                                (
-                                    _End(
-                                        SourceError(
-                                            "the capture thread ended without an end marker"
-                                        )
-                                    ),
-                                    None,
-                                )
-                            )
-                            return
+                    item = _get(q, t, "capture")
+                    if item is None:
                         continue
                     staged = None if isinstance(item, _End) else front(item)
-                    if not put2((item, staged)) or isinstance(item, _End):
+                    if not _put(q2, (item, staged), stop) or isinstance(item, _End):
                         return
-            except BaseException as e:  # an unexpected failure ends the stream, not silently
-                put2((_End(e), None))
+            except BaseException as e:  # an unexpected failure (or a dead capture thread)
+                _put(q2, (_End(e), None), stop)  # ends the stream, not silently
 
         t2 = threading.Thread(target=infer_stage, name="sonoedge-infer", daemon=True)
         t2.start()
         threads.append(t2)
 
         def next_entry() -> tuple[Any, Any] | None:
-            try:
-                return q2.get(timeout=_POLL_S)
-            except queue.Empty:
-                if not t2.is_alive() and q2.empty():
-                    raise SourceError("the inference thread ended without an end marker") from None
-                return None
+            return _get(q2, t2, "inference")
 
     else:
 
         def next_entry() -> tuple[Any, Any] | None:
-            try:
-                item = q.get(timeout=_POLL_S)
-            except queue.Empty:
-                if not t.is_alive() and q.empty():
-                    raise SourceError("the capture thread ended without an end marker") from None
-                return None
-            return item, None
+            item = _get(q, t, "capture")
+            return None if item is None else (item, None)
 
     try:
         while True:
