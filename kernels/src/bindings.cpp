@@ -16,6 +16,7 @@
 #include <omp.h>
 #endif
 
+#include "sonoedge/components.h"
 #include "sonoedge/mask_pool.h"
 #include "sonoedge/mask_post.h"
 #include "sonoedge/preprocess.h"
@@ -213,6 +214,35 @@ void mask_post_cpu_py(const py::array& logits, py::array out, std::array<int, 4>
   mask_post_cpu(a, num_threads);
 }
 
+py::tuple components_cpu_py(const py::array& logits, float threshold, double sx, double sy,
+                            double min_area) {
+  require(logits.ndim() == 2, "logits must be (h, w)");
+  const float* lg = f32_ptr(logits, "logits");
+  const py::ssize_t h = logits.shape(0), w = logits.shape(1);
+  require(h >= 1 && w >= 1, "logits must not be empty");
+  py::array_t<float> prob({h, w});
+  py::array_t<int32_t> labels({h, w});
+  float* pp = prob.mutable_data();
+  int32_t* lp = labels.mutable_data();
+  std::vector<ComponentStats> stats;
+  int k;
+  {
+    py::gil_scoped_release nogil;
+    k = components_cpu(lg, static_cast<int>(h), static_cast<int>(w), threshold, sx, sy, min_area,
+                       pp, lp, stats);
+  }
+  py::array_t<int32_t> st({static_cast<py::ssize_t>(k), static_cast<py::ssize_t>(5)});
+  int32_t* sp = st.mutable_data();
+  for (int i = 0; i < k; ++i) {
+    sp[5 * i + 0] = stats[i].x;
+    sp[5 * i + 1] = stats[i].y;
+    sp[5 * i + 2] = stats[i].w;
+    sp[5 * i + 3] = stats[i].h;
+    sp[5 * i + 4] = stats[i].area;
+  }
+  return py::make_tuple(prob, labels, st);
+}
+
 #if defined(SONOEDGE_WITH_CUDA)
 void preprocess_cuda_py(uintptr_t src, int H, int W, int C, int64_t pitch, int color_order,
                         std::array<int, 4> roi, uintptr_t out, int out_h, int out_w,
@@ -336,6 +366,8 @@ PYBIND11_MODULE(_kernels, m) {
   m.def("pool_classify_cpu", &pool_classify_cpu_py, py::arg("features"), py::arg("weights"),
         py::arg("labels"), py::arg("num_labels"), py::arg("eps"), py::arg("w1"), py::arg("b1"),
         py::arg("w2"), py::arg("b2"));
+  m.def("components_cpu", &components_cpu_py, py::arg("logits"), py::arg("threshold"),
+        py::arg("sx"), py::arg("sy"), py::arg("min_area"));
   m.def("mask_post_cpu", &mask_post_cpu_py, py::arg("logits"), py::arg("out"), py::arg("roi"),
         py::arg("threshold"), py::arg("value"), py::arg("num_threads"));
 #if defined(SONOEDGE_WITH_CUDA)

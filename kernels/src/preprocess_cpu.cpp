@@ -71,10 +71,9 @@ GaussTaps build_gauss(float sigma) {
 // Scratch of one thread: row buffers sized on first use and kept.
 struct RowScratch {
   std::vector<float> row, v0, v1, gx, gy;
-  void ensure(int roi_w, int w, int r, int taps_pad = 0) {
-    // row: one resized-source row in stage 1, the magnitude row in stage 2.
-    const int row_len = std::max(roi_w + taps_pad, w);
-    if (static_cast<int>(row.size()) < row_len) row.resize(row_len, 0.f);
+  void ensure(int w, int r) {
+    // row: the magnitude row of stage 2.
+    if (static_cast<int>(row.size()) < w) row.resize(w, 0.f);
     const int padded = w + 2 * r;
     if (static_cast<int>(v0.size()) < padded) {
       v0.resize(padded);
@@ -165,41 +164,93 @@ inline void gradient_row(const float* R, int h, int w, const GaussTaps& g, int y
   }
 }
 
-// Horizontal resampling of one row: dst[d] = scale * sum_k w[d, k] * row[base[d] + k].
-// Scalar with consecutive taps and the tap count fixed at compile time: measured 111 us for
-// 256 rows x 256 outputs x 5 taps on the 2-core Xeon, against 294 us for AVX-512 gathers.
-// `row` is zero-padded by T samples, so padding taps (weight 0) read in bounds.
-template <int T>
-inline void hresample_t(const float* row, const AxisTaps& t, int n, float scale, float* dst) {
-  const float* w = t.w.data();
-  const int* base = t.base.data();
-  for (int d = 0; d < n; ++d) {
-    const float* src = row + base[d];
-    const float* wd = w + static_cast<size_t>(d) * T;
-    float acc = 0.f;
-    for (int k = 0; k < T; ++k) acc += wd[k] * src[k];
-    dst[d] = acc * scale;
+// Horizontal resampling as a banded matrix product, vectorized across 16 outputs.
+// Output tile t covers outputs [16 t, 16 t + 16) and reads source samples [lo[t], lo[t] + len[t]);
+// w[off[t] + 16 j + i] is the weight of sample lo[t] + j for output 16 t + i (0 outside its taps).
+// Per sample: one 16-wide weight load shared by up to kRows rows and one broadcast FMA per row.
+// Most lanes multiply a zero weight (each sample feeds one or two outputs when downscaling), but
+// 16 lanes per instruction still beat one gathered tap per instruction. Measured on the 2-core
+// Xeon (AVX-512) for 600x800 -> 128x128 (area): scalar taps (the previous form, one output at a
+// time, fixed tap count) 158 us for the horizontal pass alone, banded 4-row ... (see
+// benchmarks/results/kernels-*.md for the whole kernel).
+struct BandTaps {
+  int n = 0;                 // outputs
+  std::vector<int> lo, len;  // per tile
+  std::vector<size_t> off;
+  std::vector<float> w;
+};
+
+BandTaps build_band(const AxisTaps& t, int n) {
+  BandTaps b;
+  b.n = n;
+  const int tiles = (n + kV - 1) / kV;
+  b.lo.resize(tiles);
+  b.len.resize(tiles);
+  b.off.resize(tiles);
+  size_t total = 0;
+  for (int ti = 0; ti < tiles; ++ti) {
+    int lo = 1 << 30, hi = -1;
+    for (int i = 0; i < kV && ti * kV + i < n; ++i) {
+      const int d = ti * kV + i;
+      for (int k = 0; k < t.T; ++k) {
+        if (t.w[static_cast<size_t>(d) * t.T + k] == 0.f) continue;
+        lo = std::min(lo, t.idx[static_cast<size_t>(d) * t.T + k]);
+        hi = std::max(hi, t.idx[static_cast<size_t>(d) * t.T + k]);
+      }
+    }
+    if (hi < lo) lo = hi = 0;  // every weight zero: one zero column
+    b.lo[ti] = lo;
+    b.len[ti] = hi - lo + 1;
+    b.off[ti] = total;
+    total += static_cast<size_t>(b.len[ti]) * kV;
+  }
+  b.w.assign(total, 0.f);
+  for (int ti = 0; ti < tiles; ++ti) {
+    for (int i = 0; i < kV && ti * kV + i < n; ++i) {
+      const int d = ti * kV + i;
+      for (int k = 0; k < t.T; ++k) {
+        const float wk = t.w[static_cast<size_t>(d) * t.T + k];
+        if (wk == 0.f) continue;
+        const int j = t.idx[static_cast<size_t>(d) * t.T + k] - b.lo[ti];
+        b.w[b.off[ti] + static_cast<size_t>(j) * kV + i] += wk;
+      }
+    }
+  }
+  return b;
+}
+
+// dst[r][d] = scale * sum_s W[s, d] * rows[r][s] for R rows (R a compile-time count so the
+// accumulators stay in registers).
+template <int R>
+inline void hresample_band(const float* const* rows, const BandTaps& b, float scale,
+                           float* const* dst) {
+  const int tiles = static_cast<int>(b.lo.size());
+  for (int ti = 0; ti < tiles; ++ti) {
+    const float* w = b.w.data() + b.off[ti];
+    const int lo = b.lo[ti], len = b.len[ti];
+    vf16 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = vf16{};
+    for (int j = 0; j < len; ++j) {
+      const vf16 wv = load16(w + static_cast<size_t>(j) * kV);
+      for (int r = 0; r < R; ++r) acc[r] += rows[r][lo + j] * wv;
+    }
+    const int d0 = ti * kV;
+    const int nd = std::min(kV, b.n - d0);
+    for (int r = 0; r < R; ++r) {
+      const vf16 v = acc[r] * scale;
+      if (nd == kV) {
+        store16(dst[r] + d0, v);
+      } else {
+        float tmp[kV];
+        store16(tmp, v);
+        std::memcpy(dst[r] + d0, tmp, sizeof(float) * nd);
+      }
+    }
   }
 }
 
-inline void hresample(const float* row, const AxisTaps& t, int n, float scale, float* dst) {
-  switch (t.T) {
-    case 1: return hresample_t<1>(row, t, n, scale, dst);
-    case 2: return hresample_t<2>(row, t, n, scale, dst);
-    case 3: return hresample_t<3>(row, t, n, scale, dst);
-    case 4: return hresample_t<4>(row, t, n, scale, dst);
-    case 5: return hresample_t<5>(row, t, n, scale, dst);
-    case 6: return hresample_t<6>(row, t, n, scale, dst);
-    default: break;
-  }
-  for (int d = 0; d < n; ++d) {
-    const float* src = row + t.base[d];
-    const float* wd = t.w.data() + static_cast<size_t>(d) * t.T;
-    float acc = 0.f;
-    for (int k = 0; k < t.T; ++k) acc += wd[k] * src[k];
-    dst[d] = acc * scale;
-  }
-}
+// Row groups of the resize stage: kRows output rows share each weight load.
+constexpr int kRows = 4;
 
 inline void store_row(const float* v, float mean, float inv_std, int w, int dtype, void* dst) {
   if (dtype == kFloat32) {
@@ -230,6 +281,7 @@ void preprocess_cpu(const FrameView& f, const Roi& roi, const PreprocessParams& 
   const int h = p.out_h, w = p.out_w;
   const AxisTaps ty = build_taps(h, roi.h, p.interp);
   const AxisTaps tx = build_taps(w, roi.w, p.interp);
+  const BandTaps bx = build_band(tx, w);
   bool need_grad = false;
   for (int c = 0; c < p.num_channels; ++c) need_grad |= p.kinds[c] != kImage;
   const GaussTaps g = need_grad ? build_gauss(p.sigma) : GaussTaps{};
@@ -259,14 +311,11 @@ void preprocess_cpu(const FrameView& f, const Roi& roi, const PreprocessParams& 
 #endif
   {
     RowScratch s;
-    s.ensure(roi.w, w, g.r, tx.T);
-    float* __restrict__ row = s.row.data();
+    s.ensure(w, g.r);
     // ---- stage 1: resize (+ gray) -> R, or straight to the image channels -------------------
-#if defined(SONOEDGE_WITH_OPENMP)
-#pragma omp for schedule(static)
-#endif
-    for (int y = 0; y < h; ++y) {
-      std::fill(row, row + roi.w + tx.T, 0.f);  // the padding too: 0 * NaN would be NaN
+    // Vertical pass of one output row into `row` (roi.w floats).
+    auto vertical = [&](int y, float* __restrict__ row) {
+      std::fill(row, row + roi.w, 0.f);
       for (int k = 0; k < ty.T; ++k) {
         const float wy = ty.w[static_cast<size_t>(y) * ty.T + k];
         if (wy == 0.f) continue;
@@ -299,12 +348,33 @@ void preprocess_cpu(const FrameView& f, const Roi& roi, const PreprocessParams& 
           }
         }
       }
-      float* dst = need_grad ? R + static_cast<size_t>(y) * w : s.gx.data();
-      hresample(row, tx, w, inv255, dst);
+    };
+    std::vector<float> vbuf(static_cast<size_t>(kRows) * roi.w), obuf;
+    if (!need_grad) obuf.resize(static_cast<size_t>(kRows) * w);
+    const int groups = (h + kRows - 1) / kRows;
+#if defined(SONOEDGE_WITH_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (int gi = 0; gi < groups; ++gi) {
+      const int y0 = gi * kRows, nr = std::min(kRows, h - y0);
+      const float* rows[kRows];
+      float* dsts[kRows];
+      for (int r = 0; r < nr; ++r) {
+        float* row = vbuf.data() + static_cast<size_t>(r) * roi.w;
+        vertical(y0 + r, row);
+        rows[r] = row;
+        dsts[r] = need_grad ? R + static_cast<size_t>(y0 + r) * w : obuf.data() + static_cast<size_t>(r) * w;
+      }
+      if (nr == kRows) {
+        hresample_band<kRows>(rows, bx, inv255, dsts);
+      } else {
+        for (int r = 0; r < nr; ++r) hresample_band<1>(rows + r, bx, inv255, dsts + r);
+      }
       if (!need_grad) {
-        for (int c = 0; c < p.num_channels; ++c)
-          store_row(dst, p.mean[c], p.inv_std[c], w, p.out_dtype,
-                    out_bytes + (c * plane_elems + static_cast<size_t>(y) * w) * esize);
+        for (int r = 0; r < nr; ++r)
+          for (int c = 0; c < p.num_channels; ++c)
+            store_row(dsts[r], p.mean[c], p.inv_std[c], w, p.out_dtype,
+                      out_bytes + (c * plane_elems + static_cast<size_t>(y0 + r) * w) * esize);
       }
     }
     // ---- stage 2: gradients + every channel's store ------------------------------------------
@@ -349,7 +419,7 @@ void gradient_magnitude_cpu(const float* img, int h, int w, float sigma, float* 
 #endif
   {
     RowScratch s;
-    s.ensure(1, w, g.r);
+    s.ensure(w, g.r);
 #if defined(SONOEDGE_WITH_OPENMP)
 #pragma omp for schedule(static)
 #endif

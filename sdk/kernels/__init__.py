@@ -34,11 +34,13 @@ from sdk.kernels import _validate as V
 
 __all__ = [
     "CHANNELS",
+    "Components",
     "MLPHead",
     "PoolResult",
     "built_with_cuda",
     "cuda_device_count",
     "gaussian_gradient_magnitude",
+    "lesion_components",
     "mask_guided_pool",
     "pool_classify",
     "postprocess_mask",
@@ -323,6 +325,59 @@ def postprocess_mask(
         )
     _native().mask_post_cpu(lg, out, r, t, val, V.check_int(threads, "threads", 1, 256))
     return out
+
+
+@dataclass(frozen=True)
+class Components:
+    """Output of :func:`lesion_components`, all on the logit grid.
+
+    ``prob`` float32 ``(h, w)`` sigmoid of the logits; ``labels`` int32 ``(h, w)``, 0 background,
+    1..K the kept components; ``stats`` int32 ``(K, 5)``: x, y, w, h, area (cells) of label k in
+    row k - 1.
+    """
+
+    prob: np.ndarray
+    labels: np.ndarray
+    stats: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return int(self.stats.shape[0])
+
+
+def lesion_components(
+    logits: np.ndarray,
+    threshold: float = 0.5,
+    cell_size: tuple[float, float] = (1.0, 1.0),
+    min_area: float = 0.0,
+) -> Components:
+    """Mask logits → sigmoid → ``prob > threshold`` → 8-connected components, small ones dropped.
+
+    Labels are numbered in raster order of each component's first pixel. A component is kept
+    when ``area * cell_size[0] * cell_size[1] >= min_area``: with ``cell_size`` the frame pixels
+    per grid cell (x, y), ``min_area`` is in frame pixels.
+
+    Args:
+        logits: float ``(h, w)`` mask logits (``(1, 1, h, w)`` and ``(1, h, w)`` are accepted).
+        threshold: probability threshold in [0, 1].
+        cell_size: (x, y) size of one grid cell in frame pixels, > 0.
+        min_area: smallest kept component, in frame pixels (``cell_size`` units squared).
+
+    Raises:
+        sdk.errors.InputError: bad arguments, or NaN / inf logits (naming the first).
+    """
+    lg = _squeeze_logits(logits)
+    t = V.check_float(threshold, "threshold")
+    if not 0.0 <= t <= 1.0:
+        raise InputError(f"threshold must be a probability in [0, 1], got {t}")
+    if not isinstance(cell_size, tuple | list) or len(cell_size) != 2:
+        raise InputError(f"cell_size must be (x, y), got {cell_size!r}")
+    sx, sy = (V.check_float(v, f"cell_size[{i}]") for i, v in enumerate(cell_size))
+    if sx <= 0 or sy <= 0:
+        raise InputError(f"cell_size must be > 0, got {(sx, sy)}")
+    m = V.check_float(min_area, "min_area")
+    prob, labels, stats = _native().components_cpu(lg, t, sx, sy, m)
+    return Components(prob, labels, stats)
 
 
 def _squeeze_logits(logits: Any) -> np.ndarray:

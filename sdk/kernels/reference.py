@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 
 from sdk.errors import InputError
-from sdk.kernels import MLPHead, PoolResult, _pool_args, _squeeze_logits
+from sdk.kernels import Components, MLPHead, PoolResult, _pool_args, _squeeze_logits
 from sdk.kernels import _validate as V
 
 __all__ = [
     "gaussian_gradient_magnitude",
     "gaussian_kernels",
+    "lesion_components",
     "mask_guided_pool",
     "pool_classify",
     "postprocess_mask",
@@ -220,3 +221,48 @@ def postprocess_mask_prob(
     )
     mask = np.where(prob > t, V.check_int(value, "value", 1, 255), 0).astype(np.uint8)
     return mask, prob
+
+
+def lesion_components(
+    logits: np.ndarray,
+    threshold: float = 0.5,
+    cell_size: tuple[float, float] = (1.0, 1.0),
+    min_area: float = 0.0,
+) -> Components:
+    """Reference of :func:`sdk.kernels.lesion_components`: a flood fill from each unvisited
+    foreground cell in raster order (so labels come in raster order of first cells)."""
+    lg = _squeeze_logits(logits).astype(np.float64)
+    if not np.isfinite(lg).all():
+        raise InputError("mask logits contain NaN or inf: the model produced invalid output")
+    t = V.check_float(threshold, "threshold")
+    sx, sy = (V.check_float(v, "cell_size") for v in cell_size)
+    prob = 1.0 / (1.0 + np.exp(-lg))
+    fg = prob > t
+    h, w = fg.shape
+    labels = np.zeros((h, w), np.int32)
+    stats: list[list[int]] = []
+    seen = np.zeros((h, w), bool)
+    for y0 in range(h):
+        for x0 in range(w):
+            if not fg[y0, x0] or seen[y0, x0]:
+                continue
+            seen[y0, x0] = True
+            cells, stack = [], [(y0, x0)]
+            while stack:
+                y, x = stack.pop()
+                cells.append((y, x))
+                for dy in (-1, 0, 1):
+                    for dx in (-1, 0, 1):
+                        v, u = y + dy, x + dx
+                        if 0 <= v < h and 0 <= u < w and fg[v, u] and not seen[v, u]:
+                            seen[v, u] = True
+                            stack.append((v, u))
+            ys, xs = np.array(cells).T
+            if len(cells) * sx * sy < float(min_area):
+                continue
+            stats.append(
+                [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1, len(cells)]
+            )
+            labels[ys, xs] = len(stats)
+    st = np.array(stats, np.int32).reshape(-1, 5)
+    return Components(prob.astype(np.float32), labels, st)

@@ -41,6 +41,29 @@ def test_cpp_equals_reference(rng, lshape, fshape, roi) -> None:
         assert not got[outside].any()
 
 
+@pytest.mark.parametrize(
+    "blobs",
+    [
+        [],  # nothing above the threshold: every row is cleared without a blend
+        [(10, 12, 4, 5)],  # one small lesion: only its rows / columns are blended
+        [(0, 0, 3, 3)],  # touching the top-left corner
+        [(29, 28, 3, 4)],  # touching the bottom-right corner
+        [(2, 3, 3, 3), (25, 27, 4, 2)],  # two far apart: the column span covers both
+    ],
+)
+@pytest.mark.parametrize("roi", [None, (40, 30, 700, 520)])
+def test_sparse_masks_equal_reference(rng, blobs, roi) -> None:
+    """The kernel blends only where a probability above the threshold can reach; the rest of the
+    (pre-filled) output must still be cleared and the blended part equal the reference."""
+    logits = (rng.standard_normal((32, 32)) - 6).astype(np.float32)
+    for x, y, w, h in blobs:
+        logits[y : y + h, x : x + w] = 3 + rng.standard_normal((h, w)).astype(np.float32)
+    out = np.full((600, 800), 9, np.uint8)
+    got = K.postprocess_mask(logits, (600, 800), roi=roi, out=out)
+    agree(got, logits, (600, 800), roi)
+    assert got.any() == bool(blobs)
+
+
 def test_matches_opencv_resize_of_probabilities(cv2_exact, rng) -> None:
     logits = (rng.standard_normal((64, 64)) * 3).astype(np.float32)
     prob = cv2_exact.resize(

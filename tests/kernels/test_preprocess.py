@@ -38,6 +38,25 @@ def test_cpp_equals_reference(rng: np.random.Generator, src, dst) -> None:
     np.testing.assert_allclose(a, b, atol=2e-6, rtol=0)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    # The horizontal pass works on tiles of 16 outputs and groups of 4 rows: widths with a
+    # partial last tile, heights with a partial last group, one-tile and many-tile rows.
+    [
+        ((600, 800), (128, 128)),
+        ((600, 800), (129, 131)),
+        ((480, 640), (7, 17)),
+        ((33, 1000), (5, 15)),
+    ],
+)
+def test_banded_resize_tails_match_reference(rng, src, dst, threads) -> None:
+    frame = rng.integers(0, 256, src, dtype=np.uint8)
+    a = K.preprocess(frame, size=dst, channels=("image", "gdm"), threads=threads)
+    b = R.preprocess(frame, size=dst, channels=("image", "gdm"))
+    np.testing.assert_allclose(a, b, atol=2e-6, rtol=0)
+
+
 @pytest.mark.parametrize("interp", ["linear", "area"])
 @pytest.mark.parametrize(
     ("src", "dst"), [((600, 800), (256, 256)), ((7, 13), (3, 5)), ((9, 9), (3, 3))]

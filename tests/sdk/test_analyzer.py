@@ -9,6 +9,7 @@ import pytest
 
 import sdk
 import sdk.kernels as K
+import sdk.kernels.reference as R
 from sdk.analyzer import to_uint8
 from sdk.errors import InputError, ModelError
 
@@ -42,16 +43,12 @@ def test_per_lesion_labels_come_from_the_pooling_kernel(tiny_features_onnx, phan
     out = a._backend.infer(x[None])
     prob = 1 / (1 + np.exp(-out["mask_logits"][0, 0]))
     assert r.lesions[0].area_mm2 == pytest.approx(r.lesions[0].area_px * 0.01)
-    import cv2
-
-    n, labels, stats, _ = cv2.connectedComponentsWithStats((prob > 0.5).astype(np.uint8), 8)
-    scale = (img.shape[1] / 32) * (img.shape[0] / 32)  # 128 / 4 = 32: model-res mask grid
-    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] * scale >= 50]
-    remap = np.zeros(n, np.int32)
-    remap[keep] = np.arange(1, len(keep) + 1)
+    # The flood-fill reference (labels in raster order), not the kernel the Analyzer calls.
+    scale = (img.shape[1] / 32, img.shape[0] / 32)  # 128 / 4 = 32: model-res mask grid
+    comp = R.lesion_components(out["mask_logits"], 0.5, scale, min_area=50)
     head = K.MLPHead(**a.metadata.head)
-    ref = K.pool_classify(out["features"][0], prob, remap[labels], len(keep), head)
-    assert len(r.lesions) == len(keep)
+    ref = K.pool_classify(out["features"][0], prob, comp.labels, comp.count, head)
+    assert len(r.lesions) == comp.count
     for les, p in zip(r.lesions, ref.probs[1:], strict=True):
         np.testing.assert_allclose(list(les.probs.values()), p, atol=1e-6)
     a.close()
