@@ -12,12 +12,12 @@ ONNX Runtime release the GIL.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
 from sdk import kernels as K
@@ -178,7 +178,7 @@ class Analyzer:
         self.pixel_spacing_mm = pixel_spacing_mm
         self._backend: Backend = choose_backend(self.path, backend)(self.path, device, threads)
         self._frame_index = 0
-        self._ema: np.ndarray | None = None
+        self._ema: list[float] | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def load(self) -> Analyzer:
@@ -340,7 +340,7 @@ class Analyzer:
         hm, wm = lg.shape
         sx, sy = roi[2] / wm, roi[3] / hm
         try:
-            prob, labels, stats = nat.components_cpu(
+            prob, labels, stats, borders = nat.components_cpu(
                 lg, self.threshold, sx, sy, float(md.min_lesion_area_px)
             )
         except InputError as e:
@@ -349,26 +349,34 @@ class Analyzer:
         nat.mask_post_cpu(lg, mask, roi, self.threshold, 1, 1)
         k = len(stats)
 
+        # Image-level probabilities as Python floats: for 3 classes, math on lists costs a
+        # fraction of NumPy's per-call overhead.
         cl_name = md.outputs.get("class_logits")
         cl = out.get(cl_name) if cl_name else None
-        if cl is not None and not np.isfinite(cl).all():
-            raise ModelError(f"{self.path}: the model produced NaN / inf class logits")
+        img: list[float] | None = None
+        if cl is not None:
+            z = cl[0].tolist()
+            if not all(map(math.isfinite, z)):
+                raise ModelError(f"{self.path}: the model produced NaN / inf class logits")
+            img = _softmax(z)
         if md.outputs.get("features"):
             h = self._head
             feats = np.ascontiguousarray(out[md.outputs["features"]][0], dtype=np.float32)
             _, _, pooled_probs = nat.pool_classify_cpu(
                 feats, prob, labels, k, 1e-6, h.w1, h.b1, h.w2, h.b2
             )
-            img_probs, lesion_probs, per_lesion = pooled_probs[0], pooled_probs[1:], True
-            if cl is not None:
-                img_probs = _softmax(cl[0])
+            rows = pooled_probs.tolist()
+            lesion_rows, per_lesion = rows[1:], True
+            if img is None:
+                img = rows[0]
         else:
-            img_probs = _softmax(cl[0])
-            lesion_probs, per_lesion = np.broadcast_to(img_probs, (k, len(img_probs))), False
+            assert img is not None  # load() refuses a model with neither output
+            lesion_rows, per_lesion = [img] * k, False
 
-        raw = img_probs.astype(np.float64)
+        raw = img
         if self.smoothing > 0 and self._ema is not None:
-            self._ema = self.smoothing * self._ema + (1 - self.smoothing) * raw
+            s_ = self.smoothing
+            self._ema = [s_ * e + (1 - s_) * r for e, r in zip(self._ema, raw, strict=True)]
         else:
             self._ema = raw
         names = self.class_names
@@ -376,16 +384,12 @@ class Analyzer:
         x0, y0 = roi[0], roi[1]
         for i in range(1, k + 1):
             x, y, w, h_, area_cells = stats[i - 1].tolist()
-            # One component per call, so its external border is its only outer contour.
-            cs, _ = cv2.findContours(
-                (labels == i).view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-            )
-            c = cs[0].reshape(-1, 2) if len(cs) == 1 else max(cs, key=cv2.contourArea)
+            c = borders[i - 1]  # grid cells; frame pixels at the cell centres
             contour = np.empty(c.shape, np.int32)
             contour[:, 0] = np.rint(x0 + (c[:, 0] + 0.5) * sx)
             contour[:, 1] = np.rint(y0 + (c[:, 1] + 0.5) * sy)
             area = area_cells * sx * sy
-            p = lesion_probs[i - 1].tolist()
+            p = lesion_rows[i - 1]
             lesions.append(
                 Lesion(
                     id=i,
@@ -403,7 +407,7 @@ class Analyzer:
                     area_mm2=None if spacing is None else area * spacing[0] * spacing[1],
                 )
             )
-        ema = self._ema.tolist()
+        ema = self._ema
         probs = dict(zip(names, ema, strict=True))
         res = Result(
             mask=mask,
@@ -414,13 +418,14 @@ class Analyzer:
             timestamp=None,
             timings={},
             roi=roi,
-            raw_probs=dict(zip(names, raw.tolist(), strict=True)),
+            raw_probs=dict(zip(names, raw, strict=True)),
         )
         self._frame_index += 1
         return res
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z.astype(np.float64)
-    e = np.exp(z - z.max())
-    return e / e.sum()
+def _softmax(z: list[float]) -> list[float]:
+    m = max(z)
+    e = [math.exp(v - m) for v in z]
+    s = sum(e)
+    return [v / s for v in e]

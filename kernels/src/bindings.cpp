@@ -233,14 +233,27 @@ py::tuple components_cpu_py(const py::array& logits, float threshold, double sx,
   }
   py::array_t<int32_t> st({static_cast<py::ssize_t>(k), static_cast<py::ssize_t>(5)});
   int32_t* sp = st.mutable_data();
-  for (int i = 0; i < k; ++i) {
-    sp[5 * i + 0] = stats[i].x;
-    sp[5 * i + 1] = stats[i].y;
-    sp[5 * i + 2] = stats[i].w;
-    sp[5 * i + 3] = stats[i].h;
-    sp[5 * i + 4] = stats[i].area;
+  std::vector<std::vector<int>> borders(k);
+  {
+    py::gil_scoped_release nogil;
+    for (int i = 0; i < k; ++i) {
+      sp[5 * i + 0] = stats[i].x;
+      sp[5 * i + 1] = stats[i].y;
+      sp[5 * i + 2] = stats[i].w;
+      sp[5 * i + 3] = stats[i].h;
+      sp[5 * i + 4] = stats[i].area;
+      trace_outer_border(lp, static_cast<int>(h), static_cast<int>(w), i + 1, stats[i].first_x,
+                         stats[i].first_y, borders[i]);
+    }
   }
-  return py::make_tuple(prob, labels, st);
+  py::list contours(k);
+  for (int i = 0; i < k; ++i) {
+    const py::ssize_t np_ = static_cast<py::ssize_t>(borders[i].size() / 2);
+    py::array_t<int32_t> c({np_, static_cast<py::ssize_t>(2)});
+    std::copy(borders[i].begin(), borders[i].end(), c.mutable_data());
+    contours[i] = c;
+  }
+  return py::make_tuple(prob, labels, st, contours);
 }
 
 #if defined(SONOEDGE_WITH_CUDA)

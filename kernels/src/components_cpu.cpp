@@ -76,7 +76,7 @@ int components_cpu(const float* logits, int h, int w, float threshold, double sx
   }
   // ---- pass 2: statistics per root ----------------------------------------------------------
   const size_t nl = parent.size();
-  std::vector<ComponentStats> all(nl, ComponentStats{w, h, -1, -1, 0});  // w, h: max x, max y
+  std::vector<ComponentStats> all(nl, ComponentStats{w, h, -1, -1, 0, 0, 0});  // w, h: max x, y
   for (int y = 0; y < h; ++y) {
     int32_t* lab = labels + static_cast<size_t>(y) * w;
     for (int x = 0; x < w; ++x) {
@@ -84,6 +84,10 @@ int components_cpu(const float* logits, int h, int w, float threshold, double sx
       const int32_t r = find_root(parent, lab[x]);
       lab[x] = r;
       ComponentStats& s = all[r];
+      if (s.area == 0) {
+        s.first_x = x;
+        s.first_y = y;
+      }
       s.x = std::min(s.x, x);
       s.y = std::min(s.y, y);
       s.w = std::max(s.w, x);
@@ -105,6 +109,60 @@ int components_cpu(const float* logits, int h, int w, float threshold, double sx
   }
   for (size_t i = 0; i < n; ++i) labels[i] = remap[labels[i]];
   return static_cast<int>(stats.size());
+}
+
+void trace_outer_border(const int32_t* labels, int h, int w, int32_t label, int first_x,
+                        int first_y, std::vector<int>& xy) {
+  // Neighbour directions counter-clockwise on the screen (rows grow downwards): E, NE, N, NW,
+  // W, SW, S, SE.
+  static const int kDx[8] = {1, 1, 0, -1, -1, -1, 0, 1};
+  static const int kDy[8] = {0, -1, -1, -1, 0, 1, 1, 1};
+  auto on = [&](int x, int y) {
+    return x >= 0 && y >= 0 && x < w && y < h && labels[static_cast<size_t>(y) * w + x] == label;
+  };
+  const int x0 = first_x, y0 = first_y;
+  // The first pixel's west neighbour is background (raster order): search clockwise from it
+  // for the previous border pixel.
+  int d1 = -1;
+  for (int k = 0; k < 8; ++k) {
+    const int d = (4 - k + 8) % 8;  // W, NW, N, NE, E, SE, S, SW: clockwise from W
+    if (on(x0 + kDx[d], y0 + kDy[d])) {
+      d1 = d;
+      break;
+    }
+  }
+  if (d1 < 0) {  // a single pixel
+    xy.push_back(x0);
+    xy.push_back(y0);
+    return;
+  }
+  const int x1 = x0 + kDx[d1], y1 = y0 + kDy[d1];
+  // Walk: at (x3, y3) having come from direction `back` (the previous pixel), search
+  // counter-clockwise starting after `back` for the next border pixel.
+  int x3 = x0, y3 = y0, back = d1;
+  int prev_dir = -1;
+  const size_t start = xy.size();
+  for (;;) {
+    int d4 = -1;
+    for (int k = 1; k <= 8; ++k) {
+      const int d = (back + k) % 8;
+      if (on(x3 + kDx[d], y3 + kDy[d])) {
+        d4 = d;
+        break;
+      }
+    }
+    // CHAIN_APPROX_SIMPLE: a pixel is a vertex when the chain turns there (the first always).
+    if (d4 != prev_dir || xy.size() == start) {
+      xy.push_back(x3);
+      xy.push_back(y3);
+    }
+    prev_dir = d4;
+    const int x4 = x3 + kDx[d4], y4 = y3 + kDy[d4];
+    if (x4 == x0 && y4 == y0 && x3 == x1 && y3 == y1) break;
+    back = (d4 + 4) % 8;  // from (x4, y4), the pixel we came from
+    x3 = x4;
+    y3 = y4;
+  }
 }
 
 }  // namespace sonoedge

@@ -169,10 +169,11 @@ inline void gradient_row(const float* R, int h, int w, const GaussTaps& g, int y
 // w[off[t] + 16 j + i] is the weight of sample lo[t] + j for output 16 t + i (0 outside its taps).
 // Per sample: one 16-wide weight load shared by up to kRows rows and one broadcast FMA per row.
 // Most lanes multiply a zero weight (each sample feeds one or two outputs when downscaling), but
-// 16 lanes per instruction still beat one gathered tap per instruction. Measured on the 2-core
-// Xeon (AVX-512) for 600x800 -> 128x128 (area): scalar taps (the previous form, one output at a
-// time, fixed tap count) 158 us for the horizontal pass alone, banded 4-row ... (see
-// benchmarks/results/kernels-*.md for the whole kernel).
+// 16 lanes per instruction still beat one tap per instruction. Measured on the 2-core Xeon
+// (AVX-512), whole kernel 600x800 -> 128x128 (area, one channel), best of 5 processes: 181 us
+// with the previous scalar form (one output at a time, fixed tap count; it had itself beaten
+// AVX-512 gathers 111 vs 294 us), 76 us banded with 4-row groups. Summing all vertical taps in
+// a register (AVX-512 intrinsics) instead of per-tap row updates measured no further gain.
 struct BandTaps {
   int n = 0;                 // outputs
   std::vector<int> lo, len;  // per tile

@@ -333,12 +333,14 @@ class Components:
 
     ``prob`` float32 ``(h, w)`` sigmoid of the logits; ``labels`` int32 ``(h, w)``, 0 background,
     1..K the kept components; ``stats`` int32 ``(K, 5)``: x, y, w, h, area (cells) of label k in
-    row k - 1.
+    row k - 1; ``contours[k - 1]`` int32 ``(N, 2)`` (x, y) cells: the outer border of label k as
+    ``cv2.findContours(labels == k, RETR_EXTERNAL, CHAIN_APPROX_SIMPLE)`` returns it.
     """
 
     prob: np.ndarray
     labels: np.ndarray
     stats: np.ndarray
+    contours: list[np.ndarray]
 
     @property
     def count(self) -> int:
@@ -351,7 +353,8 @@ def lesion_components(
     cell_size: tuple[float, float] = (1.0, 1.0),
     min_area: float = 0.0,
 ) -> Components:
-    """Mask logits → sigmoid → ``prob > threshold`` → 8-connected components, small ones dropped.
+    """Mask logits → sigmoid → ``prob > threshold`` → 8-connected components, small ones dropped,
+    and the outer border of each.
 
     Labels are numbered in raster order of each component's first pixel. A component is kept
     when ``area * cell_size[0] * cell_size[1] >= min_area``: with ``cell_size`` the frame pixels
@@ -376,8 +379,8 @@ def lesion_components(
     if sx <= 0 or sy <= 0:
         raise InputError(f"cell_size must be > 0, got {(sx, sy)}")
     m = V.check_float(min_area, "min_area")
-    prob, labels, stats = _native().components_cpu(lg, t, sx, sy, m)
-    return Components(prob, labels, stats)
+    prob, labels, stats, contours = _native().components_cpu(lg, t, sx, sy, m)
+    return Components(prob, labels, stats, contours)
 
 
 def _squeeze_logits(logits: Any) -> np.ndarray:

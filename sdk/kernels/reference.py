@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import cv2
 import numpy as np
 
 from sdk.errors import InputError
@@ -230,7 +231,8 @@ def lesion_components(
     min_area: float = 0.0,
 ) -> Components:
     """Reference of :func:`sdk.kernels.lesion_components`: a flood fill from each unvisited
-    foreground cell in raster order (so labels come in raster order of first cells)."""
+    foreground cell in raster order (so labels come in raster order of first cells); the
+    borders from OpenCV's findContours."""
     lg = _squeeze_logits(logits).astype(np.float64)
     if not np.isfinite(lg).all():
         raise InputError("mask logits contain NaN or inf: the model produced invalid output")
@@ -265,4 +267,10 @@ def lesion_components(
             )
             labels[ys, xs] = len(stats)
     st = np.array(stats, np.int32).reshape(-1, 5)
-    return Components(prob.astype(np.float32), labels, st)
+    contours = [
+        cv2.findContours(
+            (labels == k).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )[0][0].reshape(-1, 2)
+        for k in range(1, len(stats) + 1)
+    ]
+    return Components(prob.astype(np.float32), labels, st, contours)

@@ -15,6 +15,10 @@ def same(a: K.Components, b: K.Components) -> None:
     np.testing.assert_allclose(a.prob, b.prob, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(a.stats, b.stats)
+    assert len(a.contours) == len(b.contours) == a.count
+    for ca, cb in zip(a.contours, b.contours, strict=True):
+        assert ca.dtype == np.int32 and ca.shape[1] == 2
+        np.testing.assert_array_equal(ca, cb)  # same points, same start, same order
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 17), (17, 1), (7, 13), (32, 32), (64, 48)])
@@ -46,6 +50,17 @@ def test_same_components_as_opencv(rng) -> None:
             ours = np.unique(got.labels[lab == k])
             assert len(ours) == 1 and ours[0] > 0
             np.testing.assert_array_equal(got.stats[ours[0] - 1], stats[k])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_borders_equal_opencv_on_irregular_shapes(seed) -> None:
+    """Spiky, holed, one-pixel-wide and single-pixel components: the traced borders equal
+    findContours point for point."""
+    rng = np.random.default_rng(seed)
+    for _ in range(100):
+        h, w = (int(v) for v in rng.integers(1, 24, 2))
+        logits = (rng.standard_normal((h, w)) * 3 - rng.uniform(-3, 3)).astype(np.float32)
+        same(K.lesion_components(logits), R.lesion_components(logits))
 
 
 def test_diagonal_touch_is_one_component_and_rings_keep_their_islands() -> None:

@@ -15,6 +15,7 @@ namespace sonoedge {
 
 struct ComponentStats {
   int x, y, w, h, area;  // bounding box and pixel count on the grid
+  int first_x, first_y;  // the component's first pixel in raster order
 };
 
 // logits (h, w) contiguous -> prob (h, w) = sigmoid(logits), labels (h, w) int32 (0 background,
@@ -25,5 +26,12 @@ struct ComponentStats {
 int components_cpu(const float* logits, int h, int w, float threshold, double sx, double sy,
                    double min_area, float* prob, int32_t* labels,
                    std::vector<ComponentStats>& stats);
+
+// Outer border of component `label` (whose first raster pixel is (first_x, first_y)) of a
+// label map (h, w), traced as cv::findContours(RETR_EXTERNAL, CHAIN_APPROX_SIMPLE) traces it
+// (Suzuki & Abe's border following, 8-connected; straight runs reduced to their end points),
+// as grid (x, y) pairs appended to `xy`.
+void trace_outer_border(const int32_t* labels, int h, int w, int32_t label, int first_x,
+                        int first_y, std::vector<int>& xy);
 
 }  // namespace sonoedge
