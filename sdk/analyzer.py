@@ -22,7 +22,7 @@ import numpy as np
 
 from sdk import kernels as K
 from sdk.backends import Backend, choose_backend
-from sdk.errors import InputError, ModelError
+from sdk.errors import InputError, ModelError, SDKError
 from sdk.result import Lesion, Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -179,6 +179,7 @@ class Analyzer:
         self._backend: Backend = choose_backend(self.path, backend)(self.path, device, threads)
         self._frame_index = 0
         self._ema: list[float] | None = None
+        self._xb: np.ndarray | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def load(self) -> Analyzer:
@@ -233,16 +234,24 @@ class Analyzer:
     # while frame n is post-processed): _front = checks + preprocess + inference (the only
     # stage that touches the reused input buffer), _back = post-processing + lesions + the
     # temporal state (EMA, frame counter), which must see frames in order.
+    def _check(
+        self, frame: Any, roi: tuple[int, int, int, int] | None
+    ) -> tuple[np.ndarray, tuple[int, int], tuple[int, int, int, int]]:
+        """The frame as uint8, its (H, W) and the checked ROI (the model's fixed ROI when the
+        caller gives none), or :class:`InputError`."""
+        md = self.metadata
+        f8 = to_uint8(frame, self.bit_depth)
+        H, W = f8.shape[:2]
+        if roi is None and md.roi_policy == "fixed" and md.roi_box is not None:
+            roi = md.roi_box
+        return f8, (H, W), K._validate.check_roi(roi, H, W)
+
     def _front(
         self, frame: Any, roi: tuple[int, int, int, int] | None, color: str
     ) -> tuple[dict[str, np.ndarray], tuple[int, int], tuple[int, int, int, int], float, float]:
         md = self.metadata
         t0 = time.perf_counter()
-        f8 = to_uint8(frame, self.bit_depth)
-        H, W = f8.shape[:2]
-        if roi is None and md.roi_policy == "fixed" and md.roi_box is not None:
-            roi = md.roi_box
-        roi_t = K._validate.check_roi(roi, H, W)
+        f8, hw, roi_t = self._check(frame, roi)
         if self._device_pre:
             # The GPU path: the CUDA preprocess kernel writes straight into the engine's input
             # binding inside the backend's CUDA graph, so "preprocess" is part of "infer" here.
@@ -259,7 +268,77 @@ class Analyzer:
         else:
             t1, out = self._host_path(f8, roi_t, color)
         t2 = time.perf_counter()
-        return out, (H, W), roi_t, (t1 - t0) * 1e3, (t2 - t1) * 1e3
+        return out, hw, roi_t, (t1 - t0) * 1e3, (t2 - t1) * 1e3
+
+    def _front_batch(
+        self, frames: list[Any], color: str
+    ) -> list[
+        tuple[dict[str, np.ndarray], tuple[int, int], tuple[int, int, int, int], float, float]
+        | SDKError
+    ]:
+        """:meth:`_front` for several frames with one model call (the frames the backend's
+        ``max_batch`` allows; the device path and batch-1 backends go frame by frame). A frame
+        that fails its checks gets its error in its slot and the others go on; a failing model
+        call gives every checked frame its error. ``infer`` of each frame is its share of the
+        call (call time / frames in it)."""
+        if self._device_pre or self._backend.max_batch == 1 or len(frames) == 1:
+            out_: list[Any] = []
+            for f in frames:
+                try:
+                    out_.append(self._front(f, None, color))
+                except SDKError as e:
+                    out_.append(e)
+            return out_
+        md = self.metadata
+        res: list[Any] = [None] * len(frames)
+        ok: list[tuple[int, tuple[int, int], tuple[int, int, int, int], float]] = []
+        x = self._batch_input(min(len(frames), self._backend.max_batch))
+        for i, f in enumerate(frames):
+            if len(ok) == x.shape[0]:  # more frames than one call takes: the rest one by one
+                try:
+                    res[i] = self._front(f, None, color)
+                except SDKError as e:
+                    res[i] = e
+                continue
+            t0 = time.perf_counter()
+            try:
+                f8, hw, roi_t = self._check(f, None)
+                K.preprocess(
+                    f8,
+                    size=md.input_size,
+                    channels=md.channels,
+                    sigma=md.sigma,
+                    roi=roi_t,
+                    mean=md.mean,
+                    std=md.std,
+                    dtype=x.dtype,
+                    out=x[len(ok)],
+                    color=color,
+                )
+            except SDKError as e:
+                res[i] = e
+                continue
+            ok.append((i, hw, roi_t, (time.perf_counter() - t0) * 1e3))
+        if ok:
+            t1 = time.perf_counter()
+            try:
+                out = self._backend.infer(x[: len(ok)])
+            except SDKError as e:
+                for i, *_ in ok:
+                    res[i] = e
+                return res
+            share = (time.perf_counter() - t1) * 1e3 / len(ok)
+            for j, (i, hw, roi_t, pre_ms) in enumerate(ok):
+                res[i] = ({k: v[j : j + 1] for k, v in out.items()}, hw, roi_t, pre_ms, share)
+        return res
+
+    def _batch_input(self, n: int) -> np.ndarray:
+        """A reused (n, C, h, w) input buffer (grown on demand; ``_x`` serves batch 1)."""
+        if n == 1:
+            return self._x
+        if self._xb is None or self._xb.shape[0] < n:
+            self._xb = np.zeros((n, *self._x.shape[1:]), dtype=self._x.dtype)
+        return self._xb[:n]
 
     def _back(
         self,
@@ -311,16 +390,31 @@ class Analyzer:
         max_frames: int | None = None,
         keep_frames: bool = False,
         pipeline: bool = True,
+        max_batch: int = 4,  # sdk.stream.MAX_BATCH
     ) -> Iterator[Result | FrameRecord]:
         """Analyze a video file, DICOM cine, image folder, camera index, GStreamer string, array
         stack or any iterator of frames; see :func:`sdk.stream.stream` for the guarantees."""
         from sdk.stream import stream
 
-        return stream(self, source, drop, queue_size, color, max_frames, keep_frames, pipeline)
+        return stream(
+            self, source, drop, queue_size, color, max_frames, keep_frames, pipeline, max_batch
+        )
 
-    def run_batch(self, frames: Iterable[np.ndarray]) -> list[Result]:
-        """Analyze frames in order (one model call each; smoothing applies across them)."""
-        return [self.run(f) for f in frames]
+    def run_batch(self, frames: Iterable[np.ndarray], color: str = "bgr") -> list[Result]:
+        """Analyze frames in order, up to the backend's ``max_batch`` per model call (one call
+        per frame on batch-1 backends); smoothing applies across them. Raises the first bad
+        frame's error (the frames before it have updated the temporal state, as with ``run``).
+        """
+        self.load()
+        frames = list(frames)
+        results: list[Result] = []
+        step = self._backend.max_batch
+        for k in range(0, len(frames), step):
+            for staged in self._front_batch(frames[k : k + step], color):
+                if isinstance(staged, SDKError):
+                    raise staged
+                results.append(self._back(staged, None, None))
+        return results
 
     def _postprocess(
         self,

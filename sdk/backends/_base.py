@@ -13,7 +13,10 @@ import numpy as np
 from sdk.artifact import Metadata
 from sdk.errors import InputError, ModelError
 
-__all__ = ["Backend", "IOSpec"]
+__all__ = ["MAX_DYNAMIC_BATCH", "Backend", "IOSpec"]
+
+#: Batch cap for models with a dynamic batch axis (the input buffer is sized for it).
+MAX_DYNAMIC_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,15 @@ class Backend:
 
     def _close_impl(self) -> None:
         pass
+
+    @property
+    def max_batch(self) -> int:
+        """Most frames one :meth:`infer` call takes: the input's static batch size, else
+        ``MAX_DYNAMIC_BATCH``. Backends that run one frame per call override it."""
+        if not self.inputs:
+            return 1
+        b = self.inputs[0].shape[0]
+        return b if isinstance(b, int) and b >= 1 else MAX_DYNAMIC_BATCH
 
     # ---- template ------------------------------------------------------------------------------
     def load(self) -> Backend:

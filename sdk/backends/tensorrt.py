@@ -183,6 +183,11 @@ class TensorRTBackend(Backend):
         self._graphs.clear()
         self._seen.clear()
 
+    @property
+    def max_batch(self) -> int:
+        """One frame per call: the engine's context and CUDA graphs are shaped for batch 1."""
+        return 1
+
     def _infer_impl(self, x: np.ndarray) -> dict[str, np.ndarray]:
         rt = self._rt
         name = self._in_names[0]

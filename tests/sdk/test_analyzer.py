@@ -171,3 +171,27 @@ def test_default_model(phantom_frame) -> None:
     inter = np.logical_and(r32.mask > 0, r8.mask > 0).sum()
     union = np.logical_or(r32.mask > 0, r8.mask > 0).sum()
     assert union == 0 or inter / union > 0.5  # the same lesion (accuracy: sdk/models/REPORT.md)
+
+
+def test_run_batch_equals_run(tiny_features_onnx, phantom_frame) -> None:
+    """run_batch: one model call per max_batch frames, the same results as run() frame by frame
+    (smoothing across them included); a bad frame raises like run()."""
+    img, _ = phantom_frame
+    frames = [img, np.ascontiguousarray(img[::-1]), img[:, ::-1].copy()] * 4  # 12 > max_batch 8
+    a = sdk.Analyzer(tiny_features_onnx, smoothing=0.4).load()
+    assert a._backend.max_batch == 8
+    calls: list[int] = []
+    real = a._backend.infer
+    a._backend.infer = lambda x: calls.append(x.shape[0]) or real(x)
+    got = a.run_batch(frames)
+    assert calls == [8, 4]
+    b = sdk.Analyzer(tiny_features_onnx, smoothing=0.4).load()
+    want = [b.run(f) for f in frames]
+    assert [r.frame_index for r in got] == list(range(12))
+    for g, w in zip(got, want, strict=True):
+        assert g.label == w.label and g.probs == pytest.approx(w.probs, abs=1e-5)
+        assert (g.mask != w.mask).mean() < 1e-3
+        assert [les.label for les in g.lesions] == [les.label for les in w.lesions]
+    assert a.run_batch([]) == []
+    with pytest.raises(InputError, match="NaN"):
+        a.run_batch([img, np.full((4, 4), np.nan)])

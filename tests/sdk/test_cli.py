@@ -93,7 +93,12 @@ def test_bench_e2e(tmp_path, tiny_features_onnx) -> None:
     data = json.loads((tmp_path / "e2e.json").read_text())
     e2e = data["rows"][0]
     assert e2e["anchor"] == "bare ORT session.run" and e2e["ratio"] > 0
-    assert "frames/s" in data["rows"][1]["note"]
+    batched, single = data["rows"][1:]
+    assert "max_batch=4" in batched["name"] and "max_batch=1" in single["name"]
+    for row in (batched, single):  # throughput against 1 / p50 of the same run
+        fps = float(row["note"].split(" frames/s")[0])
+        ratio = float(row["note"].split("= ")[1].split("×")[0])
+        assert ratio == pytest.approx(fps * e2e["median_us"] / 1e6, rel=0.01)
 
 
 def test_console_script_entry_point() -> None:

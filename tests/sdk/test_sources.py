@@ -57,8 +57,9 @@ def _write(path: Path, image: np.ndarray) -> Path:
 
 
 def test_busi_round_trip_through_dataset(tmp_path: Path) -> None:
-    written = synthetic.dataset(tmp_path, n=9, balance=(1, 1, 1), size=(96, 96), seed=5,
-                                lesion_labels=None)
+    written = synthetic.dataset(
+        tmp_path, n=9, balance=(1, 1, 1), size=(96, 96), seed=5, lesion_labels=None
+    )
     assert len(written) == 9 and all(p.is_file() for p in written)
     assert (tmp_path / "benign" / "benign (1).png").is_file()
     assert (tmp_path / "benign" / "benign (1)_mask.png").is_file()
@@ -81,8 +82,9 @@ def test_busi_round_trip_through_dataset(tmp_path: Path) -> None:
 
 
 def test_busi_several_lesions_get_several_mask_files(tmp_path: Path) -> None:
-    synthetic.dataset(tmp_path, n=1, balance=(1, 0, 0), size=(128, 128), seed=1, n_lesions=2,
-                      lesion_size_mm=6.0)
+    synthetic.dataset(
+        tmp_path, n=1, balance=(1, 0, 0), size=(128, 128), seed=1, n_lesions=2, lesion_size_mm=6.0
+    )
     files = sorted(p.name for p in (tmp_path / "benign").iterdir())
     assert files == ["benign (1).png", "benign (1)_mask.png", "benign (1)_mask_1.png"]
     m0 = cv2.imread(str(tmp_path / "benign" / "benign (1)_mask.png"), 0) > 0
@@ -109,8 +111,11 @@ def test_busi_mask_merge_by_union_and_natural_order(tmp_path: Path) -> None:
     for n in (10, 2, 1):
         _busi_image(tmp_path, "malignant", n, [a, b])
     samples = list(BusiReader(tmp_path))
-    assert [s.path.name for s in samples] == ["malignant (1).png", "malignant (2).png",
-                                              "malignant (10).png"]
+    assert [s.path.name for s in samples] == [
+        "malignant (1).png",
+        "malignant (2).png",
+        "malignant (10).png",
+    ]
     expected = ((a > 0) | (b > 0)).astype(np.uint8)
     assert all(np.array_equal(s.mask, expected) for s in samples)
     assert samples[0].image.shape == (40, 50)  # colour PNG read as grey
@@ -188,8 +193,10 @@ def test_csv_folder_reader(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="sdk.sources"):
         reader = CsvFolderReader(tmp_path)
         samples = list(reader)
-    assert [(s.path.name, s.label) for s in samples] == [("a.png", "malignant"),
-                                                         ("b.png", "normal")]
+    assert [(s.path.name, s.label) for s in samples] == [
+        ("a.png", "malignant"),
+        ("b.png", "normal"),
+    ]
     assert np.array_equal(samples[0].image, img)
     assert np.array_equal(samples[0].mask, ((m1 > 0) | (m2 > 0)).astype(np.uint8))
     assert not samples[1].mask.any()
@@ -358,8 +365,9 @@ def test_video_round_trip(tmp_path: Path) -> None:
     out = list(src)
     assert len(out) == 10 and out[0].image.shape == (96, 128) and out[0].image.dtype == np.uint8
     assert [f.timestamp for f in out[:3]] == pytest.approx([0.0, 0.1, 0.2])
-    err = [np.abs(a.image.astype(int) - b.astype(int)).mean() for a, b in zip(out, frames,
-                                                                               strict=True)]
+    err = [
+        np.abs(a.image.astype(int) - b.astype(int)).mean() for a, b in zip(out, frames, strict=True)
+    ]
     assert max(err) < 12  # lossy codec, same content
     assert np.abs(out[0].image.astype(int) - frames[5].astype(int)).mean() > max(err)
     rgb = list(VideoSource(path, color="rgb", max_frames=3))

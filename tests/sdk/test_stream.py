@@ -112,3 +112,59 @@ def test_pipelined_stream_equals_the_sequential_one(cine) -> None:
             assert p.probs == pytest.approx(s.probs, abs=1e-9)
             assert p.probs == pytest.approx(d.probs, abs=1e-9)
             assert set(p.timings) == {"preprocess", "infer", "postprocess", "total"}
+
+
+def _spy_batches(a: sdk.Analyzer) -> list[int]:
+    """Record the batch size of every model call the analyzer's backend makes."""
+    sizes: list[int] = []
+    real = a._backend.infer
+
+    def infer(x):
+        sizes.append(int(x.shape[0]))
+        return real(x)
+
+    a._backend.infer = infer
+    return sizes
+
+
+def test_backlogged_stream_batches_model_calls(tiny_features_onnx, cine) -> None:
+    """Frames already waiting go through one model call (up to max_batch); the records equal
+    the unbatched stream's, a bad frame inside a batch gets its own error record."""
+    frames = [cine[i % len(cine)] for i in range(20)]
+    frames[6] = np.full((10, 10), np.inf)
+    runs, calls = [], []
+    for max_batch in (4, 1):
+        a = sdk.Analyzer(tiny_features_onnx, smoothing=0.5).load()
+        sizes = _spy_batches(a)
+        # A list source fills the capture queue at once: a backlog from the first call.
+        runs.append(list(a.stream(frames, max_batch=max_batch, queue_size=8)))
+        calls.append(sizes)
+    batched, single = runs
+    assert max(calls[0]) > 1 and max(calls[0]) <= 4 and sum(calls[0]) == 19
+    assert calls[1] == [1] * 19
+    assert [r.frame_index for r in batched] == list(range(20))
+    assert isinstance(batched[6], FrameRecord) and batched[6].status == "error"
+    for b, s in zip(batched, single, strict=True):
+        assert type(b) is type(s)
+        if isinstance(b, Result):
+            assert b.probs == pytest.approx(s.probs, abs=1e-5)
+            assert [les.bbox for les in b.lesions] == [les.bbox for les in s.lesions]
+            assert (b.mask != s.mask).mean() < 1e-3
+            assert b.timings["infer"] > 0
+
+
+def test_drop_latest_never_batches(tiny_onnx, cine) -> None:
+    a = sdk.Analyzer(tiny_onnx).load()
+    sizes = _spy_batches(a)
+    recs = list(a.stream(cine * 2, drop="latest", queue_size=4, max_batch=4))
+    assert [r.frame_index for r in recs] == list(range(len(cine) * 2))
+    assert sizes and set(sizes) == {1}
+
+
+def test_max_batch_argument(tiny_onnx) -> None:
+    from sdk.errors import InputError
+
+    a = sdk.Analyzer(tiny_onnx)
+    for bad in (0, -1, 2.0, True, "4"):
+        with pytest.raises(InputError, match="max_batch"):
+            next(a.stream([np.zeros((8, 8), np.uint8)], max_batch=bad))

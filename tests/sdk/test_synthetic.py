@@ -64,7 +64,12 @@ def test_displayed_speckle_decompresses_to_rayleigh() -> None:
 def test_contrast_knob_is_honoured_in_homogeneous_tissue() -> None:
     for target in (-6.0, -12.0, -18.0):
         image, mask, _ = synthetic.phantom(
-            "benign", (256, 256), seed=2, tissue="homogeneous", contrast_db=target, cyst=False,
+            "benign",
+            (256, 256),
+            seed=2,
+            tissue="homogeneous",
+            contrast_db=target,
+            cyst=False,
             lesion_size_mm=14.0,
         )
         measured = synthetic.lesion_contrast_db(image, mask)
@@ -75,8 +80,9 @@ def test_contrast_ranges_per_class() -> None:
     by_kind: dict[str, list[float]] = {}
     for seed in range(14):
         for label in ("benign", "malignant"):
-            image, mask, info = synthetic.phantom(label, SIZE, seed=seed, cyst=(seed % 3 == 0)
-                                                  if label == "benign" else None)
+            image, mask, info = synthetic.phantom(
+                label, SIZE, seed=seed, cyst=(seed % 3 == 0) if label == "benign" else None
+            )
             for les in info["lesions"]:
                 c = synthetic.lesion_contrast_db(image, mask, les["id"])
                 lo, hi = synthetic.CONTRAST_RANGES_DB[les["kind"]]
@@ -92,20 +98,31 @@ def test_posterior_enhancement_and_shadowing() -> None:
     """Below a cyst the echoes are brighter than beside it; below a malignant lesion darker."""
 
     def posterior_db(label: str, seed: int, **kw: object) -> float:
-        image, _mask, info = synthetic.phantom(label, (256, 256), seed=seed,
-                                              tissue="homogeneous", **kw)
+        image, _mask, info = synthetic.phantom(
+            label, (256, 256), seed=seed, tissue="homogeneous", **kw
+        )
         x0, _y0, x1, y1 = info["lesions"][0]["bbox"]
         w = x1 - x0
         cx = (x0 + x1) // 2
         rows = slice(y1 + 4, min(y1 + 40, 250))
         below = image[rows, cx - w // 6 : cx + w // 6].astype(float).mean()
-        side = np.concatenate([image[rows, max(x0 - 30, 0) : max(x0 - 10, 1)].ravel(),
-                               image[rows, x1 + 10 : x1 + 30].ravel()]).astype(float).mean()
+        side = (
+            np.concatenate(
+                [
+                    image[rows, max(x0 - 30, 0) : max(x0 - 10, 1)].ravel(),
+                    image[rows, x1 + 10 : x1 + 30].ravel(),
+                ]
+            )
+            .astype(float)
+            .mean()
+        )
         return (below - side) * 60.0 / 255.0
 
     assert posterior_db("benign", 1, cyst=True, lesion_depth_mm=12.0, lesion_size_mm=10.0) > 4
-    assert posterior_db("malignant", 1, posterior_db=-15.0, lesion_depth_mm=12.0,
-                        lesion_size_mm=12.0) < -8
+    assert (
+        posterior_db("malignant", 1, posterior_db=-15.0, lesion_depth_mm=12.0, lesion_size_mm=12.0)
+        < -8
+    )
 
 
 # --- ground truth -----------------------------------------------------------------------------
@@ -151,8 +168,15 @@ def test_curvilinear_is_black_outside_the_fan_and_mask_inside_it() -> None:
 def test_mask_is_exact_lesion_region() -> None:
     """With no tissue texture the lesion is the only dark region: its mask matches the dark
     blob of a low-noise anechoic cyst closely (PSF blur only on the margin)."""
-    image, mask, _ = synthetic.phantom("benign", (256, 256), seed=8, tissue="homogeneous",
-                                       cyst=True, noise_db=-200.0, lesion_size_mm=16.0)
+    image, mask, _ = synthetic.phantom(
+        "benign",
+        (256, 256),
+        seed=8,
+        tissue="homogeneous",
+        cyst=True,
+        noise_db=-200.0,
+        lesion_size_mm=16.0,
+    )
     dark = cv2.medianBlur(image, 5) < 40
     lesion = mask > 0
     inter = (dark & lesion).sum()
@@ -188,13 +212,15 @@ def test_malignant_margin_is_irregular_benign_smooth() -> None:
 
 
 def test_calcifications_are_bright_spots_inside_malignant_lesions() -> None:
-    image, mask, info = synthetic.phantom("malignant", (256, 256), seed=3, calcifications=6,
-                                          tissue="homogeneous")
+    image, mask, info = synthetic.phantom(
+        "malignant", (256, 256), seed=3, calcifications=6, tissue="homogeneous"
+    )
     assert info["lesions"][0]["calcifications"] == 6
     inside = image[mask > 0]
     assert inside.max() > np.percentile(image[mask == 0], 99)
-    image0, mask0, _ = synthetic.phantom("malignant", (256, 256), seed=3, calcifications=0,
-                                         tissue="homogeneous")
+    image0, mask0, _ = synthetic.phantom(
+        "malignant", (256, 256), seed=3, calcifications=0, tissue="homogeneous"
+    )
     assert image[mask > 0].max() > image0[mask0 > 0].max() + 20
 
 
@@ -205,8 +231,9 @@ def test_several_lesions_and_mixed_labels() -> None:
     assert sorted(int(v) for v in np.unique(mask) if v) == [1, 2]
     assert [d["label"] for d in info["lesions"]] == ["benign", "malignant"]
     assert info["label"] == "malignant"  # the worst lesion decides the frame label
-    _, mask3, info3 = synthetic.phantom("benign", (256, 256), seed=2, n_lesions=3,
-                                        lesion_size_mm=7.0)
+    _, mask3, info3 = synthetic.phantom(
+        "benign", (256, 256), seed=2, n_lesions=3, lesion_size_mm=7.0
+    )
     assert info3["n_lesions"] == 3 and mask3.max() == 3
 
 
@@ -305,9 +332,19 @@ def test_cine_speckle_decorrelation() -> None:
     """Frozen probe: frame-to-frame correlation of the envelope follows speckle_correlation."""
 
     def corr(rho: float) -> float:
-        frames = list(synthetic.cine(3, "normal", (128, 128), seed=1, sweep_mm=0.0,
-                                     tilt_deg=0.0, speckle_correlation=rho,
-                                     tissue="homogeneous", noise_db=-200.0))
+        frames = list(
+            synthetic.cine(
+                3,
+                "normal",
+                (128, 128),
+                seed=1,
+                sweep_mm=0.0,
+                tilt_deg=0.0,
+                speckle_correlation=rho,
+                tissue="homogeneous",
+                noise_db=-200.0,
+            )
+        )
         return _tissue_corr(frames[1][0][20:100], frames[2][0][20:100])
 
     c_hi, c_mid, c_lo = corr(0.98), corr(0.7), corr(0.0)
@@ -317,8 +354,11 @@ def test_cine_speckle_decorrelation() -> None:
 
 
 def test_cine_elevational_drift_shrinks_the_lesion() -> None:
-    frames = list(synthetic.cine(9, "benign", (160, 160), seed=2, sweep_mm=0.0, tilt_deg=0.0,
-                                 elevation_mm=25.0))
+    frames = list(
+        synthetic.cine(
+            9, "benign", (160, 160), seed=2, sweep_mm=0.0, tilt_deg=0.0, elevation_mm=25.0
+        )
+    )
     areas = [int(m.sum()) for _, m, _ in frames]
     assert areas[0] == 0 and areas[-1] == 0  # the plane starts and ends off the lesion
     assert max(areas) == areas[4] > 0
@@ -355,8 +395,9 @@ def test_cli_writes_contact_sheet_and_cine(tmp_path, capsys) -> None:
     parser = argparse.ArgumentParser(prog="sonoedge")
     sub = parser.add_subparsers(dest="command")
     cli.add_parser(sub)
-    args = parser.parse_args(["phantom", "--out", str(tmp_path), "--size", "96", "--frames", "6",
-                              "--per-class", "1"])
+    args = parser.parse_args(
+        ["phantom", "--out", str(tmp_path), "--size", "96", "--frames", "6", "--per-class", "1"]
+    )
     assert cli.run(args) == 0
     sheet = cv2.imread(str(tmp_path / "phantoms.png"))
     assert sheet.shape == (2 * 96, 3 * 96, 3)
