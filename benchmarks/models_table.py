@@ -43,9 +43,20 @@ def main() -> None:
     trained: dict[str, dict] = {}
     for name in TRAINED:
         t0 = time.perf_counter()
-        best = train(name, "synthetic", args.runs / name, epochs=args.epochs, batch_size=8,
-                     lr=2e-3, seed=0, size=(args.size, args.size), n_train=args.n_train,
-                     n_val=args.n_val, threads=1, progress=False)
+        best = train(
+            name,
+            "synthetic",
+            args.runs / name,
+            epochs=args.epochs,
+            batch_size=8,
+            lr=2e-3,
+            seed=0,
+            size=(args.size, args.size),
+            n_train=args.n_train,
+            n_val=args.n_val,
+            threads=1,
+            progress=False,
+        )
         metrics = json.loads((best.parent / "metrics.json").read_text())
         ep = metrics["epochs"][metrics["best_epoch"]]  # the epoch best.json was saved from
         trained[name] = {"val": ep["val"], "seconds": time.perf_counter() - t0}
@@ -80,8 +91,10 @@ def main() -> None:
             cols = f"{v['dice']:.3f} | {v['accuracy']:.3f} | {auc:.3f} | {t['seconds']:.0f}"
         else:
             cols = "not trained here (cost) | – | – | –"
-        lines.append(f"| {name} | {shape} | {m['params'] / 1e6:.2f} M | {m['gmacs']:.2f} | "
-                     f"{lat.get('median_ms', float('nan')):.1f} | {cols} |")
+        lines.append(
+            f"| {name} | {shape} | {m['params'] / 1e6:.2f} M | {m['gmacs']:.2f} | "
+            f"{lat.get('median_ms', float('nan')):.1f} | {cols} |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
