@@ -434,8 +434,9 @@ class Analyzer:
         hm, wm = lg.shape
         sx, sy = roi[2] / wm, roi[3] / hm
         try:
+            # Borders come back in frame pixels (grid cell centres mapped through the ROI).
             prob, labels, stats, borders = nat.components_cpu(
-                lg, self.threshold, sx, sy, float(md.min_lesion_area_px)
+                lg, self.threshold, sx, sy, float(md.min_lesion_area_px), True, roi[0], roi[1]
             )
         except InputError as e:
             raise ModelError(f"{self.path}: the model produced NaN / inf mask logits") from e
@@ -478,10 +479,6 @@ class Analyzer:
         x0, y0 = roi[0], roi[1]
         for i in range(1, k + 1):
             x, y, w, h_, area_cells = stats[i - 1].tolist()
-            c = borders[i - 1]  # grid cells; frame pixels at the cell centres
-            contour = np.empty(c.shape, np.int32)
-            contour[:, 0] = np.rint(x0 + (c[:, 0] + 0.5) * sx)
-            contour[:, 1] = np.rint(y0 + (c[:, 1] + 0.5) * sy)
             area = area_cells * sx * sy
             p = lesion_rows[i - 1]
             lesions.append(
@@ -494,7 +491,7 @@ class Analyzer:
                         max(1, round(h_ * sy)),
                     ),
                     area_px=area,
-                    contour=contour,
+                    contour=borders[i - 1],
                     label=names[p.index(max(p))],
                     probs=dict(zip(names, p, strict=True)),
                     per_lesion=per_lesion,

@@ -9,6 +9,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -215,7 +216,7 @@ void mask_post_cpu_py(const py::array& logits, py::array out, std::array<int, 4>
 }
 
 py::tuple components_cpu_py(const py::array& logits, float threshold, double sx, double sy,
-                            double min_area) {
+                            double min_area, bool to_frame, double x0, double y0) {
   require(logits.ndim() == 2, "logits must be (h, w)");
   const float* lg = f32_ptr(logits, "logits");
   const py::ssize_t h = logits.shape(0), w = logits.shape(1);
@@ -250,7 +251,15 @@ py::tuple components_cpu_py(const py::array& logits, float threshold, double sx,
   for (int i = 0; i < k; ++i) {
     const py::ssize_t np_ = static_cast<py::ssize_t>(borders[i].size() / 2);
     py::array_t<int32_t> c({np_, static_cast<py::ssize_t>(2)});
-    std::copy(borders[i].begin(), borders[i].end(), c.mutable_data());
+    int32_t* cp = c.mutable_data();
+    if (to_frame) {  // cell centres in frame pixels, rounded half to even as numpy.rint
+      for (py::ssize_t j = 0; j < np_; ++j) {
+        cp[2 * j] = static_cast<int32_t>(std::nearbyint(x0 + (borders[i][2 * j] + 0.5) * sx));
+        cp[2 * j + 1] = static_cast<int32_t>(std::nearbyint(y0 + (borders[i][2 * j + 1] + 0.5) * sy));
+      }
+    } else {
+      std::copy(borders[i].begin(), borders[i].end(), cp);
+    }
     contours[i] = c;
   }
   return py::make_tuple(prob, labels, st, contours);
@@ -380,7 +389,8 @@ PYBIND11_MODULE(_kernels, m) {
         py::arg("labels"), py::arg("num_labels"), py::arg("eps"), py::arg("w1"), py::arg("b1"),
         py::arg("w2"), py::arg("b2"));
   m.def("components_cpu", &components_cpu_py, py::arg("logits"), py::arg("threshold"),
-        py::arg("sx"), py::arg("sy"), py::arg("min_area"));
+        py::arg("sx"), py::arg("sy"), py::arg("min_area"), py::arg("to_frame") = false,
+        py::arg("x0") = 0.0, py::arg("y0") = 0.0);
   m.def("mask_post_cpu", &mask_post_cpu_py, py::arg("logits"), py::arg("out"), py::arg("roi"),
         py::arg("threshold"), py::arg("value"), py::arg("num_threads"));
 #if defined(SONOEDGE_WITH_CUDA)

@@ -15,7 +15,7 @@
 #if defined(SONOEDGE_WITH_OPENMP)
 #include <omp.h>
 #endif
-#if defined(__F16C__)
+#if defined(__F16C__) || defined(__AVX512BW__)
 #include <immintrin.h>
 #endif
 
@@ -250,6 +250,104 @@ inline void hresample_band(const float* const* rows, const BandTaps& b, float sc
   }
 }
 
+#if defined(__AVX512BW__)
+// Vertical pass of one output row for gray frames with contiguous pixels (the scanner case).
+// Consecutive source rows with the same weight (the fully covered rows of an area downscale)
+// are summed as uint16 first -- 32 pixels per instruction, one conversion per run instead of
+// per row -- and all runs of a 32-pixel strip accumulate in registers, so the row is written
+// once. Measured on the 2-core Xeon (best of 3 processes), whole kernel: 600x800 -> 128x128
+// area 65 -> 55 us, 1080x1920 -> 128x128 221 -> 177 us against per-row float taps. (The same
+// idea with per-tap float taps in registers measured no gain: the integer runs are the win.)
+inline void vertical_gray_avx512(const FrameView& f, const Roi& roi, const AxisTaps& ty, int y,
+                                 float* __restrict__ row) {
+  constexpr int kMaxRuns = 64;
+  constexpr int kMaxRun = 256;  // 256 * 255 fits uint16
+  const uint8_t* first[kMaxRuns];
+  int count[kMaxRuns];
+  float wt[kMaxRuns];
+  int nr = 0, prev_idx = -2;
+  const uint8_t* base = f.data + static_cast<int64_t>(roi.x);
+  auto flush = [&](bool accumulate) {
+    int x = 0;
+    for (; x + 32 <= roi.w; x += 32) {
+      __m512 a0 = accumulate ? _mm512_loadu_ps(row + x) : _mm512_setzero_ps();
+      __m512 a1 = accumulate ? _mm512_loadu_ps(row + x + 16) : _mm512_setzero_ps();
+      for (int r = 0; r < nr; ++r) {
+        const uint8_t* p = first[r] + x;
+        __m512i sum = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        for (int j = 1; j < count[r]; ++j) {
+          p += f.row_stride;
+          sum = _mm512_add_epi16(
+              sum, _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+        }
+        const __m512 wv = _mm512_set1_ps(wt[r]);
+        const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(sum)));
+        const __m512 hi =
+            _mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(sum, 1)));
+        a0 = _mm512_fmadd_ps(wv, lo, a0);
+        a1 = _mm512_fmadd_ps(wv, hi, a1);
+      }
+      _mm512_storeu_ps(row + x, a0);
+      _mm512_storeu_ps(row + x + 16, a1);
+    }
+    for (; x < roi.w; ++x) {
+      float acc = accumulate ? row[x] : 0.f;
+      for (int r = 0; r < nr; ++r) {
+        const uint8_t* p = first[r] + x;
+        int sum = 0;
+        for (int j = 0; j < count[r]; ++j, p += f.row_stride) sum += *p;
+        acc += wt[r] * static_cast<float>(sum);
+      }
+      row[x] = acc;
+    }
+  };
+  bool accumulate = false;
+  for (int k = 0; k < ty.T; ++k) {
+    const float wy = ty.w[static_cast<size_t>(y) * ty.T + k];
+    if (wy == 0.f) continue;
+    const int idx = ty.idx[static_cast<size_t>(y) * ty.T + k];
+    if (nr > 0 && wt[nr - 1] == wy && idx == prev_idx + 1 && count[nr - 1] < kMaxRun) {
+      ++count[nr - 1];
+    } else {
+      if (nr == kMaxRuns) {
+        flush(accumulate);
+        accumulate = true;
+        nr = 0;
+      }
+      first[nr] = base + static_cast<int64_t>(roi.y + idx) * f.row_stride;
+      count[nr] = 1;
+      wt[nr] = wy;
+      ++nr;
+    }
+    prev_idx = idx;
+  }
+  if (nr > 0 || !accumulate) flush(accumulate);
+}
+#endif
+
+// The taps of the last geometry this thread resized (a stream repeats one frame size): built
+// once instead of per call (measured ~7 % of a 600x800 -> 128x128 call).
+struct FrameTaps {
+  int h = -1, w = -1, roi_h = -1, roi_w = -1, interp = -1;
+  AxisTaps ty;
+  BandTaps bx;
+};
+
+const FrameTaps& frame_taps(int h, int w, int roi_h, int roi_w, int interp) {
+  thread_local FrameTaps c;
+  if (c.h != h || c.w != w || c.roi_h != roi_h || c.roi_w != roi_w || c.interp != interp) {
+    c.h = -1;  // invalid until rebuilt (an exception below leaves no half-built cache)
+    c.ty = build_taps(h, roi_h, interp);
+    c.bx = build_band(build_taps(w, roi_w, interp), w);
+    c.h = h;
+    c.w = w;
+    c.roi_h = roi_h;
+    c.roi_w = roi_w;
+    c.interp = interp;
+  }
+  return c;
+}
+
 // Row groups of the resize stage: kRows output rows share each weight load.
 constexpr int kRows = 4;
 
@@ -280,9 +378,9 @@ thread_local std::vector<float> t_plane;
 void preprocess_cpu(const FrameView& f, const Roi& roi, const PreprocessParams& p, void* out,
                     int num_threads) {
   const int h = p.out_h, w = p.out_w;
-  const AxisTaps ty = build_taps(h, roi.h, p.interp);
-  const AxisTaps tx = build_taps(w, roi.w, p.interp);
-  const BandTaps bx = build_band(tx, w);
+  const FrameTaps& taps = frame_taps(h, w, roi.h, roi.w, p.interp);
+  const AxisTaps& ty = taps.ty;
+  const BandTaps& bx = taps.bx;
   bool need_grad = false;
   for (int c = 0; c < p.num_channels; ++c) need_grad |= p.kinds[c] != kImage;
   const GaussTaps g = need_grad ? build_gauss(p.sigma) : GaussTaps{};
@@ -316,6 +414,12 @@ void preprocess_cpu(const FrameView& f, const Roi& roi, const PreprocessParams& 
     // ---- stage 1: resize (+ gray) -> R, or straight to the image channels -------------------
     // Vertical pass of one output row into `row` (roi.w floats).
     auto vertical = [&](int y, float* __restrict__ row) {
+#if defined(__AVX512BW__)
+      if (f.channels < 3 && f.col_stride == 1) {
+        vertical_gray_avx512(f, roi, ty, y, row);
+        return;
+      }
+#endif
       std::fill(row, row + roi.w, 0.f);
       for (int k = 0; k < ty.T; ++k) {
         const float wy = ty.w[static_cast<size_t>(y) * ty.T + k];
@@ -350,8 +454,9 @@ void preprocess_cpu(const FrameView& f, const Roi& roi, const PreprocessParams& 
         }
       }
     };
-    std::vector<float> vbuf(static_cast<size_t>(kRows) * roi.w), obuf;
-    if (!need_grad) obuf.resize(static_cast<size_t>(kRows) * w);
+    thread_local std::vector<float> vbuf, obuf;  // kept between calls, per thread
+    if (vbuf.size() < static_cast<size_t>(kRows) * roi.w) vbuf.resize(static_cast<size_t>(kRows) * roi.w);
+    if (!need_grad && obuf.size() < static_cast<size_t>(kRows) * w) obuf.resize(static_cast<size_t>(kRows) * w);
     const int groups = (h + kRows - 1) / kRows;
 #if defined(SONOEDGE_WITH_OPENMP)
 #pragma omp for schedule(static)

@@ -108,3 +108,16 @@ def test_bad_input(kwargs, match) -> None:
     args = {"logits": np.zeros((4, 4), np.float32)} | kwargs
     with pytest.raises(InputError, match=match):
         K.lesion_components(**args)
+
+
+def test_borders_in_frame_pixels(rng) -> None:
+    """The Analyzer's call: borders mapped to frame pixels at the cell centres through the ROI,
+    rounded as numpy.rint rounds."""
+    logits = (rng.standard_normal((32, 32)) * 3 - 1).astype(np.float32)
+    grid = K.lesion_components(logits, 0.5, (25.0, 18.75))
+    x0, y0, sx, sy = 40, 30, 25.0, 18.75
+    *_, frame = K._native().components_cpu(logits, 0.5, sx, sy, 0.0, True, x0, y0)
+    assert len(frame) == grid.count > 0
+    for g, f in zip(grid.contours, frame, strict=True):
+        want = np.stack([np.rint(x0 + (g[:, 0] + 0.5) * sx), np.rint(y0 + (g[:, 1] + 0.5) * sy)], 1)
+        np.testing.assert_array_equal(f, want.astype(np.int32))

@@ -152,7 +152,9 @@ def test_non_contiguous_frames(rng) -> None:
     for v in views:
         a = K.preprocess(v, size=(40, 50))
         b = K.preprocess(np.ascontiguousarray(v), size=(40, 50))
-        np.testing.assert_array_equal(a, b)
+        # Contiguous gray rows take the vectorized integer-sum path, strided ones the per-row
+        # float path: equal up to the last bit of float rounding.
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
         np.testing.assert_allclose(a, R.preprocess(v, size=(40, 50)), atol=2e-6)
 
 
