@@ -195,3 +195,21 @@ def test_run_batch_equals_run(tiny_features_onnx, phantom_frame) -> None:
     assert a.run_batch([]) == []
     with pytest.raises(InputError, match="NaN"):
         a.run_batch([img, np.full((4, 4), np.nan)])
+
+
+def test_color_order_of_the_frame(tiny_onnx, phantom_frame) -> None:
+    """color names the channel order of a BGR(A)/RGB(A) frame; an RGB frame analyzed as rgb
+    equals its BGR twin analyzed as bgr; anything else is refused."""
+    img, _ = phantom_frame
+    rng = np.random.default_rng(3)
+    bgr = np.clip(img[..., None].astype(np.int16) + rng.integers(-20, 20, (*img.shape, 3)), 0, 255)
+    bgr = bgr.astype(np.uint8)
+    a = sdk.Analyzer(tiny_onnx).load()
+    r_bgr = a.run(bgr)
+    a.reset()
+    r_rgb = a.run(np.ascontiguousarray(bgr[..., ::-1]), color="rgb")
+    assert r_bgr.probs == pytest.approx(r_rgb.probs, abs=1e-6)
+    np.testing.assert_array_equal(r_bgr.mask, r_rgb.mask)
+    for bad in ("gray", "hsv", None):
+        with pytest.raises(InputError, match="color"):
+            a.run(bgr, color=bad)
