@@ -231,6 +231,59 @@ def cpu_suite(
                 f"{threads} thread(s)",
             )
         )
+        # A frame with one lesion: the kernel blends only the rows / columns it can reach.
+        lesion = cv2.resize(mask, (size[1] // 4, size[0] // 4), interpolation=cv2.INTER_NEAREST)
+        lesion_logits = np.where(lesion > 0, 4.0, -4.0).astype(np.float32)
+        lesion_logits += rng.standard_normal(lesion_logits.shape).astype(np.float32)
+
+        def cv_post_lesion() -> np.ndarray:
+            p = 1.0 / (1.0 + np.exp(-lesion_logits))
+            return (cv2.resize(p, (W, H), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.uint8)
+
+        t = compare(
+            {
+                "sonoedge C++": lambda: K.postprocess_mask(lesion_logits, (H, W), threads=threads),
+                "OpenCV": cv_post_lesion,
+            },
+            repeat=repeat,
+        )
+        rows.append(
+            _row(
+                f"mask post-process {lesion.shape[0]}×{lesion.shape[1]} → {H}×{W}, one lesion",
+                "sonoedge C++",
+                "OpenCV",
+                t,
+                f"{threads} thread(s)",
+            )
+        )
+
+        def cv_components() -> list[np.ndarray]:
+            p = 1.0 / (1.0 + np.exp(-lesion_logits))
+            n, lab, _stats, _ = cv2.connectedComponentsWithStats(
+                (p > 0.5).astype(np.uint8), connectivity=8
+            )
+            return [
+                cv2.findContours(
+                    (lab == i).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+                )[0][0]
+                for i in range(1, n)
+            ]
+
+        t = compare(
+            {
+                "sonoedge C++": lambda: K.lesion_components(lesion_logits),
+                "OpenCV + NumPy": cv_components,
+            },
+            repeat=repeat,
+        )
+        rows.append(
+            _row(
+                f"lesion components + borders {lesion.shape[0]}×{lesion.shape[1]}",
+                "sonoedge C++",
+                "OpenCV + NumPy",
+                t,
+            )
+        )
     finally:
         cv2.setNumThreads(prev_threads)
     return rows

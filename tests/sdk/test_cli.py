@@ -66,7 +66,7 @@ def test_bench_kernels_writes_tables(tmp_path, capsys) -> None:
     md = (tmp_path / "kernels.md").read_text()
     data = json.loads((tmp_path / "kernels.json").read_text())
     names = {r["anchor"] for r in data["rows"]}
-    assert {"OpenCV pipeline", "NumPy", "OpenCV"} <= names
+    assert {"OpenCV pipeline", "NumPy", "OpenCV", "OpenCV + NumPy"} <= names
     assert all(r["ratio"] > 0 for r in data["rows"] if r["anchor"])
     assert "| preprocess 600×800 u8" in md and data["machine"]["cores"] >= 1
 
