@@ -56,7 +56,9 @@ class Result:
 
     ``mask``: uint8 (H, W) at the frame's resolution, 1 on lesion pixels (0 outside the ROI);
     ``label`` / ``probs``: image-level class and probabilities (after temporal smoothing when the
-    Analyzer smooths); ``timings``: milliseconds per stage (preprocess, infer, postprocess, total).
+    Analyzer smooths); ``timings``: milliseconds per stage (preprocess, infer, postprocess, total;
+    for a frame that shared a batched model call -- ``run_batch``, a backlogged ``stream`` --
+    ``infer`` is its share of the call).
     """
 
     mask: np.ndarray
