@@ -3,8 +3,10 @@
 Capture (decoding a video / DICOM cine, camera reads) runs on its own thread; preprocessing and
 inference of frame n+1 run on a second thread while the caller's thread post-processes frame n
 (mask at frame resolution, lesions, pooling, the temporal EMA, in frame order). Bounded queues
-join the stages (back-pressure, no unbounded memory). ``pipeline=False`` keeps preprocessing and
-inference on the caller's thread too (two stages). Records come out in frame
+join the stages (back-pressure, no unbounded memory). Frames already waiting when the inference
+stage is free go through one model call (``max_batch``, never waiting to fill a batch), so a
+source that is ahead is caught up with batched calls. ``pipeline=False`` keeps preprocessing and
+inference on the caller's thread too (two stages, one frame per call). Records come out in frame
 order. Every frame is accounted for: analyzed (:class:`sdk.result.Result`), dropped to keep up
 (``drop="latest"``), or failed (a bad frame) -- the last two as :class:`FrameRecord`; the stream
 goes on after a bad frame. A source error or the end of the source ends the iterator (the
