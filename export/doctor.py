@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from sdk._argtypes import size_type
+from sdk.artifact import read_onnx_file_metadata
 from sdk.errors import BackendUnavailableError, InputError, SDKError
 
 __all__ = [
@@ -1097,22 +1098,6 @@ def cuda_kernel_cases(
 # --------------------------------------------------------------------------- engines
 
 
-def _onnx_metadata(path: Path) -> Any:
-    """An ONNX artifact's :class:`sdk.artifact.Metadata`, through ONNX Runtime."""
-    import onnxruntime as ort
-
-    from sdk.artifact import read_onnx_metadata
-    from sdk.errors import ModelError
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ModelError(f"{path}: ONNX Runtime cannot load it ({exc}); re-export it") from exc
-    return read_onnx_metadata(sess, str(path))
-
-
 def _base(model: Path) -> str:
     stem = model.name.removesuffix(".onnx")
     for suffix in ("-fp32", ".fp32", "_fp32"):
@@ -1339,7 +1324,7 @@ def gpu_report(
     src = default_model() if model is None else Path(model)
     if src.suffix.lower() != ".onnx" or not src.is_file():
         raise InputError(f"--model must be an existing FP32 .onnx artifact, got {src}")
-    md = _onnx_metadata(src)
+    md = read_onnx_file_metadata(src)
     if md.precision != "fp32":
         raise InputError(
             f"{src.name} is a {md.precision} artifact; pass the FP32 .onnx export: the doctor "
@@ -1395,7 +1380,7 @@ def gpu_report(
                 calib = calibration_inputs(md, int(calib_frames), progress)
             t0 = time.perf_counter()
             graph = prepare_graph(prec, src, out, calib)
-            gmd = _onnx_metadata(graph) if prec == "int8" else md
+            gmd = read_onnx_file_metadata(graph) if prec == "int8" else md
             t1 = time.perf_counter()
             plan = build_plan(graph, out / f"{_base(src)}.{prec}.plan", gmd, prec, tc)
             secs = time.perf_counter() - t1

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from export.checkpoint import _sha256
 from export.data import FrameProvider, FrameSubset, MultiTaskDataset, open_frames, stratified_split
 from sdk import metrics
-from sdk.artifact import Metadata
+from sdk.artifact import Metadata, read_onnx_file_metadata
 from sdk.errors import BackendUnavailableError, InputError, ModelError
 
 __all__ = [
@@ -156,20 +156,6 @@ def check_contract(onnx_path: str | os.PathLike[str]) -> dict[str, str | None]:
     if rank != 4:
         raise ModelError(f"{path.name}: input must be [B, C, h, w], has rank {rank}; {fix}")
     return {k: (k if k in outs else None) for k in _ROLES}
-
-
-def _read_metadata(onnx_path: Path) -> Metadata:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ModelError(f"{onnx_path}: ONNX Runtime cannot load it ({exc})") from exc
-    from sdk.artifact import read_onnx_metadata
-
-    return read_onnx_metadata(sess, str(onnx_path))
 
 
 def _session(path: Path, threads: int | None) -> Any:
@@ -331,7 +317,7 @@ def heldout_set(
     """Held-out frames for ``onnx_path`` (mask grid read from the graph's output shape);
     phantoms at ``frame_sizes`` (a size mix) when given, else at the model's input size."""
     path = Path(onnx_path)
-    md = _read_metadata(path)
+    md = read_onnx_file_metadata(path)
     sess = _session(path, 1)
     probe = np.zeros((1, len(md.channels), *md.input_size), np.float32)
     mask_hw = sess.run([md.outputs["mask_logits"]], {sess.get_inputs()[0].name: probe})[0].shape
@@ -381,7 +367,7 @@ def evaluate_onnx(
     """Dice, IoU (means over frames at the mask grid, both-empty = 1), accuracy and macro AUC of
     an ONNX artifact on ``frames``, through ONNX Runtime on CPU (dynamic batch)."""
     path = Path(onnx_path)
-    md = _read_metadata(path)
+    md = read_onnx_file_metadata(path)
     sess = _session(path, threads)
     name = sess.get_inputs()[0].name
     names = [o.name for o in sess.get_outputs()]
@@ -598,7 +584,7 @@ def _quantize(
 
     src = Path(onnx_path)
     check_contract(src)
-    md = _read_metadata(src)
+    md = read_onnx_file_metadata(src)
     if md.precision != "fp32":
         raise InputError(f"{src.name} is a {md.precision} artifact; quantize the FP32 export")
     if not (isinstance(budget, int | float) and 0 <= budget < 1):
@@ -781,7 +767,7 @@ def build_trt(
     if precision not in ("fp32", "fp16", "int8"):
         raise InputError(f"precision must be fp32, fp16 or int8, got {precision!r}")
     check_contract(src)
-    md = _read_metadata(src)
+    md = read_onnx_file_metadata(src)
     base = src.name.removesuffix(".onnx").removesuffix(".trt-int8")
     out = Path(out) if out is not None else src.with_name(f"{base}.{precision}.plan")
     fmt = f"trt-{precision}"
@@ -1172,7 +1158,7 @@ def run_export(
                 Artifact("baseline fp32", "onnx", b, note="same student, no teacher, same budget")
             )
         bar.update()
-        md = _read_metadata(fp32)
+        md = read_onnx_file_metadata(fp32)
         calib: list[np.ndarray] = []
         ev: EvalSet | None = None
         if {"onnx-int8", "trt-int8"} & set(fmts):
@@ -1264,7 +1250,7 @@ def _quant_row(
         )
     except ModelError as exc:  # the budget was missed: a failed row, with the node ranking
         return Artifact(label, fmt, None, f"failed: {str(exc).splitlines()[0][:400]}")
-    floats = _read_metadata(path).provenance.get("quantization", {}).get("float_nodes", [])
+    floats = read_onnx_file_metadata(path).provenance.get("quantization", {}).get("float_nodes", [])
     note = f"{len(floats)} node(s) kept float: {', '.join(floats)}" if floats else ""
     if len(floats) > 10:  # the list is in the artifact's metadata; the table wants the gist
         note = f"{len(floats)} node(s) kept float to meet the budget (see the metadata)"

@@ -54,6 +54,7 @@ __all__ = [
     "Metadata",
     "decode_array",
     "encode_array",
+    "read_onnx_file_metadata",
     "read_onnx_metadata",
     "read_plan",
     "write_plan",
@@ -463,6 +464,25 @@ def read_onnx_metadata(session: Any, source: str = "model.onnx") -> Metadata:
             "with `sonoedge export`, or add metadata with export.onnx_export.embed_metadata"
         )
     return Metadata.from_json(meta[METADATA_KEY], source)
+
+
+def read_onnx_file_metadata(path: str | os.PathLike[str]) -> Metadata:
+    """Metadata of an ``.onnx`` file, for callers without a session of their own (the export
+    stage, the doctor, runtimes other than ONNX Runtime): a session with every graph
+    optimization off, so reading costs a parse, not a compile."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own exception types for bad files
+        raise ModelError(
+            f"{path}: ONNX Runtime cannot load it ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else ''}); the file is corrupted or "
+            "not an ONNX model: re-export it"
+        ) from exc
+    return read_onnx_metadata(sess, str(path))
 
 
 def write_plan(path: str | os.PathLike[str], metadata: Metadata, engine: bytes) -> Path:

@@ -48,7 +48,7 @@ def fp32(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def md(fp32: Path):
-    return P._read_metadata(fp32)
+    return P.read_onnx_file_metadata(fp32)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_onnx_artifact_runs_in_analyzer(fp32: Path) -> None:
 
 
 def test_int8_cpu_artifact(int8: Path, fp32: Path) -> None:
-    meta = P._read_metadata(int8)
+    meta = P.read_onnx_file_metadata(int8)
     assert meta.precision == "int8"
     q = meta.provenance["quantization"]
     assert q["target"] == "cpu" and q["calibration"]["frames"] == 12
@@ -123,7 +123,7 @@ def test_int8_cpu_artifact(int8: Path, fp32: Path) -> None:
 
 def test_trt_qdq_artifact_passes_validator(qdq: Path) -> None:
     check_tensorrt_qdq(qdq)
-    assert P._read_metadata(qdq).provenance["quantization"]["target"] == "tensorrt"
+    assert P.read_onnx_file_metadata(qdq).provenance["quantization"]["target"] == "tensorrt"
 
 
 @pytest.mark.skipif(not NO_TRT, reason="TensorRT is installed here")
@@ -260,9 +260,9 @@ def test_run_export_distills_quantizes_and_reports(ckpt: Path, tmp_path: Path) -
     if NO_TRT:
         statuses = {r["format"]: r["status"] for r in doc["rows"]}
         assert statuses["trt-fp16"] == statuses["trt-int8"] == P.SKIPPED_NO_TRT
-    prov = P._read_metadata(tmp_path / "student.onnx").provenance
+    prov = P.read_onnx_file_metadata(tmp_path / "student.onnx").provenance
     assert prov["distillation"]["teacher"]["arch"] == "edge_s" and prov["teacher"]["path"]
-    base = P._read_metadata(tmp_path / "baseline.onnx").provenance["distillation"]
+    base = P.read_onnx_file_metadata(tmp_path / "baseline.onnx").provenance["distillation"]
     assert base["alpha_kd"] == base["beta_pixel"] == 0.0
     for f in ("student.int8.onnx", "student.trt-int8.onnx", "report.md", "report.png"):
         assert (tmp_path / f).is_file(), f

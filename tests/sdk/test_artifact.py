@@ -16,6 +16,7 @@ from sdk.artifact import (
     Metadata,
     decode_array,
     encode_array,
+    read_onnx_file_metadata,
     read_onnx_metadata,
     read_plan,
     write_plan,
@@ -251,3 +252,7 @@ def test_onnx_metadata_through_onnxruntime(tmp_path) -> None:
     onnx.save(model, path)
     back = read_onnx_metadata(ort.InferenceSession(str(path)), str(path))
     assert back.channels == ("image",) and back.provenance == {"teacher": "mtl_oca"}
+    assert read_onnx_file_metadata(path).to_json() == back.to_json()  # the file-level reader
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="junk.onnx: ONNX Runtime cannot load it"):
+        read_onnx_file_metadata(tmp_path / "junk.onnx")
