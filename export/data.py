@@ -83,6 +83,7 @@ def frame_sizes(size: Any) -> tuple[tuple[int, int], ...]:
     Raises:
         InputError: anything else (the message shows what was given).
     """
+
     def pair(v: Any) -> tuple[int, int] | None:
         if isinstance(v, Sequence) and not isinstance(v, str) and len(v) == 2:
             if all(isinstance(e, int | np.integer) and not isinstance(e, bool) for e in v):

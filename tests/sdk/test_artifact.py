@@ -254,5 +254,5 @@ def test_onnx_metadata_through_onnxruntime(tmp_path) -> None:
     assert back.channels == ("image",) and back.provenance == {"teacher": "mtl_oca"}
     assert read_onnx_file_metadata(path).to_json() == back.to_json()  # the file-level reader
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    with pytest.raises(ModelError, match="junk.onnx: ONNX Runtime cannot load it"):
+    with pytest.raises(ModelError, match=r"junk\.onnx: ONNX Runtime cannot load it"):
         read_onnx_file_metadata(tmp_path / "junk.onnx")
