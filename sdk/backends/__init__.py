@@ -17,6 +17,7 @@ __all__ = ["BACKENDS", "Backend", "IOSpec", "available", "choose_backend", "get_
 
 BACKENDS: dict[str, str] = {
     "onnxruntime": "sdk.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "sdk.backends.openvino:OpenVINOBackend",
     "tensorrt": "sdk.backends.tensorrt:TensorRTBackend",
     "torch": "sdk.backends.torch:TorchBackend",
 }

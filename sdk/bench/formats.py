@@ -328,6 +328,7 @@ class _Spec:
     model: str = ""
     threads: int = 1
     device: str = "cpu"
+    backend: str = "onnxruntime"  # analyzer rows
     precision: str = ""
     runtime: str = ""
     anchor: str | None = None  # key of the anchor row
@@ -350,7 +351,7 @@ def _load_row(
     if spec.kind == "analyzer":
         from sdk.analyzer import Analyzer
 
-        a = Analyzer(spec.model, backend="onnxruntime", device=spec.device, threads=spec.threads)
+        a = Analyzer(spec.model, backend=spec.backend, device=spec.device, threads=spec.threads)
         a.load()
         it = itertools.count()
         n = len(frames)
@@ -526,16 +527,17 @@ def run(
                 **common,
             )
         )
-        for dev in devices:
+        for backend, dev in [("onnxruntime", d) for d in devices] + [("openvino", "cpu")]:
             runtime = (
-                f"sonoedge Analyzer.run, onnxruntime {dev}, "
+                f"sonoedge Analyzer.run, {backend} {dev}, "
                 f"{frame_shape[0]}×{frame_shape[1]} u8 frame"
             )
             specs.append(
                 _Spec(
-                    f"{p.name}: Analyzer {dev}",
+                    f"{p.name}: Analyzer {backend} {dev}",
                     "analyzer",
                     device=dev,
+                    backend=backend,
                     runtime=runtime,
                     anchor=anchor,
                     **common,

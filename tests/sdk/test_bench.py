@@ -59,11 +59,14 @@ def test_formats_rows_ratios_and_rss(formats_report, tmp_path) -> None:
     assert base > 0
     assert all(r["peak_rss_mb"] > base for r in measured)  # a runtime costs memory
     ov = by_kind["openvino"]
+    ov_analyzer = next(r for r in rows if r["kind"] == "analyzer" and "openvino" in r["row"])
     if importlib.util.find_spec("openvino") is None:
         assert ov["status"] == "not installed" and ov.get("p50_ms") is None
+        assert ov_analyzer["status"] == "not available" and ov_analyzer.get("p50_ms") is None
     else:
         assert ov["status"] is None and "mask_logits" in ov["note"]
         assert float(ov["note"].rsplit(" ", 1)[-1]) < 1e-3  # fp32: same numbers as ORT
+        assert ov_analyzer in measured  # the SDK's openvino backend, same anchor
 
     paths = formats_report.write(tmp_path, "formats")
     assert {p.name for p in paths} == {"formats.md", "formats.json"}
@@ -81,6 +84,8 @@ def test_formats_without_openvino_says_not_installed(monkeypatch) -> None:
     ov = next(x for x in r.sections[0]["rows"] if x["kind"] == "openvino")
     assert ov["status"] == "not installed" and ov.get("p50_ms") is None
     assert "pip install openvino" in ov["note"]
+    ova = next(x for x in r.sections[0]["rows"] if "Analyzer.run, openvino" in x["row"])
+    assert ova["status"] == "not available" and "pip install openvino" in ova["note"]
     assert "| OpenVINO CPU (f32 hint) | default-fp32.onnx | fp32 | not installed |" in (
         r.markdown()
     )
