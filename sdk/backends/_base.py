@@ -67,6 +67,46 @@ class Backend:
         b = self.inputs[0].shape[0]
         return b if isinstance(b, int) and b >= 1 else MAX_DYNAMIC_BATCH
 
+    def _check_outputs_against_metadata(self, source: str | None = None) -> None:
+        """Every output the metadata names must exist in the graph."""
+        assert self.metadata is not None
+        names = {o.name for o in self.outputs}
+        for role, name in self.metadata.outputs.items():
+            if name and name not in names:
+                raise ModelError(
+                    f"{source or self.path}: metadata maps {role} to output {name!r}, which the "
+                    f"graph lacks (outputs: {sorted(names)}); re-export the model"
+                )
+
+    def _check_io_against_metadata(self, source: str | None = None) -> None:
+        """After ``_load_impl`` set ``metadata``, ``inputs`` and ``outputs``: every output the
+        metadata names must exist, and the graph's one input (where its dims are static) must
+        take what the metadata says the frame path feeds it: (batch, len(channels), height,
+        width). Refused here, at load, rather than as an error blaming every frame."""
+        self._check_outputs_against_metadata(source)
+        md = self.metadata
+        assert md is not None
+        source = source or str(self.path)
+        if len(self.inputs) != 1:
+            raise ModelError(
+                f"{source}: the graph has {len(self.inputs)} inputs "
+                f"({[i.name for i in self.inputs]}); a sonoedge model takes exactly one, the "
+                "preprocessed frame batch; re-export the model"
+            )
+        spec = self.inputs[0]
+        want = (None, len(md.channels), *md.input_size)
+        if len(spec.shape) != 4 or any(
+            g is not None and w is not None and g != w
+            for g, w in zip(spec.shape, want, strict=True)
+        ):
+            shape = tuple("?" if g is None else g for g in spec.shape)
+            raise ModelError(
+                f"{source}: the metadata describes input (batch, {want[1]}, {want[2]}, "
+                f"{want[3]}) (input.channels {list(md.channels)}, input.size "
+                f"{list(md.input_size)}), but the graph's input {spec.name!r} has shape {shape}; "
+                "the metadata does not belong to this graph: re-export the model"
+            )
+
     # ---- template ------------------------------------------------------------------------------
     def load(self) -> Backend:
         if self._loaded:

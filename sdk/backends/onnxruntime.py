@@ -74,41 +74,8 @@ class OnnxRuntimeBackend(Backend):
         self.metadata = read_onnx_metadata(self.session, str(self.path))
         self.inputs = tuple(self._spec(i) for i in self.session.get_inputs())
         self.outputs = tuple(self._spec(o) for o in self.session.get_outputs())
-        names = {o.name for o in self.outputs}
-        for role, name in self.metadata.outputs.items():
-            if name and name not in names:
-                raise ModelError(
-                    f"{self.path}: metadata maps {role} to output {name!r}, which the graph lacks "
-                    f"(outputs: {sorted(names)}); re-export the model"
-                )
-        self._check_input_against_metadata()
+        self._check_io_against_metadata()
         self._out_names = [o.name for o in self.outputs]
-
-    def _check_input_against_metadata(self) -> None:
-        """The graph's input (where its dims are static) must take what the metadata says the
-        frame path feeds it: (batch, len(channels), height, width). Refused here, at load, rather
-        than as an InputError blaming every frame."""
-        md = self.metadata
-        assert md is not None
-        if len(self.inputs) != 1:
-            raise ModelError(
-                f"{self.path}: the graph has {len(self.inputs)} inputs "
-                f"({[i.name for i in self.inputs]}); a sonoedge model takes exactly one, the "
-                "preprocessed frame batch; re-export the model"
-            )
-        spec = self.inputs[0]
-        want = (None, len(md.channels), *md.input_size)
-        if len(spec.shape) != 4 or any(
-            g is not None and w is not None and g != w
-            for g, w in zip(spec.shape, want, strict=True)
-        ):
-            shape = tuple("?" if g is None else g for g in spec.shape)
-            raise ModelError(
-                f"{self.path}: the metadata describes input (batch, {want[1]}, {want[2]}, "
-                f"{want[3]}) (input.channels {list(md.channels)}, input.size "
-                f"{list(md.input_size)}), but the graph's input {spec.name!r} has shape {shape}; "
-                "the metadata does not belong to this graph: re-export the model"
-            )
 
     def _spec(self, t: Any) -> IOSpec:
         dt = _ORT_TYPES.get(t.type)

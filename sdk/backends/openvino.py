@@ -70,31 +70,13 @@ class OpenVINOBackend(Backend):
                 f"{self.path}: OpenVINO cannot read it ({type(e).__name__}: "
                 f"{str(e).splitlines()[0][:300] if str(e) else ''})"
             ) from e
-        if len(self._model.inputs) != 1:
-            raise ModelError(
-                f"{self.path}: the graph has {len(self._model.inputs)} inputs; a sonoedge model "
-                "takes exactly one, the preprocessed frame batch; re-export the model"
-            )
-        self.inputs = (self._spec(self._model.inputs[0]),)
+        self.inputs = tuple(self._spec(i) for i in self._model.inputs)
         self.outputs = tuple(self._spec(o) for o in self._model.outputs)
-        names = {o.name for o in self.outputs}
-        for role, name in self.metadata.outputs.items():
-            if name and name not in names:
-                raise ModelError(
-                    f"{self.path}: metadata maps {role} to output {name!r}, which the graph lacks "
-                    f"(outputs: {sorted(names)}); re-export the model"
-                )
+        self._check_io_against_metadata()
         self._requests: dict[tuple[int, ...], tuple[Any, list[tuple[str, Any]]]] = {}
-        md, spec = self.metadata, self.inputs[0]
         # Compile batch 1 now: a graph OpenVINO cannot compile fails at load, not on frame 1.
-        self._request((1, *(d if d is not None else 1 for d in spec.shape[1:])))
-        want = (len(md.channels), *md.input_size)
-        have = tuple(d for d in spec.shape[1:])
-        if any(h is not None and h != w for h, w in zip(have, want, strict=True)):
-            raise ModelError(
-                f"{self.path}: the metadata describes input (batch, {want[0]}, {want[1]}, "
-                f"{want[2]}) but the graph's input {spec.name!r} is {spec.shape}; re-export"
-            )
+        md = self.metadata
+        self._request((1, len(md.channels), *md.input_size))
 
     def _spec(self, port: Any) -> IOSpec:
         name = port.get_any_name()

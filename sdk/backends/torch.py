@@ -1794,14 +1794,10 @@ class TorchBackend(Backend):
             )
         self.inputs = (self._spec(real_inputs[0], source),)
         self.outputs = tuple(self._spec(o, source) for o in g.output)
-        names = {o.name for o in self.outputs}
         md = self.metadata
-        for role, name in md.outputs.items() if md is not None else ():
-            if name and name not in names:
-                raise ModelError(
-                    f"{source}: metadata maps {role} to output {name!r}, which the graph lacks "
-                    f"(outputs: {sorted(names)}); re-export the model"
-                )
+        if md is not None:
+            # Outputs only: the op tests run graphs of any input shape under stock metadata.
+            self._check_outputs_against_metadata(source)
         half = self.half_requested
         if half is None:
             half = md is not None and md.precision == "fp16" and self._torch_device.type == "cuda"

@@ -208,54 +208,41 @@ def cpu_suite(
             )
         )
 
-        logits = (rng.standard_normal((size[0] // 4, size[1] // 4)) * 3).astype(np.float32)
         H, W = frame_shape
-
-        def cv_post() -> np.ndarray:
-            p = 1.0 / (1.0 + np.exp(-logits))
-            return (cv2.resize(p, (W, H), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.uint8)
-
-        t = compare(
-            {
-                "sonoedge C++": lambda: K.postprocess_mask(logits, (H, W), threads=threads),
-                "OpenCV": cv_post,
-            },
-            repeat=repeat,
-        )
-        rows.append(
-            _row(
-                f"mask post-process {logits.shape[0]}×{logits.shape[1]} → {H}×{W}",
-                "sonoedge C++",
-                "OpenCV",
-                t,
-                f"{threads} thread(s)",
-            )
-        )
-        # A frame with one lesion: the kernel blends only the rows / columns it can reach.
-        lesion = cv2.resize(mask, (size[1] // 4, size[0] // 4), interpolation=cv2.INTER_NEAREST)
+        # Random logits (every row and column blended: the kernel's worst case), then a frame
+        # with one lesion (the kernel blends only the rows / columns it can reach).
+        grid = (size[0] // 4, size[1] // 4)
+        lesion = cv2.resize(mask, grid[::-1], interpolation=cv2.INTER_NEAREST)
         lesion_logits = np.where(lesion > 0, 4.0, -4.0).astype(np.float32)
-        lesion_logits += rng.standard_normal(lesion_logits.shape).astype(np.float32)
+        lesion_logits += rng.standard_normal(grid).astype(np.float32)
+        cases = [
+            ("", (rng.standard_normal(grid) * 3).astype(np.float32)),
+            (", one lesion", lesion_logits),
+        ]
+        for suffix, lg in cases:
 
-        def cv_post_lesion() -> np.ndarray:
-            p = 1.0 / (1.0 + np.exp(-lesion_logits))
-            return (cv2.resize(p, (W, H), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.uint8)
+            def cv_post(lg: np.ndarray = lg) -> np.ndarray:
+                p = 1.0 / (1.0 + np.exp(-lg))
+                return (cv2.resize(p, (W, H), interpolation=cv2.INTER_LINEAR) > 0.5).astype(
+                    np.uint8
+                )
 
-        t = compare(
-            {
-                "sonoedge C++": lambda: K.postprocess_mask(lesion_logits, (H, W), threads=threads),
-                "OpenCV": cv_post_lesion,
-            },
-            repeat=repeat,
-        )
-        rows.append(
-            _row(
-                f"mask post-process {lesion.shape[0]}×{lesion.shape[1]} → {H}×{W}, one lesion",
-                "sonoedge C++",
-                "OpenCV",
-                t,
-                f"{threads} thread(s)",
+            t = compare(
+                {
+                    "sonoedge C++": lambda lg=lg: K.postprocess_mask(lg, (H, W), threads=threads),
+                    "OpenCV": cv_post,
+                },
+                repeat=repeat,
             )
-        )
+            rows.append(
+                _row(
+                    f"mask post-process {grid[0]}×{grid[1]} → {H}×{W}{suffix}",
+                    "sonoedge C++",
+                    "OpenCV",
+                    t,
+                    f"{threads} thread(s)",
+                )
+            )
 
         def cv_components() -> list[np.ndarray]:
             p = 1.0 / (1.0 + np.exp(-lesion_logits))
@@ -278,7 +265,7 @@ def cpu_suite(
         )
         rows.append(
             _row(
-                f"lesion components + borders {lesion.shape[0]}×{lesion.shape[1]}",
+                f"lesion components + borders {grid[0]}×{grid[1]}",
                 "sonoedge C++",
                 "OpenCV + NumPy",
                 t,
