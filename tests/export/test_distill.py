@@ -20,14 +20,7 @@ from export.models import create_model  # noqa: E402
 from export.train import train  # noqa: E402
 from sdk.errors import InputError, ModelError  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # The 2 CPU cores are shared: one torch thread is fastest for these tiny tensors.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = dict(epochs=1, batch_size=8, seed=0, device="cpu", n_train=24, threads=1, progress=False)

@@ -28,12 +28,7 @@ MIN = 8  # calibration floor lowered for the tests (real exports: 300)
 TINY = dict(epochs=1, batch_size=8, seed=0, device="cpu", n_train=24, threads=1, progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,15 +29,7 @@ from export.train import train  # noqa: E402
 from sdk import kernels, synthetic  # noqa: E402
 from sdk.errors import InputError, ModelError, SourceError  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # The 2 CPU cores are shared: torch's OpenMP threads stall each other when oversubscribed,
-    # and these tiny tensors gain nothing from a second thread.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = dict(
