@@ -25,6 +25,7 @@ from sdk.backends import Backend, choose_backend
 from sdk.errors import InputError, ModelError, SDKError
 from sdk.kernels import _validate as V
 from sdk.result import Lesion, Result
+from sdk.stream import MAX_BATCH
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdk.stream import FrameRecord
@@ -302,8 +303,8 @@ class Analyzer:
         tuple[dict[str, np.ndarray], tuple[int, int], tuple[int, int, int, int], float, float]
         | SDKError
     ]:
-        """:meth:`_front` for several frames with one model call (the frames the backend's
-        ``max_batch`` allows; the device path and batch-1 backends go frame by frame). A frame
+        """:meth:`_front` for up to the backend's ``max_batch`` frames with one model call (the
+        device path and batch-1 backends go frame by frame). A frame
         that fails its checks gets its error in its slot and the others go on; a failing model
         call gives every checked frame its error. ``infer`` of each frame is its share of the
         call (call time / frames in it)."""
@@ -315,16 +316,15 @@ class Analyzer:
                 except SDKError as e:
                     out_.append(e)
             return out_
+        if len(frames) > self._backend.max_batch:
+            raise InputError(
+                f"{len(frames)} frames for one model call; the backend takes at most "
+                f"{self._backend.max_batch}"
+            )
         res: list[Any] = [None] * len(frames)
         ok: list[tuple[int, tuple[int, int], tuple[int, int, int, int], float]] = []
-        x = self._batch_input(min(len(frames), self._backend.max_batch))
+        x = self._batch_input(len(frames))
         for i, f in enumerate(frames):
-            if len(ok) == x.shape[0]:  # more frames than one call takes: the rest one by one
-                try:
-                    res[i] = self._front(f, None, color)
-                except SDKError as e:
-                    res[i] = e
-                continue
             t0 = time.perf_counter()
             try:
                 f8, hw, roi_t = self._check(f, None)
@@ -390,15 +390,10 @@ class Analyzer:
         argument checks: the settings were checked once at load (``_pre``), the frame and ROI
         by ``_check`` (measured ~15 us a frame on the 2-core Xeon)."""
         kinds, mean, inv_std, sigma = self._pre
-        code = V.COLOR_CODES.get(color) if color != "gray" else None
-        if code is None:
-            raise InputError(
-                f"color must be 'bgr' or 'rgb' (order of a 3/4-channel frame), got {color!r}"
-            )
+        code = V.check_color(color)
         if f8.ndim == 3 and f8.shape[2] == 1:
             f8 = f8[:, :, 0]
-        h, w = self.metadata.input_size
-        area = h <= roi_t[3] and w <= roi_t[2]  # "auto": area when both axes shrink
+        interp = V.check_interp("auto", (roi_t[3], roi_t[2]), self.metadata.input_size)
         K._native().preprocess_cpu(
             f8,
             roi_t,
@@ -407,7 +402,7 @@ class Analyzer:
             mean,
             inv_std,
             sigma,
-            V.INTERP_CODES["area" if area else "linear"],
+            V.INTERP_CODES[interp],
             code,
             1,
         )
@@ -421,7 +416,7 @@ class Analyzer:
         max_frames: int | None = None,
         keep_frames: bool = False,
         pipeline: bool = True,
-        max_batch: int = 4,  # sdk.stream.MAX_BATCH
+        max_batch: int = MAX_BATCH,
     ) -> Iterator[Result | FrameRecord]:
         """Analyze a video file, DICOM cine, image folder, camera index, GStreamer string, array
         stack or any iterator of frames; see :func:`sdk.stream.stream` for the guarantees."""

@@ -149,6 +149,15 @@ def check_dtype(dtype: Any) -> np.dtype:
     return dt
 
 
+def check_color(color: Any) -> int:
+    """The channel order of a 3/4-channel frame, as the kernels' code."""
+    if color not in ("bgr", "rgb"):
+        raise InputError(
+            f"color must be 'bgr' or 'rgb' (order of a 3/4-channel frame), got {color!r}"
+        )
+    return COLOR_CODES[color]
+
+
 def check_interp(interpolation: str, roi_hw: tuple[int, int], size: tuple[int, int]) -> str:
     if interpolation not in ("auto", "linear", "area"):
         raise InputError(f"interpolation must be 'auto', 'linear' or 'area', got {interpolation!r}")
@@ -249,10 +258,7 @@ def _build_spec(
     m = check_per_channel(mean, "mean", len(chans))
     sd = check_per_channel(std, "std", len(chans), positive=True)
     dt = check_dtype(dtype)
-    if color not in ("bgr", "rgb"):
-        raise InputError(
-            f"color must be 'bgr' or 'rgb' (order of a 3/4-channel frame), got {color!r}"
-        )
+    check_color(color)
     interp = check_interp(interpolation, (r[3], r[2]), hw)
     return PreprocessSpec(
         roi=r,
