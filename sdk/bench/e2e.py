@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sdk.bench._timing import Row, Table, compare, machine_info, summarize
+from sdk.stream import MAX_BATCH
 
 __all__ = ["run"]
 
@@ -72,7 +73,7 @@ def run(
     p99 = float(np.percentile(e2e, 99) * 1e6)
     n_stream = max(repeat, 100)
     streams = []
-    for max_batch in (4, 1):  # the default (waiting frames batched), then one frame per call
+    for max_batch in (MAX_BATCH, 1):  # the default (waiting frames batched), then one per call
         t0 = time.perf_counter()
         src = (frames[i % n_frames] for i in range(n_stream))
         count = sum(1 for _ in a.stream(src, max_batch=max_batch))
