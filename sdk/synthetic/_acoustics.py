@@ -105,6 +105,11 @@ def convolve_psf(
     return by_re[..., 0] - by_im[..., 1], by_im[..., 0] + by_re[..., 1]
 
 
+# Largest absolute error of cv2.log (float32) against the exact natural log: measured 1.1e-6 over
+# 4e7 values from 1e-13 to 1e8 (the float32 rounding of results up to |ln| = 28); 2e-6 is kept.
+_CV2_LOG_ABS_ERR = 2e-6
+
+
 def log_compress(
     envelope: np.ndarray, dynamic_range_db: float, gain_db: float, headroom_db: float
 ) -> np.ndarray:
@@ -112,10 +117,31 @@ def log_compress(
 
     ``level_db = 20 log10(envelope) + gain_db`` is mapped linearly so that ``headroom_db`` above
     the tissue reference saturates at 255 and ``dynamic_range_db`` below that is black.
+
+    The level is ``floor(clip(k log10(env) + offset + 0.5))`` in float32. NumPy's float32
+    ``log10`` is scalar libm code here (~0.7 ms at 256 x 256); ``cv2.log`` is SIMD (~0.04 ms) but
+    not bit-equal. So the level is computed from ``cv2.log`` first, and only the pixels whose
+    level lies within ``tol`` of an integer (where the floor could go either way; ~2 % of them)
+    are recomputed with the exact expression: every pixel gets the grey value the exact
+    computation gives (bit-identical output; measured 1.1 -> 0.25 ms at 256 x 256).
     """
-    level = np.log10(np.maximum(envelope, 1e-12), dtype=np.float32)
+    # cv2.max: the same float32 floor as np.maximum(envelope, 1e-12), 4x faster (no NaN logic).
+    env = cv2.max(envelope, 1e-12)
     scale = 255.0 / dynamic_range_db
-    level *= 20.0 * scale
-    level += (gain_db - headroom_db + dynamic_range_db) * scale + 0.5  # +0.5: round, not floor
+    gain = 20.0 * scale
+    offset = (gain_db - headroom_db + dynamic_range_db) * scale + 0.5  # +0.5: round, not floor
+    level = cv2.log(env)
+    level *= gain / math.log(10.0)
+    level += offset
+    # |level - exact level| <= a few 1e-4: cv2.log's error times the slope, plus float32 rounding.
+    tol = max(0.01, 50.0 * gain / math.log(10.0) * _CV2_LOG_ABS_ERR)
+    unsure = np.flatnonzero(np.abs(level - np.rint(level)) < tol)
     np.clip(level, 0.0, 255.0, out=level)
-    return level.astype(np.uint8)
+    out = level.astype(np.uint8)
+    if unsure.size:
+        exact = np.log10(env.reshape(-1)[unsure], dtype=np.float32)
+        exact *= gain
+        exact += offset
+        np.clip(exact, 0.0, 255.0, out=exact)
+        out.reshape(-1)[unsure] = exact.astype(np.uint8)
+    return out

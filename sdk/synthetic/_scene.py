@@ -456,9 +456,7 @@ def render(
     i_re, i_im = convolve_psf(f_re, f_im, scene.psf)
     noise = np.float32(10.0 ** (p.noise_db / 20.0))
     if noise > 0:
-        n_re, n_im = _noise_field(shape, rng)
-        i_re += n_re * noise
-        i_im += n_im * noise
+        _add_noise(i_re, i_im, float(noise), rng)
     env = cv2.magnitude(i_re, i_im)
     env *= scene.tgc
     img_ac = log_compress(env, p.dynamic_range_db, p.gain_db, headroom_db=_HEADROOM_DB)
@@ -491,21 +489,40 @@ _HEADROOM_DB = 27.0
 
 
 @lru_cache(maxsize=8)
-def _noise_bank(shape: tuple[int, int]) -> np.ndarray:
+def _noise_bank(shape: tuple[int, int], amplitude: float) -> np.ndarray:
+    """The fixed complex white-noise bank, already times the noise amplitude (float32)."""
     bank = np.random.default_rng(0x5EED).standard_normal((2, *shape), dtype=np.float32)
-    return bank * np.float32(math.sqrt(0.5))
+    bank *= np.float32(math.sqrt(0.5))
+    bank *= np.float32(amplitude)
+    return bank
 
 
-def _noise_field(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Circular complex white noise: a fixed bank under a random cyclic shift per frame.
+def _add_noise(
+    i_re: np.ndarray, i_im: np.ndarray, amplitude: float, rng: np.random.Generator
+) -> None:
+    """Add circular complex white noise of RMS ``amplitude`` to ``(i_re, i_im)``, in place.
 
-    A cyclic shift of white Gaussian noise is white Gaussian noise; this saves drawing 2 x H x W
-    normals per frame (~1.5 ms at 256 x 256) on a term far below the tissue echo.
+    The noise is a fixed bank under a random cyclic shift per frame: a cyclic shift of white
+    Gaussian noise is white Gaussian noise, and this saves drawing 2 x H x W normals per frame
+    (~1.5 ms at 256 x 256) on a term far below the tissue echo. The shifted bank is added as its
+    four wrapped blocks (no ``np.roll`` copy) and is cached already scaled: the same float32
+    products and sums as ``i += roll(bank) * amplitude``, bit for bit (0.3 -> 0.05 ms at 256^2).
     """
-    bank = _noise_bank(shape)
-    dy, dx = int(rng.integers(shape[0])), int(rng.integers(shape[1]))
-    rolled = np.roll(bank, (dy, dx), axis=(1, 2))
-    return rolled[0], rolled[1]  # tissue reference (0 dB) sits this far below white
+    h, w = i_re.shape
+    bank = _noise_bank((h, w), amplitude)
+    dy, dx = int(rng.integers(h)), int(rng.integers(w))
+    # roll by (dy, dx): out[i, j] = bank[(i - dy) % h, (j - dx) % w]
+    blocks = (
+        (slice(dy, h), slice(0, h - dy)),
+        (slice(0, dy), slice(h - dy, h)),
+    ), (
+        (slice(dx, w), slice(0, w - dx)),
+        (slice(0, dx), slice(w - dx, w)),
+    )
+    for out_rows, src_rows in blocks[0]:
+        for out_cols, src_cols in blocks[1]:
+            i_re[out_rows, out_cols] += bank[0, src_rows, src_cols]
+            i_im[out_rows, out_cols] += bank[1, src_rows, src_cols]
 
 
 def _track(
