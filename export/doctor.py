@@ -581,16 +581,24 @@ def check_cpp_kernels() -> Check:
             "reinstall from source: pip install . (a C++17 compiler and CMake >= 3.18)",
             True,
         )
-    from sdk import kernels
+    from sdk import _cpu, kernels
 
     cuda = "built with CUDA" if kernels.built_with_cuda() else "built without CUDA"
+    isa = kernels.cpu_isa()
     return Check(
         "C++ kernels",
         OK,
         f"{Path(_kernels.__file__).name}, OpenMP up to {int(_kernels.openmp_max_threads())} "
-        f"threads, {cuda}",
+        f"threads, {cuda}; CPU path: {isa['active']} (runs {', '.join(isa['supported'])}) on "
+        f"{_cpu.cpu_model()} [{_cpu.cpu_class()}]",
         required=True,
-        values={"built_with_cuda": bool(kernels.built_with_cuda())},
+        values={
+            "built_with_cuda": bool(kernels.built_with_cuda()),
+            "cpu_isa": isa["active"],
+            "cpu_isa_supported": isa["supported"],
+            "cpu_class": _cpu.cpu_class(),
+            "cpu_model": _cpu.cpu_model(),
+        },
     )
 
 

@@ -66,9 +66,16 @@ def _cmd_info_artifact(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     if args.artifact:
         return _cmd_info_artifact(args)
-    from sdk import kernels
+    from sdk import _cpu, kernels
 
-    info: dict[str, object] = {"sonoedge": sdk.__version__}
+    info: dict[str, object] = {
+        "sonoedge": sdk.__version__,
+        "cpu": {
+            "model": _cpu.cpu_model(),
+            "class": _cpu.cpu_class(),
+            "features": _cpu.cpu_features(),
+        },
+    }
     try:
         from sdk import _kernels
 
@@ -77,6 +84,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             "built_with_cuda": kernels.built_with_cuda(),
             "cuda_devices": kernels.cuda_device_count(),
             "openmp_max_threads": int(_kernels.openmp_max_threads()),
+            "cpu_isa": kernels.cpu_isa(),
         }
     except (ImportError, SDKError) as e:
         info["kernels"] = {"compiled": False, "error": str(e)}
@@ -103,10 +111,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return 0
     k = info["kernels"]
     print(f"sonoedge {info['sonoedge']}")
+    print(f"  CPU          {_cpu.describe().split('; sonoedge kernels')[0]}")
     if isinstance(k, dict) and k.get("compiled"):
         print(
             f"  kernels      C++ (OpenMP up to {k['openmp_max_threads']} threads)"
             f"{', CUDA' if k['built_with_cuda'] else ', no CUDA (built without nvcc)'}"
+        )
+        isa = k["cpu_isa"]
+        print(
+            f"  CPU kernels  {isa['active']} variant (this CPU runs: {', '.join(isa['supported'])};"
+            f" build: {isa['build']})"
         )
         print(f"  CUDA devices {k['cuda_devices']}")
     else:

@@ -18,6 +18,7 @@
 #endif
 
 #include "sonoedge/components.h"
+#include "sonoedge/cpu_isa.h"
 #include "sonoedge/mask_pool.h"
 #include "sonoedge/mask_post.h"
 #include "sonoedge/preprocess.h"
@@ -379,6 +380,14 @@ PYBIND11_MODULE(_kernels, m) {
     return 1;
 #endif
   });
+
+  // Instruction-set dispatch of the CPU kernels (sonoedge/cpu_isa.h).
+  m.def("cpu_isa_build", []() { return std::string(cpu_isa_build()); });
+  m.def("cpu_isa_supported", []() { return cpu_isa_supported(); });
+  m.def("cpu_isa_active", []() { return cpu_isa_active(); });
+  m.def("cpu_isa_name", [](int level) { return std::string(cpu_isa_name(level)); },
+        py::arg("level"));
+  m.def("cpu_isa_set", [](int level) { cpu_isa_set(level); }, py::arg("level"));
 
   m.def("preprocess_cpu", &preprocess_cpu_py, py::arg("frame"), py::arg("roi"), py::arg("out"),
         py::arg("kinds"), py::arg("mean"), py::arg("inv_std"), py::arg("sigma"),

@@ -43,6 +43,14 @@ def header_lines(title: str, machine: dict[str, Any], command: str) -> list[str]
         "",
         f"- machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores visible; "
         f"{m.get('device', 'no GPU')}",
+        *(
+            [
+                f"- CPU class: {m['cpu_class']}; ISA: {m.get('isa', '?')}; sonoedge kernels: "
+                f"{m.get('kernels_isa', '?')}"
+            ]
+            if m.get("cpu_class")
+            else []
+        ),
         f"- versions: {m.get('versions', '')}",
         f"- date: {m.get('date', '')}; command: `{command}`",
         "",
@@ -113,8 +121,19 @@ def machine_info(device: str | None = None) -> dict[str, Any]:
             versions.append(f"{mod} {__import__(mod).__version__}")
         except Exception:
             continue
+    from sdk import _cpu
+
+    try:
+        from sdk import kernels
+
+        kernels_isa = kernels.cpu_isa()["active"]
+    except Exception:
+        kernels_isa = "unavailable"
     return {
         "cpu": cpu,
+        "cpu_class": _cpu.cpu_class(),
+        "isa": " ".join(_cpu.cpu_features()),
+        "kernels_isa": kernels_isa,
         "cores": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),

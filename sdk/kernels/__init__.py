@@ -2,7 +2,10 @@
 
 Each kernel exists three ways that the tests hold equal:
 
-* C++ on the CPU (this module; ``sdk._kernels`` compiled from ``kernels/``),
+* C++ on the CPU (this module; ``sdk._kernels`` compiled from ``kernels/``). On x86-64 the hot
+  kernels carry baseline (SSE2), AVX2 and AVX-512 variants in one build and the best one the CPU
+  runs is chosen at run time (:func:`cpu_isa`; cap it with ``SONOEDGE_CPU_ISA=baseline|avx2``
+  or :func:`set_cpu_isa`). Other platforms (aarch64 / NEON) build one variant, ``native``.
 * CUDA, taking device pointers and a stream (:mod:`sdk.kernels.cuda`),
 * NumPy, the readable reference (:mod:`sdk.kernels.reference`).
 
@@ -38,6 +41,7 @@ __all__ = [
     "MLPHead",
     "PoolResult",
     "built_with_cuda",
+    "cpu_isa",
     "cuda_device_count",
     "gaussian_gradient_magnitude",
     "lesion_components",
@@ -45,6 +49,7 @@ __all__ = [
     "pool_classify",
     "postprocess_mask",
     "preprocess",
+    "set_cpu_isa",
 ]
 
 CHANNELS = V.CHANNELS
@@ -58,14 +63,67 @@ else:
     _IMPORT_ERROR = None
 
 
+_ISA_ENV = "SONOEDGE_CPU_ISA"
+_isa_env_checked = False
+
+
 def _native() -> Any:
+    global _isa_env_checked
     if _K is None:
         raise KernelError(
             "the compiled kernels (sdk._kernels) are not available: "
             f"{_IMPORT_ERROR}. Reinstall from source with `pip install .` (needs a C++17 "
             "compiler and CMake >= 3.18)."
         )
+    if not _isa_env_checked:
+        _check_isa_env(_K)
+        _isa_env_checked = True
     return _K
+
+
+def _isa_names(k: Any) -> list[str]:
+    return [str(k.cpu_isa_name(level)) for level in range(int(k.cpu_isa_supported()) + 1)]
+
+
+def _check_isa_env(k: Any) -> None:
+    """Refuse a ``SONOEDGE_CPU_ISA`` this CPU / build cannot honour (the C++ side would fall
+    back to the best level without a word)."""
+    import os
+
+    want = os.environ.get(_ISA_ENV, "")
+    if want and want not in _isa_names(k):
+        raise InputError(
+            f"{_ISA_ENV}={want!r} is not an instruction set this CPU and build can run; "
+            f"choose one of {_isa_names(k)} or unset it"
+        )
+
+
+def cpu_isa() -> dict[str, Any]:
+    """Which instruction-set variant of the C++ CPU kernels runs.
+
+    ``{"active": "avx2", "supported": ["baseline", "avx2"], "build": "x86-64 run-time dispatch:
+    ..."}``: ``supported`` lists the variants this CPU can run (lowest first), ``active`` the one
+    in use (the best, unless capped by ``SONOEDGE_CPU_ISA`` or :func:`set_cpu_isa`).
+    Single-variant builds (aarch64, ``SONOEDGE_NATIVE=ON``) report ``"native"``.
+    """
+    k = _native()
+    return {
+        "active": str(k.cpu_isa_name(int(k.cpu_isa_active()))),
+        "supported": _isa_names(k),
+        "build": str(k.cpu_isa_build()),
+    }
+
+
+def set_cpu_isa(name: str) -> None:
+    """Run the CPU kernels with variant ``name`` (one of ``cpu_isa()["supported"]``) from now on,
+    process-wide. Meant for tests and benchmarks that compare the variants."""
+    k = _native()
+    names = _isa_names(k)
+    if name not in names:
+        raise InputError(
+            f"instruction set {name!r} is not available: this CPU and build run {names}"
+        )
+    k.cpu_isa_set(names.index(name))
 
 
 def built_with_cuda() -> bool:

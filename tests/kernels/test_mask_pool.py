@@ -9,6 +9,9 @@ import sdk.kernels as K
 import sdk.kernels.reference as R
 from sdk.errors import InputError
 
+# Each test runs on every instruction-set variant this CPU supports (tests/kernels/conftest.py).
+pytestmark = pytest.mark.usefixtures("each_cpu_isa")
+
 
 def make_head(rng: np.random.Generator, F: int, H: int = 16, C: int = 3) -> K.MLPHead:
     return K.MLPHead(

@@ -9,6 +9,9 @@ import sdk.kernels as K
 import sdk.kernels.reference as R
 from sdk.errors import InputError
 
+# Each test runs on every instruction-set variant this CPU supports (tests/kernels/conftest.py).
+pytestmark = pytest.mark.usefixtures("each_cpu_isa")
+
 
 def agree(got: np.ndarray, logits, shape, roi=None, threshold=0.5, value=1) -> None:
     """Equal to the reference except where the probability is within rounding of the threshold."""

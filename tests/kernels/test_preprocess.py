@@ -10,6 +10,9 @@ import sdk.kernels as K
 import sdk.kernels.reference as R
 from sdk.errors import InputError
 
+# Each test runs on every instruction-set variant this CPU supports (tests/kernels/conftest.py).
+pytestmark = pytest.mark.usefixtures("each_cpu_isa")
+
 SIZES = [(1, 1), (1, 17), (17, 1), (7, 13), (600, 800)]
 OUT_SIZES = [(1, 1), (5, 3), (32, 48), (256, 256)]
 
