@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = ["Lesion", "draw_lesion"]
 
 _N_TABLE = 720
 _PHI = np.linspace(-math.pi, math.pi, _N_TABLE, endpoint=False)
+_PHASE_ERR_RAD = 5e-4  # bound on |cv2.phase - atan2| (measured max 1.7e-4 over 2e7 points)
 
 
 @dataclass(eq=False)
@@ -83,6 +85,62 @@ class Lesion:
         u, v = self.local(x, z)
         rho = np.hypot(u, v)
         return rho / self.radius_at(np.arctan2(v, u))
+
+    def radius_ratio(
+        self, u: np.ndarray, v: np.ndarray, cuts: tuple[float, ...], scale: float = 1.0
+    ) -> np.ndarray:
+        """``normalised_radius / scale`` at normalised coordinates ``(u, v) = local(x, z)``,
+        exact where it matters: bit-identical to ``normalised_radius(x, z) / scale`` for every
+        value within ``tol`` of one of ``cuts``, an approximation closer than ``tol`` elsewhere,
+        so ``q < c`` / ``q >= c`` for ``c`` in ``cuts`` give exactly the reference answers.
+
+        NumPy's float32 ``arctan2`` and ``hypot`` are scalar libm calls (~40 ns / pixel): the
+        angle and radius come from OpenCV's SIMD ``phase`` / ``magnitude`` first, and the exact
+        expression is evaluated only on the thin band of pixels near a cut (measured: 1.5 ->
+        0.25 ms for the lesion test of a malignant lesion at 256 x 256).
+        """
+        u = np.asarray(u, dtype=np.float32)
+        v = np.asarray(v, dtype=np.float32)
+        t_ext, slope, bound = self._interp_table
+        # Relative error of the approximation: the table's steepest slope times cv2.phase's
+        # angle error (measured <= 1.7e-4 rad; 5e-4 assumed), over the smallest radius, plus
+        # float32 rounding; doubled for margin.
+        tol = 2.0 * (bound * _PHASE_ERR_RAD / float(self.table.min()) + 5e-6)
+        if tol > 0.05 or u.size < 64:  # a pathological table or a tiny patch: all exact
+            return self._exact_ratio(u, v) / scale
+        f = cv2.phase(u, v).reshape(u.shape)  # atan2(v, u) in [0, 2 pi]
+        f *= np.float32(_N_TABLE / (2.0 * math.pi))  # table position in [0, _N_TABLE]
+        i0 = np.floor(f)
+        f -= i0
+        i0 = i0.astype(np.intp)
+        m = np.take(slope, i0)
+        m *= f
+        m += np.take(t_ext, i0)
+        m *= np.float32(scale)
+        q = cv2.magnitude(u, v).reshape(u.shape)
+        q /= m
+        near = np.abs(q - np.float32(cuts[0])) <= tol * cuts[0]
+        for c in cuts[1:]:
+            near |= np.abs(q - np.float32(c)) <= tol * c
+        idx = np.flatnonzero(near)
+        if idx.size:
+            q.reshape(-1)[idx] = self._exact_ratio(u.reshape(-1)[idx], v.reshape(-1)[idx]) / scale
+        return q
+
+    def _exact_ratio(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """``normalised_radius`` from ``(u, v)``: the reference expression, element for element."""
+        return np.hypot(u, v) / self.radius_at(np.arctan2(v, u))
+
+    @cached_property
+    def _interp_table(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """For :meth:`radius_ratio`: the margin table re-indexed from phi = 0 (``cv2.phase``
+        gives [0, 2 pi]) with the wrap-around entry, its slope per entry (0 after the last), and
+        the steepest slope per radian. ``table`` is fixed once the lesion is drawn."""
+        t = np.asarray(self.table, dtype=np.float32)
+        t_ext = np.concatenate([t[_N_TABLE // 2 :], t[: _N_TABLE // 2 + 1]])
+        slope = np.append(np.diff(t_ext), np.float32(0.0)).astype(np.float32)
+        bound = float(np.abs(slope).max()) * _N_TABLE / (2.0 * math.pi)
+        return t_ext, slope, bound
 
     def radius_at(self, phi: np.ndarray) -> np.ndarray:
         """Periodic linear interpolation of the margin table at angles ``phi`` in [-pi, pi]."""

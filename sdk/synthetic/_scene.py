@@ -247,11 +247,16 @@ def _finish_lesion(les: Lesion, tissue: Tissue, power: np.ndarray, p: PhantomPar
     i1 = min(int((les.cz + r) / res) + 1, power.shape[0])
     xs = tissue.x_min + (np.arange(j0, j1, dtype=np.float32) + 0.5) * res
     zs = (np.arange(i0, i1, dtype=np.float32) + 0.5) * res
-    q = les.normalised_radius(xs[None, :], zs[:, None])
     # Reference: the tissue beside the lesion at its own depth (not above / below it, where
     # other layers and the posterior effects are): the contrast knob means "vs its neighbours".
-    beside = np.abs(zs[:, None] - les.cz) < 0.4 * max(les.height_mm, 1.0)
-    ring = (q > 1.15) & (q < 2.0) & beside
+    # The radius is evaluated on those rows only (a band of the patch; measured 0.8 -> 0.1 ms).
+    beside = np.flatnonzero(np.abs(zs - les.cz) < 0.4 * max(les.height_mm, 1.0))
+    ring = np.zeros((zs.size, xs.size), bool)
+    if beside.size:
+        rows = slice(beside[0], beside[-1] + 1)  # contiguous: |z - cz| < d on increasing z
+        u, v = les.local(xs[None, :], zs[rows, None])
+        q = les.radius_ratio(u, v, (1.15, 2.0))
+        ring[rows] = (q > 1.15) & (q < 2.0)
     patch = power[i0:i1, j0:j1]
     les.surround_power = float(patch[ring].mean()) if ring.any() else 1.0
     # Extra one-way attenuation so that the round trip through the lesion's height changes the
@@ -334,8 +339,19 @@ def _sample_raster(
     )
 
 
-def _lesion_pixels(les: Lesion, xw: np.ndarray, zw: np.ndarray, scale: float, pad: float = 0.0):
-    """Flat indices near the lesion and their normalised radius (scaled cross-section)."""
+def _lesion_pixels(
+    les: Lesion,
+    xw: np.ndarray,
+    zw: np.ndarray,
+    scale: float,
+    pad: float = 0.0,
+    cuts: tuple[float, ...] = (1.0,),
+):
+    """Flat indices near the lesion and their normalised radius (scaled cross-section).
+
+    The radius is exact (bit-identical to ``normalised_radius / scale``) near the values in
+    ``cuts``: compare it only against those (see :meth:`Lesion.radius_ratio`).
+    """
     r = les.bound * scale + pad
     near = np.flatnonzero((np.abs(xw - les.cx) < r).ravel() & (np.abs(zw - les.cz) < r).ravel())
     if near.size == 0:
@@ -343,7 +359,7 @@ def _lesion_pixels(les: Lesion, xw: np.ndarray, zw: np.ndarray, scale: float, pa
     x = xw.ravel()[near]
     z = zw.ravel()[near]
     u, v = les.local(x, z)
-    q = les.normalised_radius(x, z) / scale
+    q = les.radius_ratio(u, v, cuts, scale)
     return near, q, u / scale, v / scale
 
 
@@ -401,7 +417,7 @@ def render(
         if s <= 0.0:
             continue
         cap = 0.45 / min(les.a, les.b) if les.capsule_db else 0.0
-        near, q, u, v = _lesion_pixels(les, xa, za, s, pad=0.6)
+        near, q, u, v = _lesion_pixels(les, xa, za, s, pad=0.6, cuts=(1.0, 1.0 + cap))
         if near.size == 0:
             continue
         inside = q < 1.0
