@@ -156,5 +156,8 @@ def test_no_code_outside_an_isa_namespace_goes_beyond_the_baseline() -> None:
                 in_isa.add(fn)
             else:
                 offenders.setdefault(fn, m.group(1))
-    assert in_isa, "no ISA-specific code found: is this a dispatch build?"
+    assert in_isa, (
+        "no function of sonoedge::avx2 / ::avx512 found: is this a dispatch build, and was its "
+        "symbol table kept (pyproject.toml: install.strip = false)?"
+    )
     assert not offenders, f"baseline functions with ISA instructions: {offenders}"
