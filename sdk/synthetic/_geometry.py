@@ -36,6 +36,9 @@ class Pose:
     tilt_rad: float = 0.0
 
 
+_REST = Pose()
+
+
 @dataclass(frozen=True, eq=False)
 class ScanGeometry:
     """Everything about the probe and the frame layout that does not depend on the tissue.
@@ -64,6 +67,10 @@ class ScanGeometry:
     # cv2.remap maps from output box pixels to acoustic indices (curvilinear only).
     scan_map_x: np.ndarray | None = field(repr=False, default=None)
     scan_map_y: np.ndarray | None = field(repr=False, default=None)
+    # World coordinates of both grids under the rest pose, filled on first use by world().
+    _rest: dict[str, tuple[np.ndarray, np.ndarray]] = field(
+        repr=False, default_factory=dict, init=False
+    )
 
     @property
     def width_mm(self) -> float:
@@ -82,6 +89,25 @@ class ScanGeometry:
             xw = pose.tx_mm + (self.radius_mm + b) * np.sin(a + pose.tilt_rad)
             zw = b
         return xw.astype(np.float32, copy=False), np.asarray(zw, dtype=np.float32)
+
+    def world(self, grid: str, pose: Pose) -> tuple[np.ndarray, np.ndarray]:
+        """World millimetres of the ``"acoustic"`` samples or the ``"output"`` box pixels.
+
+        The rest pose (``Pose()``: every single phantom) is computed once per geometry and
+        returned read-only (the same values :meth:`to_world` gives; saves ~0.3 ms per grid and
+        frame at 256 x 256); a moving probe (cine) is transformed every call.
+        """
+        a, b = (self.ac_a, self.ac_b) if grid == "acoustic" else (self.out_a, self.out_b)
+        if pose != _REST:
+            return self.to_world(a, b, pose)
+        cached = self._rest.get(grid)
+        if cached is None:
+            xw, zw = self.to_world(a, b, pose)
+            xw, zw = np.array(xw), np.array(zw)  # own copies: never views of ac_* / out_*
+            xw.setflags(write=False)
+            zw.setflags(write=False)
+            cached = self._rest[grid] = (xw, zw)
+        return cached
 
     def world_to_beam(
         self, xw: np.ndarray, zw: np.ndarray, pose: Pose

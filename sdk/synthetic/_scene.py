@@ -16,7 +16,7 @@ The mask is evaluated on the output grid with the same analytic lesion test, so 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 
@@ -328,15 +328,28 @@ def build_scene(
     return Scene(p, geom, tissue, lesions, psf, tgc, power)
 
 
-def _sample_raster(
-    raster: np.ndarray, tissue: Tissue, xw: np.ndarray, zw: np.ndarray
-) -> np.ndarray:
+def _sample_rasters(
+    rasters: tuple[np.ndarray, ...], tissue: Tissue, xw: np.ndarray, zw: np.ndarray
+) -> list[np.ndarray]:
+    """Tissue rasters (bilinear) at world points ``(xw, zw)``; the maps are built once."""
     mx = (xw - tissue.x_min) / tissue.res - 0.5
     mz = zw / tissue.res - 0.5
     # Outside the raster (above the skin when tilted) is coupling gel: no echo, no attenuation.
-    return cv2.remap(
-        raster, mx, mz, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0
-    )
+    return [
+        cv2.remap(r, mx, mz, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        for r in rasters
+    ]
+
+
+def _cumsum_rows(a: np.ndarray) -> np.ndarray:
+    """``np.cumsum(a, axis=0)`` for float32 ``a``, bit for bit: the same sequential float32 sums
+    per column, but one contiguous row at a time (NumPy accumulates down strided columns:
+    measured 0.7 -> 0.45 ms at 256 x 256, 4.7 -> 2.9 ms at 600 x 800)."""
+    out = np.empty_like(a)
+    out[0] = a[0]
+    for i in range(1, a.shape[0]):
+        np.add(out[i - 1], a[i], out=out[i])
+    return out
 
 
 def _lesion_pixels(
@@ -373,10 +386,11 @@ def lesion_mask(
     mask = np.zeros((h, w), np.uint8)
     if not scene.lesions:
         return mask, []
-    xo, zo = geom.to_world(geom.out_a, geom.out_b, pose)
+    xo, zo = geom.world("output", pose)
     fov = geom.fov[y0:y1, x0:x1].ravel()
     box = np.zeros((y1 - y0, x1 - x0), np.uint8)  # contiguous: reshape(-1) must be a view
     flat = box.reshape(-1)
+    painted = []
     for i, les in enumerate(scene.lesions, start=1):
         s = les.scale_at(elevation_mm)
         if s <= 0.0:
@@ -384,9 +398,17 @@ def lesion_mask(
         near, q, _, _ = _lesion_pixels(les, xo, zo, s)
         hit = near[(q < 1.0) & fov[near]]
         flat[hit] = i
+        painted.append((i, hit))
     mask[y0:y1, x0:x1] = box
-    present = sorted(int(v) for v in np.unique(box) if v)
-    return mask, present
+    return mask, _present(box, painted)
+
+
+def _present(ids: np.ndarray, painted: list[tuple[int, np.ndarray]]) -> list[int]:
+    """Ids (ascending) still on ``ids`` after painting ``painted`` in order (a later lesion may
+    cover an earlier one): looks at the painted pixels only, not the whole frame as
+    ``np.unique`` did (measured 0.45 -> 0.01 ms at 256 x 256)."""
+    flat = ids.reshape(-1)
+    return sorted(i for i, hit in painted if hit.size and bool((flat[hit] == i).any()))
 
 
 def render(
@@ -405,13 +427,13 @@ def render(
     ``env`` is the TGC-corrected envelope on the acoustic grid when ``keep_envelope``.
     """
     p, geom, tissue = scene.params, scene.geom, scene.tissue
-    xa, za = geom.to_world(geom.ac_a, geom.ac_b, pose)
-    power = _sample_raster(scene.power, tissue, xa, za)
-    atten = _sample_raster(tissue.atten, tissue, xa, za)
+    xa, za = geom.world("acoustic", pose)
+    power, atten = _sample_rasters((scene.power, tissue.atten), tissue, xa, za)
     point_sources: list[tuple[float, float, float, float]] = []
 
     pflat, aflat = power.reshape(-1), atten.reshape(-1)
     ac_ids = np.zeros(power.shape, np.uint8)  # lesion ids on the acoustic grid
+    painted: list[tuple[int, np.ndarray]] = []  # (id, its pixels) for the ids still present
     for lid, les in enumerate(scene.lesions, start=1):
         s = les.scale_at(elevation_mm)
         if s <= 0.0:
@@ -425,6 +447,7 @@ def render(
         level = les.contrast_db + les.texture(u[inside], v[inside])
         pflat[idx] = les.surround_power * np.power(10.0, level / 10.0)
         ac_ids.reshape(-1)[idx] = lid
+        painted.append((lid, idx))
         aflat[idx] = les.attenuation
         if cap:
             ring = near[(q >= 1.0) & (q < 1.0 + cap)]
@@ -444,7 +467,7 @@ def render(
 
     # Round-trip amplitude attenuation, accumulated to the middle of each sample.
     depth_cm = geom.sample_mm / 10.0
-    cum = np.cumsum(atten, axis=0, dtype=np.float32)
+    cum = _cumsum_rows(atten)
     cum -= 0.5 * atten
     trans = np.exp(cum * np.float32(-_LN10_20 * 2.0 * p.frequency_mhz * depth_cm))
     amp = np.sqrt(power) * trans
@@ -495,7 +518,7 @@ def render(
         # The acoustic grid is the output grid: the lesion test already ran on these pixels.
         mask = np.zeros((h, w), np.uint8)
         mask[y0:y1, x0:x1] = ac_ids
-        present = [i for i in range(1, len(scene.lesions) + 1) if (ac_ids == i).any()]
+        present = _present(ac_ids, painted)
     else:
         mask, present = lesion_mask(scene, pose, elevation_mm)
     return image, mask, present, state, (env if keep_envelope else None)
@@ -610,7 +633,9 @@ def frame_info(
         "scan_box": [int(v) for v in geom.box],
         "layers_mm": {k: round(v, 3) for k, v in scene.tissue.layers.items()},
         "pose": {"tx_mm": round(pose.tx_mm, 4), "tilt_deg": round(math.degrees(pose.tilt_rad), 4)},
-        "params": _jsonable(asdict(p)),
+        # _jsonable copies containers, so a shallow field read gives the same dict as asdict()
+        # (which deep-copies first; measured 0.3 -> 0.05 ms).
+        "params": _jsonable({f.name: getattr(p, f.name) for f in fields(p)}),
         "psf": {
             "sigma_axial_samples": round(scene.psf.sigma_axial, 4),
             "sigma_lateral_samples": round(scene.psf.sigma_lateral, 4),
