@@ -63,6 +63,8 @@ class Lesion:
     attenuation: float = 0.5
     height_mm: float = 0.0
     width_mm: float = 0.0
+    # spread_ratio() of the drawn shape (translation-invariant), kept by draw_lesion.
+    spread: float | None = None
 
     @property
     def bound(self) -> float:
@@ -178,19 +180,33 @@ def _smooth_table(rng: np.random.Generator, orders: range, amp: float) -> np.nda
     return m
 
 
+def _within(centre: float, half_width: float) -> tuple[np.ndarray, np.ndarray]:
+    """Table entries within ``half_width`` of ``centre`` on the circle: ``(indices, d)`` with
+    ``d = angle(exp(1j (phi - centre)))``, the wrapped offset, computed exactly as before.
+
+    A bump ``clip(1 - |d| / w, 0) ** k`` is exactly 0 elsewhere (adding it there adds 0.0), so
+    it is evaluated on these entries only: the complex exp / angle over all 720 entries per bump
+    was most of the cost of a malignant margin (measured 0.9 -> 0.2 ms per lesion).
+    """
+    wrapped = np.remainder(_PHI - centre + math.pi, 2.0 * math.pi) - math.pi  # ~1e-15 of d
+    idx = np.flatnonzero(np.abs(wrapped) < half_width + 1e-9)
+    return idx, np.angle(np.exp(1j * (_PHI[idx] - centre)))
+
+
 def _irregular_table(rng: np.random.Generator, n_spicules: int, angular: float) -> np.ndarray:
     # Angular margin: a few sharp corners (|cos| peaks) plus mid-order irregularity.
     m = _smooth_table(rng, range(3, 9), 0.12)
     for _ in range(int(rng.integers(3, 6))):
         centre = rng.uniform(-math.pi, math.pi)
-        d = np.angle(np.exp(1j * (_PHI - centre)))
-        m += angular * np.clip(1.0 - np.abs(d) / rng.uniform(0.35, 0.7), 0.0, None) ** 2
+        width = rng.uniform(0.35, 0.7)
+        idx, d = _within(centre, width)
+        m[idx] += angular * np.clip(1.0 - np.abs(d) / width, 0.0, None) ** 2
     # Spicules: thin radial spikes, 2-8 degrees wide, 25-70 % of the radius long.
     for _ in range(n_spicules):
         centre = rng.uniform(-math.pi, math.pi)
-        d = np.angle(np.exp(1j * (_PHI - centre)))
         width = math.radians(rng.uniform(2.0, 8.0))
-        m += rng.uniform(0.25, 0.7) * np.clip(1.0 - np.abs(d) / width, 0.0, None) ** 1.5
+        idx, d = _within(centre, width)
+        m[idx] += rng.uniform(0.25, 0.7) * np.clip(1.0 - np.abs(d) / width, 0.0, None) ** 1.5
     return m
 
 
@@ -327,6 +343,7 @@ def draw_lesion(
         )
         ratio = spread_ratio(lesion)
         if (ratio >= 1.1) if label == "malignant" else (ratio <= 1.0 / 1.1):
+            lesion.spread = ratio
             return lesion
     # Practically unreachable (a few redraws at most), but never loop forever.
     raise InputError(f"could not draw a {label} lesion with its class orientation")
