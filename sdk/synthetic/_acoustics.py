@@ -11,6 +11,7 @@ Gaussian beam profile. The envelope ``|IQ|`` of a homogeneous region is then Ray
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -98,11 +99,34 @@ def convolve_psf(
     part: statistically identical for circular scatterers.
     """
     border = cv2.BORDER_REFLECT_101
-    both = cv2.merge([s_re, s_im])
-    lat = cv2.sepFilter2D(both, cv2.CV_32F, psf.lateral, _ONE_TAP, borderType=border)
-    by_re = cv2.sepFilter2D(lat, cv2.CV_32F, _ONE_TAP, psf.axial_re, borderType=border)
-    by_im = cv2.sepFilter2D(lat, cv2.CV_32F, _ONE_TAP, psf.axial_im, borderType=border)
+    both, lat, by_re, by_im = _workspace(s_re.shape)
+    cv2.merge([s_re, s_im], both)
+    cv2.sepFilter2D(both, cv2.CV_32F, psf.lateral, _ONE_TAP, dst=lat, borderType=border)
+    cv2.sepFilter2D(lat, cv2.CV_32F, _ONE_TAP, psf.axial_re, dst=by_re, borderType=border)
+    cv2.sepFilter2D(lat, cv2.CV_32F, _ONE_TAP, psf.axial_im, dst=by_im, borderType=border)
     return by_re[..., 0] - by_im[..., 1], by_im[..., 0] + by_re[..., 1]
+
+
+_WORKSPACE = threading.local()
+_WORKSPACE_MAX_PIXELS = 1 << 20  # up to 32 MiB kept per thread (1024 x 1024); larger: fresh
+
+
+def _workspace(shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Four (h, w, 2) float32 buffers for :func:`convolve_psf`, kept per thread for the last
+    frame shape.
+
+    Fresh 2 MiB of filter outputs per 256 x 256 frame cost ~500 page faults each time (glibc
+    gives the freed top of the heap back to the kernel, which then zeroes new pages on first
+    touch): measured 2.8 ms for the convolution inside a render against 0.45 ms with reused
+    buffers. Only the convolution's own temporaries live here; nothing returned aliases them.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    if h * w > _WORKSPACE_MAX_PIXELS:
+        return tuple(np.empty((h, w, 2), np.float32) for _ in range(4))
+    bufs = getattr(_WORKSPACE, "bufs", None)
+    if bufs is None or bufs[0].shape[:2] != (h, w):
+        bufs = _WORKSPACE.bufs = tuple(np.empty((h, w, 2), np.float32) for _ in range(4))
+    return bufs
 
 
 # Largest absolute error of cv2.log (float32) against the exact natural log: measured 1.1e-6 over
