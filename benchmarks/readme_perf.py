@@ -80,7 +80,32 @@ def _label(stems: list[str]) -> list[str]:
     return [s[n:].strip("-_") or s for s in stems]
 
 
+def cpu_class_of(path: Path, doc: dict[str, Any]) -> str:
+    """The CPU class a results file was measured on (``sdk._cpu.cpu_class``). Files written
+    before benchmarks recorded it carry none: those are the 2-core Xeon's, an AVX-512 machine
+    (``*-cpu-xeon-*``)."""
+    m = doc.get("machine") or {}
+    if m.get("cpu_class"):
+        return str(m["cpu_class"])
+    return "avx512" if "xeon" in path.stem else "unknown"
+
+
+def by_cpu_class(
+    items: list[tuple[Path, dict[str, Any]]],
+) -> list[tuple[str, list[tuple[Path, dict[str, Any]]]]]:
+    """Items grouped by CPU class, AVX-512 first (the older tables), in file order within."""
+    groups: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for p, doc in items:
+        groups.setdefault(cpu_class_of(p, doc), []).append((p, doc))
+    return sorted(groups.items(), key=lambda kv: (not kv[0].startswith("avx512"), kv[0]))
+
+
 def render_kernels(items: list[tuple[Path, dict[str, Any]]], rel: str) -> str:
+    """One table per CPU class: the same kernels are not comparable across machines."""
+    return "\n".join(render_kernels_one(cls, group, rel) for cls, group in by_cpu_class(items))
+
+
+def render_kernels_one(cls: str, items: list[tuple[Path, dict[str, Any]]], rel: str) -> str:
     stems = [p.stem for p, _ in items]
     labels = _label(stems)
     keys: list[tuple[str, str, str | None]] = []
@@ -96,8 +121,9 @@ def render_kernels(items: list[tuple[Path, dict[str, Any]]], rel: str) -> str:
     head = f"| kernel | ours ({labels[0]}) | anchor | anchor µs | " + " | ".join(
         f"ratio {lb}" for lb in labels
     )
+    cpu = (items[0][1].get("machine") or {}).get("cpu", "?")
     lines = [
-        "### Kernels",
+        f"### Kernels: {cls} CPU ({cpu})",
         "",
         "Ours against the same work done by the usual tools, interleaved in the same run; ratio "
         "= ours / anchor (below 1: faster).",
@@ -138,10 +164,11 @@ def render_e2e(items: list[tuple[Path, dict[str, Any]]], rel: str) -> str:
         "the frames waiting (max_batch 4), the second figure is one frame per model call "
         "(a results file from before batching has one).",
         "",
-        "| model | row | p50 | p99 | streaming | bare ORT p50 | SDK / bare ORT |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| CPU | model | row | p50 | p99 | streaming | bare ORT p50 | SDK / bare ORT |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    for _, doc in items:
+    items = [it for _, group in by_cpu_class(items) for it in group]
+    for path, doc in items:
         rows = doc.get("rows", [])
         e2e = next((r for r in rows if r.get("anchor")), None)
         streams = [r for r in rows if "stream" in r.get("name", "")]
@@ -152,6 +179,7 @@ def render_e2e(items: list[tuple[Path, dict[str, Any]]], rel: str) -> str:
         fps = [_num(r"([\d.]+) frames/s", r.get("note", "")) for r in streams]
         amed, ratio = e2e.get("anchor_median_us"), e2e.get("ratio")
         cells = [
+            cpu_class_of(path, doc),
             model,
             e2e["name"],
             f"{e2e['median_us'] / 1e3:.2f} ms",
