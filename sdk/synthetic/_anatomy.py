@@ -93,6 +93,15 @@ def _noise(rng: np.random.Generator, shape: tuple[int, int], sx: float, sz: floa
     return f / std if std > 0 else f
 
 
+def _rows_between(zs: np.ndarray, top: np.ndarray, bottom: np.ndarray) -> slice:
+    """Rows of the raster holding every pixel with ``top <= z < bottom`` in some column
+    (``zs``: increasing row depths, shape (nz, 1))."""
+    z = zs[:, 0]
+    return slice(
+        int(np.searchsorted(z, top.min(), "left")), int(np.searchsorted(z, bottom.max(), "left"))
+    )
+
+
 def build_tissue(
     rng: np.random.Generator,
     x_min: float,
@@ -167,12 +176,23 @@ def build_tissue(
     n_lob = max(int((x_max - x_min) / 4.0), 2)
     seeds_x = rng.uniform(x_min, x_max, n_lob).astype(np.float32)
     seeds_z = rng.uniform(float(skin_b.mean()), float(fat_b.mean()) + 1.0, n_lob).astype(np.float32)
+    # Distances to every seed at once; d1 / d2 = nearest / second-nearest (the septa are where
+    # they tie). float32 hypot is a scalar libm call per element: computed instead in float64
+    # from the same float32 operands (squares exact, one rounding per step) and rounded to
+    # float32, which is how glibc's hypotf computes it, so the values are the same bits here
+    # (checked on 6e7 random pairs); measured 0.87 -> 0.47 ms with the loop below.
+    dx = ((xc_ - seeds_x[:, None, None]) * np.float32(0.45)).astype(np.float64)  # lobules ~2x wider
+    dz = (zc_ - seeds_z[:, None, None]).astype(np.float64)
+    dist = dx * dx + dz * dz
+    np.sqrt(dist, out=dist)
+    dist = dist.astype(np.float32)
     d1 = np.full((ch, cw), np.inf, np.float32)
     d2 = np.full_like(d1, np.inf)
-    for sx, sz in zip(seeds_x, seeds_z, strict=True):
-        d = np.hypot((xc_ - sx) * np.float32(0.45), zc_ - sz)  # 0.45: lobules ~2x wider
-        d2 = np.minimum(d2, np.maximum(d, d1))
-        d1 = np.minimum(d1, d)
+    tmp = np.empty_like(d1)
+    for d in dist:  # running min / second min, in place
+        np.maximum(d, d1, out=tmp)
+        np.minimum(d2, tmp, out=d2)
+        np.minimum(d1, d, out=d1)
     gap = cv2.resize(d2 - d1, (nx, n_fat), interpolation=cv2.INTER_LINEAR)
     d1 = cv2.resize(d1, (nx, n_fat), interpolation=cv2.INTER_LINEAR)
     septa = gap < 0.22
@@ -184,9 +204,13 @@ def build_tissue(
     # Fibroglandular tissue: hyperechoic, heterogeneous texture, fat islands, a few ducts.
     texture = _noise(rng, (nz, nx), 1.6 * px, 0.8 * px)
     islands = _noise(rng, (nz, nx), 3.0 * px, 1.2 * px) > 1.1
-    gland_db = ECHO_DB["gland"] + 2.5 * texture
-    gland_db = np.where(islands, ECHO_DB["fat"] + 1.5 * texture, gland_db)
-    db[in_gland] = gland_db[in_gland]
+    # Layer textures are evaluated on the rows a layer spans only (same values there; the
+    # gland and muscle bands are ~1/3 and ~1/10 of the raster: measured ~0.5 ms saved).
+    rows = _rows_between(zs, fat_b, gland_b)
+    region = in_gland[rows]
+    gland_db = ECHO_DB["gland"] + 2.5 * texture[rows]
+    gland_db = np.where(islands[rows], ECHO_DB["fat"] + 1.5 * texture[rows], gland_db)
+    db[rows][region] = gland_db[region]
     retro_mean = float(gland_b.mean())
     for _ in range(int(rng.random() < 0.4)):
         zc = rng.uniform(float(fat_b.mean()) + 2.0, retro_mean - 1.0)
@@ -207,10 +231,12 @@ def build_tissue(
     # Pectoral muscle: fascia lines and oblique fibrillar striations.
     slope = rng.uniform(-0.12, 0.12)
     spacing = rng.uniform(1.0, 1.6)
-    phase = (zs - retro_b - slope * (xs - x_min)) / spacing + 0.3 * texture
+    rows = _rows_between(zs, retro_b, muscle_b)
+    region = in_muscle[rows]
+    phase = (zs[rows] - retro_b - slope * (xs - x_min)) / spacing + 0.3 * texture[rows]
     fibres = np.cos(2.0 * math.pi * phase) > 0.75
     muscle_db = np.where(fibres, ECHO_DB["muscle_fibre"], ECHO_DB["muscle"]).astype(np.float32)
-    db[in_muscle] = muscle_db[in_muscle]
+    db[rows][region] = muscle_db[region]
     db[np.abs(zs - retro_b) < 0.3] = ECHO_DB["fascia"]
     db[np.abs(zs - muscle_b) < 0.3] = ECHO_DB["fascia"] - 3.0
 
@@ -244,17 +270,21 @@ def build_tissue(
 
     # Cooper's ligaments: thin echogenic arcs from the gland peaks up through the fat.
     lines = np.zeros((nz, nx), np.uint8)
+    t = np.linspace(0.0, 1.0, 24)
+    rise = np.sin(0.5 * math.pi * t)
+    pts = np.empty((24, 2))
     for lx in lig_x:
         j = min(max(int((lx - x_min) / res), 0), nx - 1)
         z0 = float(fat_b[j])
         z1 = float(skin_b[j]) + 0.3
-        side = rng.choice([-1.0, 1.0])
+        # rng.integers(0, 2) is the draw rng.choice([-1.0, 1.0]) makes, without its overhead.
+        side = (-1.0, 1.0)[int(rng.integers(0, 2))]
         span = rng.uniform(3.0, 9.0)
         bend = rng.uniform(0.5, 1.5)
-        t = np.linspace(0.0, 1.0, 24)
         cx = lx + side * span * t
-        cz = z0 + (z1 - z0) * np.sin(0.5 * math.pi * t) ** bend
-        pts = np.stack([(cx - x_min) / res, cz / res], axis=1)
+        cz = z0 + (z1 - z0) * rise**bend
+        pts[:, 0] = (cx - x_min) / res
+        pts[:, 1] = cz / res
         cv2.polylines(
             lines,
             [np.round(pts * 16).astype(np.int32)],
