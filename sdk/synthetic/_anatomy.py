@@ -93,13 +93,18 @@ def _noise(rng: np.random.Generator, shape: tuple[int, int], sx: float, sz: floa
     return f / std if std > 0 else f
 
 
-def _rows_between(zs: np.ndarray, top: np.ndarray, bottom: np.ndarray) -> slice:
-    """Rows of the raster holding every pixel with ``top <= z < bottom`` in some column
-    (``zs``: increasing row depths, shape (nz, 1))."""
+def _rows_near(zs: np.ndarray, lo: float, hi: float) -> slice:
+    """Rows whose depth may lie in ``[lo, hi]`` (mm), with one row of slack either side
+    (``zs``: increasing row depths, shape (nz, 1)).
+
+    The layers are horizontal bands: every mask and value of a layer is evaluated on the rows
+    it can reach only, with the same expressions, so it gives the same values there and the
+    rows outside hold no pixel of it (measured ~1 ms less per breast at 256 x 256).
+    """
     z = zs[:, 0]
-    return slice(
-        int(np.searchsorted(z, top.min(), "left")), int(np.searchsorted(z, bottom.max(), "left"))
-    )
+    i0 = int(np.searchsorted(z, lo, "left")) - 1
+    i1 = int(np.searchsorted(z, hi, "right")) + 1
+    return slice(max(i0, 0), min(i1, z.size))
 
 
 def build_tissue(
@@ -154,22 +159,19 @@ def build_tissue(
     db = np.full((nz, nx), ECHO_DB["fat"], np.float32)
     atten = np.full((nz, nx), SOFT_TISSUE_ATTENUATION, np.float32)
 
-    in_skin = zs < skin_b
-    in_fat = (zs >= skin_b) & (zs < fat_b)
-    in_gland = (zs >= fat_b) & (zs < gland_b)
-    in_retro = (zs >= gland_b) & (zs < retro_b)
-    in_muscle = (zs >= retro_b) & (zs < muscle_b)
-    below = zs >= muscle_b
-
     # Skin: bright entry echo, dermis, bright dermis / fat interface.
-    db[in_skin] = ECHO_DB["skin"]
-    db[(zs < 0.35) & in_skin] = ECHO_DB["skin_entry"]
-    db[in_skin & (zs > skin_b - 0.35)] = ECHO_DB["skin_entry"] - 4.0
+    rows = _rows_near(zs, 0.0, float(skin_b.max()))
+    z, db_rows = zs[rows], db[rows]
+    in_skin = z < skin_b
+    db_rows[in_skin] = ECHO_DB["skin"]
+    db_rows[(z < 0.35) & in_skin] = ECHO_DB["skin_entry"]
+    db_rows[in_skin & (z > skin_b - 0.35)] = ECHO_DB["skin_entry"] - 4.0
 
     # Subcutaneous fat: flattened lobules (Voronoi cells stretched laterally), echogenic septa.
     # Computed on a 2x coarser grid (the cells are millimetres wide) and resized up.
     n_fat = int(min(float(fat_b.max()) * px + 2, nz))
-    fat_rows = slice(0, n_fat)
+    fat_rows = slice(0, n_fat)  # every fat pixel (z < fat_b) is on these rows
+    in_fat = (zs[fat_rows] >= skin_b) & (zs[fat_rows] < fat_b)
     ch, cw = max(n_fat // 2, 1), max(nx // 2, 1)
     xc_ = (x_min + (np.arange(cw, dtype=np.float32) + 0.5) * (nx * res / cw))[None, :]
     zc_ = ((np.arange(ch, dtype=np.float32) + 0.5) * (n_fat * res / ch))[:, None]
@@ -198,19 +200,17 @@ def build_tissue(
     septa = gap < 0.22
     lobule = ECHO_DB["fat"] - 2.0 * np.exp(-((d1 / 2.0) ** 2))  # lobule centres darker
     fat_db = np.where(septa, ECHO_DB["septum"], lobule).astype(np.float32)
-    region = in_fat[fat_rows]
-    db[fat_rows][region] = fat_db[region]
+    db[fat_rows][in_fat] = fat_db[in_fat]
 
     # Fibroglandular tissue: hyperechoic, heterogeneous texture, fat islands, a few ducts.
     texture = _noise(rng, (nz, nx), 1.6 * px, 0.8 * px)
     islands = _noise(rng, (nz, nx), 3.0 * px, 1.2 * px) > 1.1
-    # Layer textures are evaluated on the rows a layer spans only (same values there; the
-    # gland and muscle bands are ~1/3 and ~1/10 of the raster: measured ~0.5 ms saved).
-    rows = _rows_between(zs, fat_b, gland_b)
-    region = in_gland[rows]
-    gland_db = ECHO_DB["gland"] + 2.5 * texture[rows]
-    gland_db = np.where(islands[rows], ECHO_DB["fat"] + 1.5 * texture[rows], gland_db)
-    db[rows][region] = gland_db[region]
+    gland_rows = _rows_near(zs, float(fat_b.min()), float(gland_b.max()))
+    z = zs[gland_rows]
+    in_gland = (z >= fat_b) & (z < gland_b)
+    gland_db = ECHO_DB["gland"] + 2.5 * texture[gland_rows]
+    gland_db = np.where(islands[gland_rows], ECHO_DB["fat"] + 1.5 * texture[gland_rows], gland_db)
+    db[gland_rows][in_gland] = gland_db[in_gland]
     retro_mean = float(gland_b.mean())
     for _ in range(int(rng.random() < 0.4)):
         zc = rng.uniform(float(fat_b.mean()) + 2.0, retro_mean - 1.0)
@@ -219,34 +219,43 @@ def build_tissue(
         slope = rng.uniform(-0.15, 0.15)
         radius = rng.uniform(0.35, 0.8)
         xc = rng.uniform(x_min, x_max)
-        dist = np.abs(zs - (zc + slope * (xs - xc) + 0.04 * (xs - xc) ** 2))
+        dist = np.abs(z - (zc + slope * (xs - xc) + 0.04 * (xs - xc) ** 2))
         lateral = np.abs(xs - xc) < rng.uniform(2.5, 6.0)
         duct = in_gland & lateral & (dist < radius)
         wall = in_gland & lateral & (dist >= radius) & (dist < radius + 0.3)
-        db[wall] = ECHO_DB["ligament"] - 2.0
-        db[duct] = ECHO_DB["duct"]
+        db[gland_rows][wall] = ECHO_DB["ligament"] - 2.0
+        db[gland_rows][duct] = ECHO_DB["duct"]
 
-    db[in_retro] = ECHO_DB["fat"] + 0.5 * texture[in_retro]
+    rows = _rows_near(zs, float(gland_b.min()), float(retro_b.max()))
+    z = zs[rows]
+    in_retro = (z >= gland_b) & (z < retro_b)
+    db[rows][in_retro] = ECHO_DB["fat"] + 0.5 * texture[rows][in_retro]
 
     # Pectoral muscle: fascia lines and oblique fibrillar striations.
     slope = rng.uniform(-0.12, 0.12)
     spacing = rng.uniform(1.0, 1.6)
-    rows = _rows_between(zs, retro_b, muscle_b)
-    region = in_muscle[rows]
-    phase = (zs[rows] - retro_b - slope * (xs - x_min)) / spacing + 0.3 * texture[rows]
+    rows = _rows_near(zs, float(retro_b.min()), float(muscle_b.max()))
+    z = zs[rows]
+    in_muscle = (z >= retro_b) & (z < muscle_b)
+    phase = (z - retro_b - slope * (xs - x_min)) / spacing + 0.3 * texture[rows]
     fibres = np.cos(2.0 * math.pi * phase) > 0.75
     muscle_db = np.where(fibres, ECHO_DB["muscle_fibre"], ECHO_DB["muscle"]).astype(np.float32)
-    db[rows][region] = muscle_db[region]
-    db[np.abs(zs - retro_b) < 0.3] = ECHO_DB["fascia"]
-    db[np.abs(zs - muscle_b) < 0.3] = ECHO_DB["fascia"] - 3.0
+    db[rows][in_muscle] = muscle_db[in_muscle]
+    for line, level in ((retro_b, ECHO_DB["fascia"]), (muscle_b, ECHO_DB["fascia"] - 3.0)):
+        rows = _rows_near(zs, float(line.min()) - 0.3, float(line.max()) + 0.3)
+        db[rows][np.abs(zs[rows] - line) < 0.3] = level
 
     # Below the muscle: intercostal muscle, ribs (bright cortex, opaque), pleura, lung.
-    db[below] = ECHO_DB["intercostal"]
+    rows = _rows_near(zs, float(muscle_b.min()), math.inf)
+    z = zs[rows]
+    below = z >= muscle_b
+    db[rows][below] = ECHO_DB["intercostal"]
     pleura = muscle_b + rng.uniform(4.0, 6.0)
-    db[below & (np.abs(zs - pleura) < 0.3)] = ECHO_DB["pleura"]
-    lung = zs > pleura + 0.3
-    db[lung] = ECHO_DB["lung"]
-    atten[lung] = _LUNG_ATTENUATION
+    db[rows][below & (np.abs(z - pleura) < 0.3)] = ECHO_DB["pleura"]
+    rows = _rows_near(zs, float((pleura + 0.3).min()), math.inf)
+    lung = zs[rows] > pleura + 0.3
+    db[rows][lung] = ECHO_DB["lung"]
+    atten[rows][lung] = _LUNG_ATTENUATION
     spacing_rib = rng.uniform(24.0, 34.0)
     x_rib = x_min + rng.uniform(0.0, spacing_rib)
     while x_rib < x_max + 8.0:
@@ -294,8 +303,13 @@ def build_tissue(
             cv2.LINE_AA,
             shift=4,
         )
-    lig = (lines.astype(np.float32) / 255.0) * in_fat
-    db = np.maximum(db, ECHO_DB["fat"] + lig * (ECHO_DB["ligament"] - ECHO_DB["fat"]))
+    # Ligament blend: only fat pixels carry a ligament; elsewhere the blend term is fat + 0,
+    # so the maximum there is with the fat level alone (as it always was: nothing in the
+    # breast is drawn darker than fat).
+    lig = (lines[fat_rows].astype(np.float32) / 255.0) * in_fat
+    fat_db = ECHO_DB["fat"] + lig * (ECHO_DB["ligament"] - ECHO_DB["fat"])
+    np.maximum(db[fat_rows], fat_db, out=db[fat_rows])
+    np.maximum(db[n_fat:], np.float32(ECHO_DB["fat"]), out=db[n_fat:])
 
     layers = {
         "skin_mm": float(skin_b.mean()),
@@ -306,4 +320,4 @@ def build_tissue(
         "pleura_mm": float(pleura.mean()),
     }
     bounds = {"skin": skin_b, "fat": fat_b, "gland": gland_b, "muscle": muscle_b}
-    return Tissue(db.astype(np.float32), atten, x_min, res, layers, bounds)
+    return Tissue(db, atten, x_min, res, layers, bounds)
