@@ -556,15 +556,10 @@ def _add_noise(
     bank = _noise_bank((h, w), amplitude)
     dy, dx = int(rng.integers(h)), int(rng.integers(w))
     # roll by (dy, dx): out[i, j] = bank[(i - dy) % h, (j - dx) % w]
-    blocks = (
-        (slice(dy, h), slice(0, h - dy)),
-        (slice(0, dy), slice(h - dy, h)),
-    ), (
-        (slice(dx, w), slice(0, w - dx)),
-        (slice(0, dx), slice(w - dx, w)),
-    )
-    for out_rows, src_rows in blocks[0]:
-        for out_cols, src_cols in blocks[1]:
+    row_blocks = ((slice(dy, h), slice(0, h - dy)), (slice(0, dy), slice(h - dy, h)))
+    col_blocks = ((slice(dx, w), slice(0, w - dx)), (slice(0, dx), slice(w - dx, w)))
+    for out_rows, src_rows in row_blocks:
+        for out_cols, src_cols in col_blocks:
             i_re[out_rows, out_cols] += bank[0, src_rows, src_cols]
             i_im[out_rows, out_cols] += bank[1, src_rows, src_cols]
 
