@@ -13,7 +13,8 @@ import pytest
 
 from sdk import synthetic
 from sdk.errors import InputError
-from sdk.synthetic import cli
+from sdk.synthetic import _acoustics, _lesions, _scene, cli
+from sdk.synthetic._geometry import Pose, make_geometry
 
 SIZE = (192, 192)
 
@@ -294,6 +295,111 @@ def test_determinism_by_seed() -> None:
 def test_bad_phantom_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(InputError, match=match):
         synthetic.phantom(**kwargs)
+
+
+# --- fast paths give what the plain expressions give ------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (120, 200), (97, 131)])
+def test_convolve_psf_matches_four_single_channel_filters(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    s = rng.standard_normal((2, *shape), dtype=np.float32)
+    psf = _acoustics.make_psf(10.0, 0.15, 0.2)
+    b = cv2.BORDER_REFLECT_101
+
+    def sep(x: np.ndarray, ax: np.ndarray) -> np.ndarray:
+        return cv2.sepFilter2D(x, cv2.CV_32F, psf.lateral, ax, borderType=b)
+
+    ref_re = sep(s[0], psf.axial_re) - sep(s[1], psf.axial_im)
+    ref_im = sep(s[0], psf.axial_im) + sep(s[1], psf.axial_re)
+    re, im = _acoustics.convolve_psf(s[0], s[1], psf)
+    if shape[1] % 8 == 0:  # no SIMD tail in either: the same sums
+        assert np.array_equal(re, ref_re) and np.array_equal(im, ref_im)
+    scale = float(np.abs(ref_re).max())
+    assert np.abs(re - ref_re).max() <= 1e-6 * scale and np.abs(im - ref_im).max() <= 1e-6 * scale
+    # The reused workspace never leaks into results already returned.
+    keep = re.copy()
+    _acoustics.convolve_psf(s[1], s[0], psf)
+    assert np.array_equal(re, keep)
+
+
+def test_log_compress_matches_log10_expression() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        env = rng.rayleigh(1.0, (128, 128)) * 10.0 ** rng.uniform(-4.0, 1.0, (128, 1))
+        env = env.astype(np.float32)
+        env[0, :6] = [0.0, 1e-13, 1e-12, np.float32(10 ** (-33 / 20)), 1e30, 1.0]
+        dr, gain = float(rng.choice([10.0, 40.0, 60.0, 120.0])), float(rng.uniform(-20, 20))
+        scale = 255.0 / dr
+        level = np.log10(np.maximum(env, 1e-12), dtype=np.float32)
+        level *= 20.0 * scale
+        level += (gain - 27.0 + dr) * scale + 0.5
+        ref = np.clip(level, 0.0, 255.0).astype(np.uint8)
+        assert np.array_equal(_acoustics.log_compress(env, dr, gain, 27.0), ref)
+
+
+def test_lesion_radius_ratio_gives_the_reference_decisions() -> None:
+    rng = np.random.default_rng(2)
+    for k in range(40):
+        les = _lesions.draw_lesion(rng, "malignant" if k % 2 else "benign", 1.0, 10.0)
+        x = rng.uniform(-15, 17, 20_000).astype(np.float32)
+        z = rng.uniform(-6, 26, 20_000).astype(np.float32)
+        scale = float(rng.choice([1.0, 0.8, 0.3]))
+        cuts = (1.0, 1.0 + 0.45 / min(les.a, les.b), 1.15, 2.0)
+        ref = les.normalised_radius(x, z) / scale
+        q = les.radius_ratio(*les.local(x, z), cuts, scale)
+        for c in cuts:
+            assert np.array_equal(q < c, ref < c) and np.array_equal(q > c, ref > c)
+        assert np.abs(q / np.maximum(ref, 1e-6) - 1.0).max() < 0.05
+
+
+def test_malignant_margin_matches_bumps_over_the_whole_table() -> None:
+    def reference(rng: np.random.Generator, n_spicules: int, angular: float) -> np.ndarray:
+        phi = _lesions._PHI
+        m = _lesions._smooth_table(rng, range(3, 9), 0.12)
+        for _ in range(int(rng.integers(3, 6))):
+            d = np.angle(np.exp(1j * (phi - rng.uniform(-math.pi, math.pi))))
+            m += angular * np.clip(1.0 - np.abs(d) / rng.uniform(0.35, 0.7), 0.0, None) ** 2
+        for _ in range(n_spicules):
+            d = np.angle(np.exp(1j * (phi - rng.uniform(-math.pi, math.pi))))
+            width = math.radians(rng.uniform(2.0, 8.0))
+            m += rng.uniform(0.25, 0.7) * np.clip(1.0 - np.abs(d) / width, 0.0, None) ** 1.5
+        return m
+
+    for seed in range(200):
+        a = _lesions._irregular_table(np.random.default_rng(seed), 5 + seed % 9, 0.15)
+        b = reference(np.random.default_rng(seed), 5 + seed % 9, 0.15)
+        assert np.array_equal(a, b), seed
+
+
+def test_attenuation_cumsum_and_noise_blocks_match_numpy() -> None:
+    rng = np.random.default_rng(3)
+    atten = rng.uniform(0.3, 40.0, (150, 97)).astype(np.float32)
+    assert np.array_equal(_scene._cumsum_rows(atten), np.cumsum(atten, axis=0, dtype=np.float32))
+    i_re = rng.standard_normal((64, 48), dtype=np.float32)
+    i_im = rng.standard_normal((64, 48), dtype=np.float32)
+    amp = np.float32(10.0 ** (-55.0 / 20.0))
+    draws = np.random.default_rng(4)
+    dy, dx = int(draws.integers(64)), int(draws.integers(48))
+    rolled = np.roll(_scene._noise_bank((64, 48)), (dy, dx), axis=(1, 2))
+    ref_re, ref_im = i_re + rolled[0] * amp, i_im + rolled[1] * amp
+    _scene._add_noise(i_re, i_im, float(amp), np.random.default_rng(4))
+    assert np.array_equal(i_re, ref_re) and np.array_equal(i_im, ref_im)
+
+
+@pytest.mark.parametrize("kind", ["linear", "curvilinear"])
+def test_rest_pose_world_coordinates_are_cached_read_only(kind: str) -> None:
+    geom = make_geometry(kind, (96, 112), 40.0)
+    for grid, (a, b) in (
+        ("acoustic", (geom.ac_a, geom.ac_b)),
+        ("output", (geom.out_a, geom.out_b)),
+    ):
+        xw, zw = geom.world(grid, Pose())
+        ref_x, ref_z = geom.to_world(a, b, Pose())
+        assert np.array_equal(xw, ref_x) and np.array_equal(zw, ref_z)
+        assert not xw.flags.writeable and geom.world(grid, Pose())[0] is xw
+        moved = Pose(1.5, 0.05)
+        assert np.array_equal(geom.world(grid, moved)[0], geom.to_world(a, b, moved)[0])
 
 
 # --- cine -------------------------------------------------------------------------------------
