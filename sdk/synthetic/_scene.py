@@ -600,9 +600,16 @@ def _track(
     m_re, m_im = moved[..., 0], moved[..., 1]
     new = np.isnan(m_re)
     k = np.float32(math.sqrt(1.0 - rho * rho))
-    out_re = np.where(new, fresh[0], np.float32(rho) * m_re + k * fresh[0])
-    out_im = np.where(new, fresh[1], np.float32(rho) * m_im + k * fresh[1])
-    return out_re.astype(np.float32), out_im.astype(np.float32)
+    # rho * moved + k * fresh, with the fresh value where nothing moved in: the same float32
+    # products and sum as np.where(new, fresh, rho * m + k * fresh), built in place (no extra
+    # temporaries, no final copy; measured 0.6 -> 0.3 ms at 256 x 256).
+    out = []
+    for moved_part, fresh_part in ((m_re, fresh[0]), (m_im, fresh[1])):
+        o = np.multiply(moved_part, np.float32(rho))
+        o += k * fresh_part
+        np.copyto(o, fresh_part, where=new)
+        out.append(o)
+    return out[0], out[1]
 
 
 def frame_info(
