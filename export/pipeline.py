@@ -158,7 +158,7 @@ def check_contract(onnx_path: str | os.PathLike[str]) -> dict[str, str | None]:
     return {k: (k if k in outs else None) for k in _ROLES}
 
 
-def _session(path: Path, threads: int | None) -> Any:
+def _session(path: Path, threads: int | None, config: dict[str, str] | None = None) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -166,6 +166,8 @@ def _session(path: Path, threads: int | None) -> Any:
     if threads:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
+    for k, v in (config or {}).items():
+        so.add_session_config_entry(k, v)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
@@ -362,13 +364,18 @@ def _class_probs(out: dict[str, np.ndarray], md: Metadata) -> np.ndarray:
 
 
 def evaluate_onnx(
-    onnx_path: str | os.PathLike[str], frames: EvalSet, threads: int | None = 1, batch: int = 16
+    onnx_path: str | os.PathLike[str],
+    frames: EvalSet,
+    threads: int | None = 1,
+    batch: int = 16,
+    session_config: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Dice, IoU (means over frames at the mask grid, both-empty = 1), accuracy and macro AUC of
-    an ONNX artifact on ``frames``, through ONNX Runtime on CPU (dynamic batch)."""
+    an ONNX artifact on ``frames``, through ONNX Runtime on CPU (dynamic batch);
+    ``session_config``: extra ONNX Runtime session config entries."""
     path = Path(onnx_path)
     md = read_onnx_file_metadata(path)
-    sess = _session(path, threads)
+    sess = _session(path, threads, session_config)
     name = sess.get_inputs()[0].name
     names = [o.name for o in sess.get_outputs()]
     dices, ious, probs = [], [], []
@@ -580,7 +587,12 @@ def _quantize(
     calibrate_method: str = "percentile",
 ) -> Path:
     from export.onnx_export import embed_metadata
-    from export.quantize import check_tensorrt_qdq, quantize_with_budget
+    from export.quantize import (
+        EXACT_INTEGER_SESSION_CONFIG,
+        check_tensorrt_qdq,
+        quantize_with_budget,
+        recipe,
+    )
 
     src = Path(onnx_path)
     check_contract(src)
@@ -593,13 +605,19 @@ def _quantize(
     out = Path(out) if out is not None else src.with_name(src.stem + suffix)
     ev = eval_frames if eval_frames is not None else heldout_set(src, data, n_eval, seed)
     tmp = _part(out)
+    # A TensorRT graph (8-bit weights) checked on a CPU: exact integer kernels, as TensorRT's.
+    cfg = EXACT_INTEGER_SESSION_CONFIG if target == "tensorrt" else None
     try:
         with _quiet_quantizer():
             res = quantize_with_budget(
                 src,
                 tmp,
                 list(calib),
-                lambda p: evaluate_onnx(p, ev, threads),
+                lambda p: (
+                    evaluate_onnx(p, ev, threads)
+                    if cfg is None
+                    else evaluate_onnx(p, ev, threads, session_config=cfg)
+                ),
                 target=target,
                 budget=budget,
                 min_frames=min_frames,
@@ -613,7 +631,7 @@ def _quantize(
         qmd.provenance["quantization"] = {
             "target": target,
             "tool": "onnxruntime.quantization.quantize_static (QDQ, per-channel weights)",
-            "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric",
+            **recipe(target),
             "calibration": {"frames": len(calib), "method": calibrate_method},
             "source_sha256": _sha256(src),
             "budget": budget,

@@ -2,8 +2,10 @@
 
 Two targets, because they want different graphs (issue #5):
 
-* ``"cpu"`` -- ONNX Runtime on CPU: QDQ format, uint8 (asymmetric) activations, int8 per-channel
-  weights, int32 biases. ONNX Runtime fuses these into QLinearConv / integer kernels.
+* ``"cpu"`` -- ONNX Runtime on CPU: QDQ format, uint8 (asymmetric) activations, int8 symmetric
+  per-channel weights -- **7-bit for dense convolutions and Gemm / MatMul** (``reduce_range``:
+  [-64, 64]), 8-bit for depthwise convolutions -- and int32 biases. ONNX Runtime fuses these into
+  QLinearConv / integer kernels. Why: see "The CPU recipe" below.
 * ``"tensorrt"`` -- TensorRT 10.3 (Jetson JetPack 6) and 11 (explicit quantization only): signed
   int8 everywhere, zero-point 0 (symmetric activations and weights), per-channel weights, **no
   Q/DQ on biases** (TensorRT fuses the bias of a quantized conv itself and rejects int32
@@ -21,6 +23,50 @@ frames; if Dice or accuracy drops more than the budget, rank the quantized nodes
 their outputs carry (ONNX Runtime's QDQ debugging tools, one pass over the calibration frames)
 and put the worst back in float, doubling the count until the budget holds. The report says
 which nodes stayed float and what each cost.
+
+The CPU recipe (issue #12: one file, right on every CPU it ships to)
+--------------------------------------------------------------------
+ONNX Runtime's CPU kernels (MLAS) multiply uint8 activations by int8 weights ("U8S8"; int8
+activations are shifted to uint8 on x86 by ONNX Runtime's QDQS8ToU8 transform, so S8S8 lands in
+the same kernels there). A U8S8 dot product of length K is, per CPU class:
+
+* **x86 AVX2 without VNNI** (Haswell..Coffee Lake, AMD Zen 1-3) and **x86 AVX-512 without VNNI**
+  (Skylake-SP, AVX512BW/"Avx512Core" kernels): ``vpmaddubsw`` multiplies 8-bit pairs and adds
+  each two neighbouring products into a *saturating int16*, then ``vpmaddwd`` widens to int32
+  (MLAS ConvSymKernelAvx2 / QgemmU8S8KernelAvx2 / ...Avx512Core). With full 8-bit weights a pair
+  reaches 2 * 255 * 127 = 64770 > 32767: the sum clips, silently. The activations are the raw
+  uint8 codes (the zero point is corrected afterwards through column sums), so any activation
+  near 255 next to a large weight clips -- common, not a corner case. Measured on an AMD EPYC
+  (AVX2, no VNNI) with the 8-bit default: mask logits off by 12.4 from the exact integer result
+  (``benchmarks/int8_recipe.py``). U8U8 kernels (``vpmaddwd`` on words widened from bytes) are
+  exact, and so are the depthwise ones (below).
+* **x86 with AVX512-VNNI or AVX-VNNI** (Cascade Lake+, Ice Lake, Sapphire Rapids, Alder Lake,
+  Zen 4+), and AMX: ``vpdpbusd(s)`` / tile ops add four u8*s8 products straight into int32:
+  exact for any weight range.
+* **aarch64**: with the dot-product extension ``udot``/``sdot`` into int32 (exact); without it
+  the uint8 input is shifted to int8 and ``smull``+``smlal`` add two int8*int8 products in int16:
+  |2 * 128 * 127| = 32512 < 32767 with symmetric weights (never -128), exact.
+
+Depthwise convolutions take other kernels everywhere: one u8*s8 product per 16/32-bit lane on
+x86 (``vpmovzxbd`` + ``vpmaddwd``, or ``vpmaddubsw`` with the partner byte zero: |255 * 127| =
+32385 fits int16), two int8*int8 products per int16 on aarch64 (``smull`` + ``smlal``: <= 32512):
+exact with full 8-bit weights on every class.
+
+So the 8-bit-weight file is exact on VNNI and ARM but wrong on pre-VNNI x86. The recipe: dense
+convolution and Gemm / MatMul weights on [-64, 64] (``reduce_range=True``), which bounds every
+``vpmaddubsw`` pair to 2 * 255 * 64 = 32640 <= 32767 -- no saturation is possible -- and depthwise
+weights on the full [-127, 127] (an override per weight tensor), whose kernels cannot saturate.
+The same file then computes the exact integer result on every class above. Depthwise filters have
+9 or 25 taps per channel, so they are the ones that cannot spare a bit: on the demo model, 7-bit
+depthwise weights cost 4 Dice / 5 accuracy points fully quantized, 7-bit dense weights nothing
+measurable (``benchmarks/results/int8-recipe-*``). The alternatives, measured there: U8U8 weights
+are exact everywhere but leave MLAS's fast symmetric-conv path; ONNX Runtime's session option
+``session.x64quantprecision=1`` turns 8-bit weights into U8U8 at load on pre-VNNI x86 only (exact,
+slower there, and a runtime setting every deployment would have to remember); S8S8 activations
+change nothing on x86 (shifted back to U8S8). TensorRT is unaffected (int8 tensor cores / DP4A
+accumulate in int32): its graphs keep full 8-bit weights, and where ONNX Runtime on a CPU stands
+in for TensorRT (the budget check, the tests) it must run them through exact integer kernels:
+:data:`EXACT_INTEGER_SESSION_CONFIG`.
 """
 
 from __future__ import annotations
@@ -38,11 +84,14 @@ import onnx
 from sdk.errors import InputError, ModelError
 
 __all__ = [
+    "EXACT_INTEGER_SESSION_CONFIG",
     "QuantResult",
     "check_tensorrt_qdq",
+    "depthwise_weights",
     "output_nodes",
     "quantize",
     "quantize_with_budget",
+    "recipe",
     "tensorrt_qdq_violations",
 ]
 
@@ -52,6 +101,36 @@ QUANT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 TRT_OP_TYPES = ("Conv", "ConvTranspose")
 _EPS = 1e-9  # a drop of exactly the budget passes (0.98 - 0.97 is 0.010000000000000009)
 MIN_CALIBRATION_FRAMES = 300
+# ONNX Runtime session config that makes its CPU integer kernels exact on every x86 CPU: on AVX2 /
+# AVX-512 without VNNI it re-types int8 weights outside [-64, 63] to uint8 at load (U8U8 kernels,
+# no int16 saturation); elsewhere it changes nothing. For running a TensorRT (8-bit weight) QDQ
+# graph on a CPU as TensorRT's stand-in; the CPU artifact does not need it (7-bit dense weights).
+EXACT_INTEGER_SESSION_CONFIG = {"session.x64quantprecision": "1"}
+
+
+def recipe(target: str) -> dict[str, Any]:
+    """The quantization settings of ``target`` ("cpu" or "tensorrt"), as recorded in the
+    artifact's provenance (the module docstring says why)."""
+    if target == "cpu":
+        return {
+            "format": "QDQ",
+            "activations": "uint8 asymmetric",
+            "weights": "int8 symmetric per-channel; dense conv / Gemm / MatMul 7-bit "
+            "(reduce_range: [-64, 64]), depthwise conv 8-bit ([-127, 127])",
+            "reduce_range": True,
+            "depthwise_8bit": True,
+            "why": "no int16 saturation in pre-VNNI x86 U8S8 kernels (vpmaddubsw): exact on "
+            "AVX2, AVX-512 with and without VNNI, and aarch64",
+        }
+    if target == "tensorrt":
+        return {
+            "format": "QDQ",
+            "activations": "int8 symmetric",
+            "weights": "int8 symmetric per-channel, 8-bit",
+            "reduce_range": False,
+            "bias": "float (TensorRT fuses it)",
+        }
+    raise InputError(f"target must be 'cpu' or 'tensorrt', got {target!r}")
 
 
 def _load(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
@@ -63,6 +142,21 @@ def output_nodes(model: str | os.PathLike[str] | onnx.ModelProto) -> list[str]:
     m = _load(model)
     outs = {o.name for o in m.graph.output}
     return [n.name for n in m.graph.node if any(o in outs for o in n.output)]
+
+
+def depthwise_weights(m: onnx.ModelProto) -> list[str]:
+    """Weight initializers of the depthwise convolutions (one input and one output channel per
+    group): ONNX Runtime runs these with its depthwise kernels, not the U8S8 GEMM ones."""
+    inits = {i.name: i for i in m.graph.initializer}
+    out = []
+    for n in m.graph.node:
+        if n.op_type != "Conv" or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        dims = list(inits[n.input[1]].dims)
+        if group > 1 and len(dims) >= 2 and dims[1] == 1 and dims[0] == group:
+            out.append(n.input[1])
+    return out
 
 
 def _ensure_node_names(m: onnx.ModelProto) -> bool:
@@ -143,8 +237,7 @@ def quantize(
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    if target not in ("cpu", "tensorrt"):
-        raise InputError(f"target must be 'cpu' or 'tensorrt', got {target!r}")
+    spec = recipe(target)  # raises InputError for an unknown target
     methods = {
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,
@@ -168,6 +261,11 @@ def quantize(
         }
         if target == "tensorrt":
             extra["QuantizeBias"] = False
+        if spec["reduce_range"] and spec.get("depthwise_8bit"):
+            # Depthwise weights keep 8 bits (their kernels cannot saturate; module docstring).
+            extra["TensorQuantOverrides"] = {
+                w: [{"axis": 0, "reduce_range": False}] for w in depthwise_weights(m)
+            }
         tmp = Path(td) / "q.onnx"
         quantize_static(
             str(src),
@@ -176,6 +274,7 @@ def quantize(
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANT_OP_TYPES if target == "cpu" else TRT_OP_TYPES),
             per_channel=True,
+            reduce_range=spec["reduce_range"],
             activation_type=QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude,
@@ -209,8 +308,8 @@ def _mark_int8(key: str, value: str, target: str) -> str:
         **md.provenance,
         "quantization": {
             "target": target,
-            "format": "QDQ",
             "quantizer": "onnxruntime.quantize_static",
+            **{k: v for k, v in recipe(target).items() if k != "why"},
         },
     }
     return md.to_json()
