@@ -158,7 +158,12 @@ class Lesion:
     def outline(self, n: int = 360, scale: float = 1.0) -> np.ndarray:
         """Margin polygon in world mm, ``(n, 2)`` columns ``(X, Z)``."""
         phi = np.linspace(-math.pi, math.pi, n, endpoint=False)
-        m = np.interp(phi, _PHI, self.table, period=2.0 * math.pi) * scale
+        if n in (_N_TABLE, _N_TABLE // 2):
+            # These angles are exactly the table's nodes (every one / every other one), where
+            # np.interp returns the table's values: read them (measured 0.14 -> 0.06 ms).
+            m = self.table[:: _N_TABLE // n].astype(np.float64) * scale
+        else:
+            m = np.interp(phi, _PHI, self.table, period=2.0 * math.pi) * scale
         u, v = self.a * m * np.cos(phi), self.b * m * np.sin(phi)
         c, s = math.cos(self.angle), math.sin(self.angle)
         return np.stack([self.cx + u * c - v * s, self.cz + u * s + v * c], axis=1)

@@ -372,6 +372,19 @@ def test_malignant_margin_matches_bumps_over_the_whole_table() -> None:
         assert np.array_equal(a, b), seed
 
 
+def test_lesion_outline_at_table_nodes_matches_interpolation() -> None:
+    rng = np.random.default_rng(5)
+    for label in ("benign", "malignant"):
+        les = _lesions.draw_lesion(rng, label, 2.0, 9.0)
+        for n in (720, 360):
+            phi = np.linspace(-math.pi, math.pi, n, endpoint=False)
+            m = np.interp(phi, _lesions._PHI, les.table, period=2.0 * math.pi) * 0.7
+            u, v = les.a * m * np.cos(phi), les.b * m * np.sin(phi)
+            c, s = math.cos(les.angle), math.sin(les.angle)
+            ref = np.stack([les.cx + u * c - v * s, les.cz + u * s + v * c], axis=1)
+            assert np.array_equal(les.outline(n, 0.7), ref)
+
+
 def test_attenuation_cumsum_and_noise_blocks_match_numpy() -> None:
     rng = np.random.default_rng(3)
     atten = rng.uniform(0.3, 40.0, (150, 97)).astype(np.float32)
