@@ -104,10 +104,11 @@ class Lesion:
         u = np.asarray(u, dtype=np.float32)
         v = np.asarray(v, dtype=np.float32)
         t_ext, slope, bound = self._interp_table
+        t_min = float(self.table.min())
         # Relative error of the approximation: the table's steepest slope times cv2.phase's
         # angle error (measured <= 1.7e-4 rad; 5e-4 assumed), over the smallest radius, plus
         # float32 rounding; doubled for margin.
-        tol = 2.0 * (bound * _PHASE_ERR_RAD / float(self.table.min()) + 5e-6)
+        tol = 2.0 * (bound * _PHASE_ERR_RAD / t_min + 5e-6) if t_min > 0.0 else math.inf
         if tol > 0.05 or u.size < 64:  # a pathological table or a tiny patch: all exact
             return self._exact_ratio(u, v) / scale
         f = cv2.phase(u, v).reshape(u.shape)  # atan2(v, u) in [0, 2 pi]
