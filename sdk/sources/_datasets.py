@@ -52,7 +52,12 @@ class _Reader:
         return np.ascontiguousarray(image)
 
     def _union(self, image_path: Path, shape: tuple[int, ...], masks: Sequence[Path]):
-        """Union of binary masks (> 127 is lesion) -> uint8 0/1, or None after a problem."""
+        """Union of binary masks -> uint8 0/1, or None after a problem.
+
+        Two encodings are read, decided per file by its largest value: 0/255 (BUSI, anti-aliased
+        edges included: > 127 is lesion) and 0/1 (many exported label maps: > 0 is lesion). A
+        file whose largest value lies in 2..127 fits neither -- under the 0/255 rule it would
+        read as empty -- and is a problem, never a silent empty mask."""
         out = np.zeros(shape[:2], np.uint8)
         for mp in masks:
             try:
@@ -67,7 +72,15 @@ class _Reader:
                     f"{out.shape[1]}x{out.shape[0]} (width x height); fix or remove the mask",
                 )
                 return None
-            out |= (m > 127).astype(np.uint8)
+            top = int(m.max()) if m.size else 0
+            if 1 < top <= 127:
+                self._problem(
+                    image_path,
+                    f"mask {mp.name} has values 0..{top}: expected 0/255 (lesion > 127) or 0/1 "
+                    "(lesion = 1); rescale it",
+                )
+                return None
+            out |= (m > (0 if top <= 1 else 127)).astype(np.uint8)
         return out
 
 
