@@ -1,7 +1,11 @@
 // pybind11 bindings of sdk._kernels. Private: the typed, validating API is sdk/kernels.
 //
 // Host functions take NumPy arrays; the Python wrapper has validated them already, the checks
-// here are a second line (a wrong call never reaches raw memory). Every kernel releases the GIL.
+// here are a second line (a wrong call never reaches raw memory): every size is checked before a
+// pointer is taken (>= 1, shapes that must agree, products that must fit the kernels' int
+// arithmetic, strides that must not be zero, negative or overlapping) and every scalar for range
+// and finiteness. The checks live here, once, not in the per-instruction-set kernel variants.
+// Every kernel releases the GIL.
 // CUDA functions take device pointers and a stream as integers, so they compose with TensorRT
 // buffers, CuPy, torch and cuda-python alike.
 #include <pybind11/numpy.h>
@@ -42,6 +46,52 @@ bool is_c_contiguous(const py::array& a) {
   return (a.flags() & py::array::c_style) != 0;
 }
 
+// Every array a kernel takes has at most this many elements (and so does every product of its
+// dims): the kernels index with int and multiply two dims of one array in int.
+constexpr int64_t kMaxElements = 0x7fffffff;
+// Scratch the pooling kernel allocates, in floats ((K + 1) * (hf * wf + hf * wm)): 1 GiB. A real
+// mask has far fewer lesions than that allows; a hostile num_labels must not allocate gigabytes.
+constexpr int64_t kMaxPoolScratch = int64_t{1} << 28;
+// Normalization: 1 / std and mean within this bound (std in [1e-6, 1e6]); past it the float32
+// output is inf or all precision is gone.
+constexpr float kMaxInvStd = 1e6f, kMinInvStd = 1e-6f, kMaxMean = 1e6f;
+constexpr int kMaxThreads = 1024;
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+// Every dim of `a` >= 1 and the element count within kMaxElements.
+void require_sizes(const py::array& a, const std::string& name) {
+  int64_t n = 1;
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+    const int64_t d = a.shape(i);
+    require(d >= 1, name + " must not be empty: axis " + str(i) + " has size " + str(d));
+    require(d <= kMaxElements && n <= kMaxElements / d,
+            name + " is too large (more than " + str(kMaxElements) + " elements)");
+    n *= d;
+  }
+}
+
+void require_threads(int num_threads) {
+  require(num_threads >= 1 && num_threads <= kMaxThreads,
+          "num_threads must be in [1, " + str(kMaxThreads) + "], got " + str(num_threads));
+}
+
+void require_sigma(float sigma) {  // before gaussian_radius: int(4 * inf) is undefined
+  require(sigma > 0.f && sigma <= 8.f && gaussian_radius(sigma) <= kMaxRadius,
+          "sigma must be in (0, 8]");
+}
+
+bool roi_fits(const Roi& r, int64_t width, int64_t height) {
+  return r.w >= 1 && r.h >= 1 && r.x >= 0 && r.y >= 0 && int64_t{r.x} + r.w <= width &&
+         int64_t{r.y} + r.h <= height;
+}
+
+bool all_finite(const float* p, size_t n) {
+  int bad = 0;  // branch-free, vectorizes: x - x is 0 for finite x, NaN otherwise
+  for (size_t i = 0; i < n; ++i) bad |= !(p[i] - p[i] == 0.f);
+  return !bad;
+}
+
 const float* f32_ptr(const py::array& a, const char* name) {
   require(a.dtype().kind() == 'f' && a.itemsize() == 4, std::string(name) + " must be float32");
   require(is_c_contiguous(a), std::string(name) + " must be C-contiguous");
@@ -55,6 +105,14 @@ PreprocessParams make_params(int out_h, int out_w, const std::vector<int>& kinds
   require(mean.size() == kinds.size() && inv_std.size() == kinds.size(),
           "mean / inv_std need one value per channel");
   require(out_h >= 1 && out_w >= 1, "output size must be >= 1");
+  require(int64_t{out_h} * out_w * static_cast<int64_t>(kinds.size()) <= kMaxElements,
+          "output size too large");
+  for (size_t c = 0; c < kinds.size(); ++c) {
+    require(std::isfinite(mean[c]) && std::fabs(mean[c]) <= kMaxMean,
+            "mean must be finite and within +-1e6");
+    require(std::isfinite(inv_std[c]) && inv_std[c] >= kMinInvStd && inv_std[c] <= kMaxInvStd,
+            "inv_std (1 / std) must be finite and in [1e-6, 1e6]: std in [1e-6, 1e6]");
+  }
   require(interp == kLinear || interp == kArea, "unknown interpolation");
   require(out_dtype == kFloat32 || out_dtype == kFloat16, "unknown output dtype");
   PreprocessParams p{};
@@ -72,7 +130,7 @@ PreprocessParams make_params(int out_h, int out_w, const std::vector<int>& kinds
     p.mean[c] = mean[c];
     p.inv_std[c] = inv_std[c];
   }
-  require(!grad || (sigma > 0.f && gaussian_radius(sigma) <= kMaxRadius), "sigma must be in (0, 8]");
+  if (grad) require_sigma(sigma);
   return p;
 }
 
@@ -82,6 +140,10 @@ void preprocess_cpu_py(const py::array& frame, std::array<int, 4> roi, py::array
                        int color_order, int num_threads) {
   require(frame.dtype().kind() == 'u' && frame.itemsize() == 1, "frame must be uint8");
   require(frame.ndim() == 2 || frame.ndim() == 3, "frame must be (H, W) or (H, W, C)");
+  require_sizes(frame, "frame");
+  require_threads(num_threads);
+  require(color_order == kGray || color_order == kBGR || color_order == kRGB,
+          "unknown color order");
   FrameView f{};
   f.data = static_cast<const uint8_t*>(frame.data());
   f.height = static_cast<int>(frame.shape(0));
@@ -94,11 +156,10 @@ void preprocess_cpu_py(const py::array& frame, std::array<int, 4> roi, py::array
   f.color_order = color_order;
   require(f.row_stride >= 0 && f.col_stride >= 0 && f.ch_stride >= 0, "negative strides");
   Roi r{roi[0], roi[1], roi[2], roi[3]};
-  require(r.w >= 1 && r.h >= 1 && r.x >= 0 && r.y >= 0 && r.x + r.w <= f.width &&
-              r.y + r.h <= f.height,
-          "roi outside the frame");
+  require(roi_fits(r, f.width, f.height), "roi outside the frame");
   require(out.ndim() == 3 && out.shape(0) == static_cast<py::ssize_t>(kinds.size()),
           "out must be (C, h, w)");
+  require_sizes(out, "out");
   require(is_c_contiguous(out) && out.writeable(), "out must be writable and C-contiguous");
   require(out.dtype().kind() == 'f' && (out.itemsize() == 4 || out.itemsize() == 2),
           "out must be float32 or float16");
@@ -114,12 +175,14 @@ void preprocess_cpu_py(const py::array& frame, std::array<int, 4> roi, py::array
 
 void gradient_magnitude_cpu_py(const py::array& img, float sigma, py::array out, int num_threads) {
   require(img.ndim() == 2, "image must be 2-D");
+  require_sizes(img, "image");
+  require_threads(num_threads);
   const float* src = f32_ptr(img, "image");
   require(out.ndim() == 2 && out.shape(0) == img.shape(0) && out.shape(1) == img.shape(1),
           "out must match the image shape");
   require(out.writeable(), "out must be writable");
   f32_ptr(out, "out");
-  require(sigma > 0.f && gaussian_radius(sigma) <= kMaxRadius, "sigma must be in (0, 8]");
+  require_sigma(sigma);
   float* dst = static_cast<float*>(out.mutable_data());
   const int h = static_cast<int>(img.shape(0)), w = static_cast<int>(img.shape(1));
   py::gil_scoped_release nogil;
@@ -127,12 +190,14 @@ void gradient_magnitude_cpu_py(const py::array& img, float sigma, py::array out,
 }
 
 py::tuple pool_classify_cpu_py(const py::array& features, const py::array& weights,
-                               const py::object& labels, int num_labels, float eps,
+                               const py::object& labels, int64_t num_labels, float eps,
                                const py::object& w1, const py::object& b1, const py::object& w2,
                                const py::object& b2) {
   PoolArgs a{};
   require(features.ndim() == 3, "features must be (F, h, w)");
   require(weights.ndim() == 2, "weights must be (h, w)");
+  require_sizes(features, "features");
+  require_sizes(weights, "weights");
   a.features = f32_ptr(features, "features");
   a.F = static_cast<int>(features.shape(0));
   a.hf = static_cast<int>(features.shape(1));
@@ -140,6 +205,7 @@ py::tuple pool_classify_cpu_py(const py::array& features, const py::array& weigh
   a.weights = f32_ptr(weights, "weights");
   a.hm = static_cast<int>(weights.shape(0));
   a.wm = static_cast<int>(weights.shape(1));
+  require(std::isfinite(eps) && eps > 0.f, "eps must be finite and > 0");
   a.eps = eps;
   py::array lab;
   if (!labels.is_none()) {
@@ -148,27 +214,45 @@ py::tuple pool_classify_cpu_py(const py::array& features, const py::array& weigh
     require(is_c_contiguous(lab), "labels must be C-contiguous");
     require(lab.ndim() == 2 && lab.shape(0) == a.hm && lab.shape(1) == a.wm,
             "labels must match weights");
+    // At most one lesion per mask pixel: a larger K only allocates rows nothing can fill.
+    require(num_labels >= 0 && num_labels <= int64_t{a.hm} * a.wm,
+            "num_labels must be in [0, mask pixels = " + str(int64_t{a.hm} * a.wm) + "], got " +
+                str(num_labels));
     a.labels = static_cast<const int32_t*>(lab.data());
-    a.num_labels = num_labels;
+    a.num_labels = static_cast<int>(num_labels);
   }
   require(a.num_labels >= 0, "num_labels must be >= 0");
+  const int64_t scratch = (int64_t{a.num_labels} + 1) *
+                          (int64_t{a.hf} * a.wf + int64_t{a.hf} * a.wm + a.F);
+  require(scratch <= kMaxPoolScratch,
+          "num_labels = " + str(a.num_labels) + " with a " + str(a.hf) + "x" + str(a.wf) +
+              " feature grid over a " + str(a.wm) + "-wide mask needs more than 1 GiB of scratch");
   py::array aw1, ab1, aw2, ab2;
-  if (!w1.is_none()) {
+  const int heads = !w1.is_none() + !b1.is_none() + !w2.is_none() + !b2.is_none();
+  require(heads == 0 || heads == 4, "the head needs all of w1, b1, w2, b2 (or none)");
+  if (heads == 4) {
     aw1 = w1.cast<py::array>();
     ab1 = b1.cast<py::array>();
     aw2 = w2.cast<py::array>();
     ab2 = b2.cast<py::array>();
+    require(aw1.ndim() == 2 && aw1.shape(1) == a.F, "w1 must be (hidden, F)");
+    require(ab1.ndim() == 1 && ab1.shape(0) == aw1.shape(0), "b1 must be (hidden,)");
+    require(aw2.ndim() == 2 && aw2.shape(1) == aw1.shape(0), "w2 must be (classes, hidden)");
+    require(ab2.ndim() == 1 && ab2.shape(0) == aw2.shape(0), "b2 must be (classes,)");
+    require_sizes(aw1, "w1");
+    require_sizes(aw2, "w2");
     a.w1 = f32_ptr(aw1, "w1");
     a.b1 = f32_ptr(ab1, "b1");
     a.w2 = f32_ptr(aw2, "w2");
     a.b2 = f32_ptr(ab2, "b2");
-    require(aw1.ndim() == 2 && aw1.shape(1) == a.F, "w1 must be (hidden, F)");
     a.hidden = static_cast<int>(aw1.shape(0));
-    require(ab1.ndim() == 1 && ab1.shape(0) == a.hidden, "b1 must be (hidden,)");
-    require(aw2.ndim() == 2 && aw2.shape(1) == a.hidden, "w2 must be (classes, hidden)");
     a.classes = static_cast<int>(aw2.shape(0));
-    require(ab2.ndim() == 1 && ab2.shape(0) == a.classes, "b2 must be (classes,)");
   }
+  // The head's ReLU would turn a NaN into 0 (x > 0 is false for NaN) and answer with the
+  // softmax of its biases: a confident-looking label out of nothing. Refused, as the NumPy
+  // reference refuses it.
+  require(all_finite(a.features, static_cast<size_t>(a.F) * a.hf * a.wf),
+          "features contain NaN or inf");
   const py::ssize_t rows = a.num_labels + 1;
   py::array_t<float> pooled({rows, static_cast<py::ssize_t>(a.F)});
   py::object logits = py::none(), probs = py::none();
@@ -193,22 +277,28 @@ py::tuple pool_classify_cpu_py(const py::array& features, const py::array& weigh
 void mask_post_cpu_py(const py::array& logits, py::array out, std::array<int, 4> roi,
                       float threshold, int value, int num_threads) {
   require(logits.ndim() == 2, "logits must be (h, w)");
+  require_sizes(logits, "logits");
+  require_threads(num_threads);
   MaskPostArgs a{};
   a.logits = f32_ptr(logits, "logits");
   a.h = static_cast<int>(logits.shape(0));
   a.w = static_cast<int>(logits.shape(1));
-  require(a.h >= 1 && a.w >= 1, "logits must not be empty");
   require(out.ndim() == 2 && out.dtype().kind() == 'u' && out.itemsize() == 1 && out.writeable(),
           "out must be a writable uint8 (H, W) array");
+  require_sizes(out, "out");
   require(out.strides(1) == 1, "out rows must be contiguous");
+  // Rows one after the other: a row stride of 0, negative or under the width would make rows
+  // overlap (or write before the buffer). One row never uses it.
+  require(out.shape(0) == 1 || out.strides(0) >= out.shape(1),
+          "out row stride must be >= its width (rows must not overlap), got " +
+              str(out.strides(0)));
   a.out = static_cast<uint8_t*>(out.mutable_data());
   a.H = static_cast<int>(out.shape(0));
   a.W = static_cast<int>(out.shape(1));
-  a.out_stride = out.strides(0);
+  a.out_stride = out.shape(0) == 1 ? a.W : out.strides(0);
   a.roi = Roi{roi[0], roi[1], roi[2], roi[3]};
-  require(a.roi.w >= 1 && a.roi.h >= 1 && a.roi.x >= 0 && a.roi.y >= 0 &&
-              a.roi.x + a.roi.w <= a.W && a.roi.y + a.roi.h <= a.H,
-          "roi outside the frame");
+  require(roi_fits(a.roi, a.W, a.H), "roi outside the frame");
+  require(threshold >= 0.f && threshold <= 1.f, "threshold must be in [0, 1]");
   require(value >= 1 && value <= 255, "value must be in [1, 255]");
   a.threshold = threshold;
   a.value = static_cast<uint8_t>(value);
@@ -222,6 +312,12 @@ py::tuple components_cpu_py(const py::array& logits, float threshold, double sx,
   const float* lg = f32_ptr(logits, "logits");
   const py::ssize_t h = logits.shape(0), w = logits.shape(1);
   require(h >= 1 && w >= 1, "logits must not be empty");
+  require_sizes(logits, "logits");
+  require(threshold >= 0.f && threshold <= 1.f && std::isfinite(sx) && std::isfinite(sy) &&
+              sx > 0 && sy > 0 && std::isfinite(min_area) && std::isfinite(x0) &&
+              std::isfinite(y0) && std::fabs(x0) <= 1e9 && std::fabs(y0) <= 1e9 &&
+              (w + 1) * sx <= 1e9 && (h + 1) * sy <= 1e9,
+          "threshold in [0, 1], finite cell size > 0, finite min_area and origin within 1e9");
   py::array_t<float> prob({h, w});
   py::array_t<int32_t> labels({h, w});
   float* pp = prob.mutable_data();
@@ -273,8 +369,12 @@ void preprocess_cuda_py(uintptr_t src, int H, int W, int C, int64_t pitch, int c
                         const std::vector<float>& inv_std, float sigma, int interp, int out_dtype,
                         uintptr_t stream) {
   require(src != 0 && out != 0, "null device pointer");
+  require(H >= 1 && W >= 1, "frame must not be empty");
   require(C == 1 || C == 3 || C == 4, "frame must have 1, 3 or 4 channels");
+  require(int64_t{H} * W * C <= kMaxElements, "frame is too large");
   require(pitch >= static_cast<int64_t>(W) * C, "pitch smaller than a row");
+  require(color_order == kGray || color_order == kBGR || color_order == kRGB,
+          "unknown color order");
   FrameView f{};
   f.data = reinterpret_cast<const uint8_t*>(src);
   f.height = H;
@@ -285,8 +385,7 @@ void preprocess_cuda_py(uintptr_t src, int H, int W, int C, int64_t pitch, int c
   f.ch_stride = 1;
   f.color_order = color_order;
   Roi r{roi[0], roi[1], roi[2], roi[3]};
-  require(r.w >= 1 && r.h >= 1 && r.x >= 0 && r.y >= 0 && r.x + r.w <= W && r.y + r.h <= H,
-          "roi outside the frame");
+  require(roi_fits(r, W, H), "roi outside the frame");
   PreprocessParams p = make_params(out_h, out_w, kinds, mean, inv_std, sigma, interp, out_dtype);
   require(interp != kArea || (p.out_h <= r.h && p.out_w <= r.w),
           "area interpolation needs a downscale on both axes");
@@ -297,7 +396,16 @@ void pool_classify_cuda_py(uintptr_t features, int F, int hf, int wf, uintptr_t 
                            int wm, uintptr_t labels, int num_labels, float eps, uintptr_t w1,
                            uintptr_t b1, uintptr_t w2, uintptr_t b2, int hidden, int classes,
                            uintptr_t pooled, uintptr_t logits, uintptr_t probs, uintptr_t stream) {
-  require(features != 0 && weights != 0, "null device pointer");
+  require(features != 0 && weights != 0 && pooled != 0, "null device pointer");
+  require(F >= 1 && hf >= 1 && wf >= 1 && hm >= 1 && wm >= 1, "features and weights must not be empty");
+  require(int64_t{F} * hf * wf <= kMaxElements && int64_t{hm} * wm <= kMaxElements,
+          "features or weights too large");
+  require(!labels || (num_labels >= 0 && num_labels <= int64_t{hm} * wm),
+          "num_labels must be in [0, mask pixels]");
+  require(std::isfinite(eps) && eps > 0.f, "eps must be finite and > 0");
+  require(!w1 || (hidden >= 1 && classes >= 1 && int64_t{hidden} * F <= kMaxElements &&
+                  int64_t{classes} * hidden <= kMaxElements),
+          "head sizes must be >= 1");
   PoolArgs a{};
   a.features = reinterpret_cast<const float*>(features);
   a.F = F;
@@ -324,6 +432,11 @@ void mask_post_cuda_py(uintptr_t logits, int h, int w, uintptr_t out, int H, int
                        int64_t out_pitch, std::array<int, 4> roi, float threshold, int value,
                        uintptr_t stream) {
   require(logits != 0 && out != 0, "null device pointer");
+  require(h >= 1 && w >= 1 && H >= 1 && W >= 1, "logits and out must not be empty");
+  require(int64_t{h} * w <= kMaxElements && int64_t{H} * W <= kMaxElements, "too large");
+  require(H == 1 || out_pitch >= W, "out pitch must be >= its width (rows must not overlap)");
+  require(value >= 1 && value <= 255, "value must be in [1, 255]");
+  require(threshold >= 0.f && threshold <= 1.f, "threshold must be in [0, 1]");
   MaskPostArgs a{};
   a.logits = reinterpret_cast<const float*>(logits);
   a.h = h;
@@ -333,9 +446,7 @@ void mask_post_cuda_py(uintptr_t logits, int h, int w, uintptr_t out, int H, int
   a.W = W;
   a.out_stride = out_pitch;
   a.roi = Roi{roi[0], roi[1], roi[2], roi[3]};
-  require(a.roi.w >= 1 && a.roi.h >= 1 && a.roi.x >= 0 && a.roi.y >= 0 &&
-              a.roi.x + a.roi.w <= W && a.roi.y + a.roi.h <= H,
-          "roi outside the frame");
+  require(roi_fits(a.roi, W, H), "roi outside the frame");
   a.threshold = threshold;
   a.value = static_cast<uint8_t>(value);
   mask_post_cuda(a, stream);

@@ -285,6 +285,10 @@ def _pool_args(
     e = V.check_float(eps, "eps")
     if e <= 0:
         raise InputError(f"eps must be > 0, got {e}")
+    if values and not np.isfinite(f).all():
+        # The compiled kernel refuses them in its own pass (values=False); a NaN would otherwise
+        # pool to NaN here and to the head's bias softmax behind a ReLU.
+        raise InputError("features contain NaN or inf; the model produced invalid features")
     return f, w, lab, k, head, e
 
 
@@ -377,9 +381,16 @@ def postprocess_mask(
         or out.dtype != np.uint8
         or not out.flags.writeable
         or out.strides[1] != 1
+        or (H > 1 and out.strides[0] < W)
     ):
         raise InputError(
-            f"out must be a writable uint8 array of shape {(H, W)} with contiguous rows"
+            f"out must be a writable uint8 array of shape {(H, W)} with contiguous rows one "
+            f"after the other (row stride >= {W}), got "
+            + (
+                f"shape {out.shape} {out.dtype}, strides {out.strides}"
+                if isinstance(out, np.ndarray)
+                else type(out).__name__
+            )
         )
     _native().mask_post_cpu(lg, out, r, t, val, V.check_int(threads, "threads", 1, 256))
     return out

@@ -23,6 +23,10 @@ COLOR_CODES = {"gray": 0, "bgr": 1, "rgb": 2}  # == sonoedge::ColorOrder
 INTERP_CODES = {"linear": 0, "area": 1}  # == sonoedge::Interp
 MAX_SIGMA = 8.0  # radius int(4 sigma + 0.5) <= 32, the kernels' halo limit
 MAX_SIDE = 16384
+MAX_ELEMENTS = 2**31 - 1  # the compiled kernels index arrays with int
+# Normalization: std within [MIN_STD, MAX_STD] and |mean| <= MAX_MEAN (== the bindings' bounds);
+# std=1e-45 passes a finiteness check, but 1 / std overflows float32 and every pixel turns inf.
+MIN_STD, MAX_STD, MAX_MEAN = 1e-6, 1e6, 1e6
 
 
 def _name(x: Any) -> str:
@@ -139,6 +143,21 @@ def check_per_channel(value: Any, name: str, n: int, positive: bool = False) -> 
     return out
 
 
+def check_normalization(mean: Any, std: Any, n: int) -> tuple[tuple[float, ...], ...]:
+    """(mean, std, inv_std) per channel: std in [1e-6, 1e6] (so 1 / std is finite in float32
+    and the output keeps its precision), |mean| <= 1e6."""
+    m = check_per_channel(mean, "mean", n)
+    sd = check_per_channel(std, "std", n, positive=True)
+    if any(not MIN_STD <= v <= MAX_STD for v in sd):
+        raise InputError(
+            f"std must be in [{MIN_STD:g}, {MAX_STD:g}] per channel, got {sd}; values that small "
+            "make 1 / std overflow (inf output), that large erase the image"
+        )
+    if any(abs(v) > MAX_MEAN for v in m):
+        raise InputError(f"mean must be within +-{MAX_MEAN:g} per channel, got {m}")
+    return m, sd, tuple(1.0 / v for v in sd)
+
+
 def check_dtype(dtype: Any) -> np.dtype:
     try:
         dt = np.dtype(dtype)
@@ -191,6 +210,8 @@ def check_float_array(a: Any, name: str, ndim: int) -> np.ndarray:
         raise InputError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
     if a.size == 0:
         raise InputError(f"{name} is empty: shape {a.shape}")
+    if a.size > MAX_ELEMENTS:
+        raise InputError(f"{name} is too large: shape {a.shape}, at most {MAX_ELEMENTS} values")
     if a.dtype.kind != "f":
         raise InputError(f"{name} must be a float array, got {a.dtype}")
     return np.ascontiguousarray(a, dtype=np.float32)
@@ -255,8 +276,7 @@ def _build_spec(
     chans = check_channels(channels)
     s = check_sigma(sigma)
     r = check_roi(roi, shape[0], shape[1])
-    m = check_per_channel(mean, "mean", len(chans))
-    sd = check_per_channel(std, "std", len(chans), positive=True)
+    m, sd, inv = check_normalization(mean, std, len(chans))
     dt = check_dtype(dtype)
     check_color(color)
     interp = check_interp(interpolation, (r[3], r[2]), hw)
@@ -267,7 +287,7 @@ def _build_spec(
         kinds=tuple(CHANNEL_CODES[c] for c in chans),
         mean=m,
         std=sd,
-        inv_std=tuple(1.0 / v for v in sd),
+        inv_std=inv,
         sigma=s,
         interp=interp,
         color=color,
@@ -301,11 +321,16 @@ def check_labels(labels: Any, shape: tuple[int, int], num_labels: Any) -> tuple[
         raise InputError(f"labels must have the weights' shape {shape}, got {labels.shape}")
     if labels.dtype.kind not in "iu":
         raise InputError(f"labels must be an integer array (int32), got {labels.dtype}")
-    lab = np.ascontiguousarray(labels, dtype=np.int32)
-    lo, hi = int(lab.min()), int(lab.max())
-    k = hi if num_labels is None else check_int(num_labels, "num_labels", 0)
+    # The range is checked on the caller's values, before narrowing to int32: 2**32 + 1 as int64
+    # would wrap to 1 and pool as lesion 1.
+    lo, hi = int(labels.min()), int(labels.max())
+    # One lesion per pixel at most: a larger K only allocates rows nothing can fill.
+    pixels = int(labels.size)
+    k = hi if num_labels is None else check_int(num_labels, "num_labels", 0, pixels)
     if lo < 0 or hi > k:
         raise InputError(
             f"labels must be in [0, num_labels={k}] (0 = background), got range [{lo}, {hi}]"
         )
-    return lab, k
+    if k > pixels:
+        raise InputError(f"labels reach {k}, more lesions than the {pixels} mask pixels")
+    return np.ascontiguousarray(labels, dtype=np.int32), k

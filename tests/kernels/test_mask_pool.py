@@ -36,11 +36,12 @@ def make_head(rng: np.random.Generator, F: int, H: int = 16, C: int = 3) -> K.ML
 def test_cpp_equals_reference(rng, fshape, mshape) -> None:
     feats = rng.standard_normal(fshape).astype(np.float32)
     w = rng.random(mshape).astype(np.float32)
-    labels = rng.integers(0, 4, mshape).astype(np.int32)
+    k = min(3, mshape[0] * mshape[1])  # at most one lesion per mask pixel
+    labels = rng.integers(0, k + 1, mshape).astype(np.int32)
     head = make_head(rng, fshape[0])
-    a = K.pool_classify(feats, w, labels, num_labels=3, head=head)
-    b = R.pool_classify(feats, w, labels, num_labels=3, head=head)
-    assert a.pooled.shape == (4, fshape[0]) and a.probs.shape == (4, 3)
+    a = K.pool_classify(feats, w, labels, num_labels=k, head=head)
+    b = R.pool_classify(feats, w, labels, num_labels=k, head=head)
+    assert a.pooled.shape == (k + 1, fshape[0]) and a.probs.shape == (k + 1, 3)
     np.testing.assert_allclose(a.pooled, b.pooled, atol=2e-5)
     np.testing.assert_allclose(a.logits, b.logits, atol=2e-5)
     np.testing.assert_allclose(a.probs, b.probs, atol=2e-6)
@@ -124,6 +125,13 @@ BAD = [
     ({"num_labels": 3}, "num_labels"),
     ({"eps": 0.0}, "eps"),
     ({"head": "mlp"}, "head"),
+    # issue #14: refused on the caller's values, before narrowing to int32 (2**32 + 1 -> 1)
+    ({"labels": np.full((4, 4), 2**32 + 1, np.int64), "num_labels": 1}, "labels"),
+    ({"labels": np.full((4, 4), 2**32 + 1, np.uint64)}, "mask pixels"),
+    ({"labels": np.zeros((4, 4), np.int32), "num_labels": 2_000_000}, "num_labels"),
+    ({"features": np.full((2, 4, 4), np.nan, np.float32)}, "NaN or inf"),
+    ({"features": np.full((2, 4, 4), -np.inf, np.float32)}, "NaN or inf"),
+    ({"features": np.zeros((64, 4, 0), np.float32)}, "empty"),
 ]
 
 
@@ -133,6 +141,20 @@ def test_bad_input(impl, kwargs, match) -> None:
     args = {"features": np.zeros((2, 4, 4), np.float32), "weights": np.ones((4, 4), np.float32)}
     with pytest.raises(InputError, match=match):
         impl.pool_classify(**(args | kwargs))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("impl", [K, R], ids=["cpp", "numpy"])
+def test_non_finite_features_refused_with_a_head(rng, impl, bad) -> None:
+    """The C++ head's ReLU turned a NaN into 0 and answered softmax(b2) (issue #14: 'normal
+    {0.369, 0.331, 0.3}'); the reference answered NaN. Both refuse now, whichever pixel."""
+    head = make_head(rng, 4)
+    feats = rng.standard_normal((4, 6, 6)).astype(np.float32)
+    feats[3, 5, 2] = bad
+    labels = np.zeros((12, 12), np.int32)
+    labels[2:5, 2:5] = 1
+    with pytest.raises(InputError, match="features contain NaN or inf"):
+        impl.pool_classify(feats, np.ones((12, 12), np.float32), labels, head=head)
 
 
 def test_head_shape_errors(rng) -> None:
