@@ -21,7 +21,10 @@ import numpy as np
 __all__ = [
     "SPEED_OF_SOUND_MM_PER_US",
     "PointSpreadFunction",
+    "axial_kernel",
     "convolve_psf",
+    "convolve_psf_banded",
+    "lateral_kernel",
     "log_compress",
     "make_psf",
 ]
@@ -169,3 +172,60 @@ def log_compress(
         np.clip(exact, 0.0, 255.0, out=exact)
         out.reshape(-1)[unsure] = exact.astype(np.uint8)
     return out
+
+
+@lru_cache(maxsize=64)
+def axial_kernel(
+    frequency_mhz: float, sample_mm: float, fwhm_wavelengths: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The complex axial part of the pulse-echo PSF (``style="scanner"``): a Gaussian pulse of
+    ``fwhm_wavelengths`` -6 dB length with the residual carrier of :func:`make_psf`; unit
+    energy. Returns ``(re (k, 1), im (k, 1), sigma in samples)`` (read-only arrays)."""
+    wavelength = SPEED_OF_SOUND_MM_PER_US / frequency_mhz
+    s_ax = max(fwhm_wavelengths * wavelength * _FWHM_TO_SIGMA / sample_mm, 0.8)
+    k_ax = math.ceil(3.5 * s_ax)
+    z = np.arange(-k_ax, k_ax + 1, dtype=np.float64)
+    carrier = min(2.0 * 0.1 * frequency_mhz / SPEED_OF_SOUND_MM_PER_US * sample_mm, 0.15)
+    axial = np.exp(-0.5 * (z / s_ax) ** 2) * np.exp(2j * math.pi * carrier * z)
+    axial /= math.sqrt(float(np.sum(np.abs(axial) ** 2)))
+    re = axial.real.astype(np.float32).reshape(-1, 1)
+    im = axial.imag.astype(np.float32).reshape(-1, 1)
+    re.setflags(write=False)
+    im.setflags(write=False)
+    return re, im, s_ax
+
+
+@lru_cache(maxsize=256)
+def lateral_kernel(sigma_samples: float) -> np.ndarray:
+    """Unit-energy lateral Gaussian row kernel ``(1, m)`` float32 of ``sigma_samples`` (>= 1)."""
+    s = max(float(sigma_samples), 1.0)
+    k = math.ceil(3.5 * s)
+    x = np.arange(-k, k + 1, dtype=np.float64)
+    lat = np.exp(-0.5 * (x / s) ** 2)
+    lat /= math.sqrt(float(np.sum(lat**2)))
+    out = lat.astype(np.float32).reshape(1, -1)
+    out.setflags(write=False)
+    return out
+
+
+def convolve_psf_banded(
+    s_re: np.ndarray,
+    s_im: np.ndarray,
+    axial_re: np.ndarray,
+    axial_im: np.ndarray,
+    bands: tuple[tuple[int, int, np.ndarray], ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`convolve_psf` with a lateral kernel that changes with depth: ``bands`` are
+    ``(row0, row1, lateral kernel)`` covering the rows in order. The lateral pass filters rows
+    independently, so running it per band costs the same as one pass; the axial pass then runs
+    over the whole frame (it also smooths the band seams)."""
+    border = cv2.BORDER_REFLECT_101
+    both, lat, by_re, by_im = _workspace(s_re.shape)
+    cv2.merge([s_re, s_im], both)
+    for r0, r1, kernel in bands:
+        cv2.sepFilter2D(
+            both[r0:r1], cv2.CV_32F, kernel, _ONE_TAP, dst=lat[r0:r1], borderType=border
+        )
+    cv2.sepFilter2D(lat, cv2.CV_32F, _ONE_TAP, axial_re, dst=by_re, borderType=border)
+    cv2.sepFilter2D(lat, cv2.CV_32F, _ONE_TAP, axial_im, dst=by_im, borderType=border)
+    return by_re[..., 0] - by_im[..., 1], by_im[..., 0] + by_re[..., 1]

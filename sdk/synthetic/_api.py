@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ import numpy as np
 
 from sdk.errors import InputError
 from sdk.synthetic._acoustics import convolve_psf, make_psf
+from sdk.synthetic._annotation import perturb_mask
 from sdk.synthetic._geometry import Pose
 from sdk.synthetic._io import write_bytes_atomic, write_image_atomic
+from sdk.synthetic._scanner import build_scanner_scene
 from sdk.synthetic._scene import (
     LABELS,
     PhantomParams,
@@ -23,6 +26,7 @@ from sdk.synthetic._scene import (
     frame_info,
     render,
 )
+from sdk.synthetic._splits import Split
 
 __all__ = [
     "CONTRAST_RANGES_DB",
@@ -71,10 +75,50 @@ def _check_label(label: str) -> str:
     return label
 
 
+def _split_of(split: Split | dict[str, Any] | None, style: str) -> Split | None:
+    if split is None:
+        return None
+    if style != "scanner":
+        raise InputError("a split selects drawn factors: pass style='scanner' with it")
+    return Split.from_dict(split)
+
+
+def _scene(
+    rng: np.random.Generator,
+    label: str,
+    hw: tuple[int, int],
+    p: PhantomParams,
+    split: Split | None,
+    **kw: Any,
+) -> Any:
+    if p.style == "scanner":
+        return build_scanner_scene(rng, label, hw, p, split, **kw)
+    return build_scene(rng, label, hw, p, **kw)
+
+
+def _annotate(mask: np.ndarray, info: dict[str, Any], p: PhantomParams, seed: Any) -> np.ndarray:
+    """The training mask with ``annotation_noise`` (from its own seed stream: the image does
+    not depend on it); the exact mask's area is kept in the info."""
+    if p.annotation_noise <= 0.0:
+        return mask
+    rng = np.random.default_rng([zlib.crc32(repr(seed).encode()), 0xA770])
+    noisy = perturb_mask(mask, rng, p.annotation_noise)
+    exact, drawn = mask > 0, noisy > 0
+    union = int((exact | drawn).sum())
+    info["annotation"] = {
+        "noise_px": p.annotation_noise,
+        "iou_vs_exact": round(int((exact & drawn).sum()) / union, 4) if union else 1.0,
+        "exact_area_px": int(exact.sum()),
+    }
+    return noisy
+
+
 def phantom(
     label: str = "benign",
     size: Sequence[int] = (256, 256),
     seed: int = 0,
+    *,
+    split: Split | dict[str, Any] | None = None,
     **params: Any,
 ) -> Frame:
     """Simulate one B-mode breast-ultrasound frame with exact ground truth.
@@ -92,7 +136,18 @@ def phantom(
             (enhancement > 0, shadowing < 0), ``cyst``, ``calcifications``, ``gain_db``,
             ``dynamic_range_db``, ``noise_db`` (electronic noise RMS vs tissue echo at the face),
             ``attenuation_db_cm_mhz``, ``tgc_db_cm``, ``clutter`` (scanner text, depth scale,
-            calipers), ``tissue`` (``"breast"`` | ``"homogeneous"`` calibration phantom).
+            calipers), ``tissue`` (``"breast"`` | ``"homogeneous"`` calibration phantom),
+            ``style`` (``"classic"``: the original stylized phantom; ``"scanner"``: every
+            factor of :mod:`sdk.synthetic._factors` that is not passed is drawn per frame --
+            probe, bandwidth, focus, speckle density, specular echoes, TGC, compounding,
+            speckle reduction, harmonics, haze, breast composition, BI-RADS descriptors --
+            and recorded in ``info["factors"]`` / ``info["lesions"]``), the scanner-style
+            knobs of :class:`~sdk.synthetic._scene.PhantomParams` (e.g. ``compounding=3``,
+            ``lesion_descriptors={"margin": "spiculated"}``), ``annotation_noise`` (pixels:
+            the returned mask is perturbed as a human outline would be; the image does not
+            change, and the same call with 0 gives the exact mask).
+        split: ``style="scanner"`` only: a :class:`~sdk.synthetic._splits.Split` (or its dict
+            form); the factors are redrawn until the split accepts them.
 
     Returns:
         ``(image, mask, info)``: image uint8 ``(h, w)`` (black outside the scan region), mask
@@ -111,13 +166,16 @@ def phantom(
     label = _check_label(label)
     hw = _check_size(size)
     p = PhantomParams.from_kwargs(params)
+    sp = _split_of(split, p.style)
     rng = np.random.default_rng(seed)
-    scene = build_scene(rng, label, hw, p)
+    scene = _scene(rng, label, hw, p, sp)
     image, mask, present, _, _ = render(scene, Pose(), rng)
     info = frame_info(scene, mask, present, Pose(), seed)
+    if sp is not None:
+        info["split"] = sp.name
     if p.clutter:
         draw_clutter(image, mask, scene, info)
-    return image, mask, info
+    return image, _annotate(mask, info, p, seed), info
 
 
 def cine(
@@ -201,8 +259,8 @@ def _cine(
         size_max = p.lesion_size_mm or 20.0
         sweep_mm = 2.0 * (half + 0.9 * size_max + 3.0)
     sweep = float(sweep_mm)
-    scene = build_scene(
-        scene_rng, label, hw, p, x_extent=(-sweep / 2.0, sweep / 2.0), lesion_x=(-2.0, 2.0)
+    scene = _scene(
+        scene_rng, label, hw, p, None, x_extent=(-sweep / 2.0, sweep / 2.0), lesion_x=(-2.0, 2.0)
     )
     speckle = None
     frame_rng = np.random.default_rng(seq.spawn(1)[0])

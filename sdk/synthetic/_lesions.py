@@ -29,7 +29,7 @@ import numpy as np
 
 from sdk.errors import InputError
 
-__all__ = ["Lesion", "draw_lesion"]
+__all__ = ["ECHO_PATTERN_DB", "POSTERIOR_DB", "Lesion", "draw_lesion", "draw_lesion_birads"]
 
 _N_TABLE = 720
 _PHI = np.linspace(-math.pi, math.pi, _N_TABLE, endpoint=False)
@@ -65,6 +65,17 @@ class Lesion:
     width_mm: float = 0.0
     # spread_ratio() of the drawn shape (translation-invariant), kept by draw_lesion.
     spread: float | None = None
+    # style="scanner" lesions (draw_lesion_birads): the BI-RADS descriptors as drawn, the
+    # width of an indistinct margin's transition (normalised radius), an echogenic halo (dB
+    # over the surround, its width in normalised radius), refraction shadows at the lateral
+    # edges, and the solid part of a complex cystic-solid mass (level dB, texture threshold).
+    descriptors: dict | None = None
+    edge_width: float = 0.0
+    halo_db: float = 0.0
+    halo_width: float = 0.0
+    edge_shadows: bool = False
+    solid_db: float | None = None
+    solid_threshold: float = 0.0
 
     @property
     def bound(self) -> float:
@@ -358,3 +369,146 @@ def draw_lesion(
             return lesion
     # Practically unreachable (a few redraws at most), but never loop forever.
     raise InputError(f"could not draw a {label} lesion with its class orientation")
+
+
+#: Echogenicity of each BI-RADS echo pattern, dB relative to subcutaneous fat (the lexicon's
+#: reference): anechoic is a fluid (no scatterers; noise, haze and side lobes fill it),
+#: "hyperechoic" is as echogenic as fibroglandular tissue (+12..+18 dB over fat here).
+ECHO_PATTERN_DB: dict[str, tuple[float, float]] = {
+    "anechoic": (-32.0, -26.0),
+    "hypoechoic": (-14.0, -4.0),
+    "isoechoic": (-1.5, 1.5),
+    "hyperechoic": (10.0, 17.0),
+    "heterogeneous": (-10.0, -2.0),
+    "complex": (-32.0, -26.0),  # the cystic part; the solid part is drawn apart
+}
+#: Posterior acoustic feature -> change of the echoes behind the mass (dB, round trip).
+POSTERIOR_DB: dict[str, tuple[float, float]] = {
+    "none": (-1.5, 1.5),
+    "enhancement": (3.0, 12.0),
+    "shadowing": (-22.0, -6.0),
+    "combined": (2.0, 8.0),  # enhancement behind the centre, refraction shadows at the edges
+}
+
+
+def _texture_waves(rng: np.random.Generator, n: int, k_lo: float, k_hi: float) -> np.ndarray:
+    k = rng.uniform(k_lo, k_hi, (n, 1))
+    t = rng.uniform(0.0, math.pi, n)
+    return np.concatenate(
+        [k * np.stack([np.cos(t), np.sin(t)], axis=1), rng.uniform(0, 2 * math.pi, (n, 1))],
+        axis=1,
+    )
+
+
+def draw_lesion_birads(
+    rng: np.random.Generator,
+    d: dict,
+    cx: float,
+    cz: float,
+    contrast_db: float | None = None,
+    posterior_db: float | None = None,
+    calcifications: int | None = None,
+) -> Lesion:
+    """A lesion that looks as the BI-RADS descriptors ``d`` say (from
+    :func:`sdk.synthetic._factors.draw_lesion_descriptors`), whatever its class.
+
+    Shape: oval (ellipse with <= 3 % low-order ripple), round (axis ratio <= 1.12), irregular
+    (orders 2-6, 10-20 % ripple). Orientation: parallel (width / height 1.2-2.0 for an oval or
+    irregular mass, long axis within 15 deg of horizontal) or not parallel (height / width
+    1.05-1.5, within 20 deg of vertical). Margin: circumscribed (smooth), indistinct (a soft
+    transition 15-35 % of the radius wide), microlobulated (8-20 small scallops), angular
+    (3-5 sharp corners), spiculated (5-14 thin radial spikes). ``contrast_db`` (vs fat),
+    ``posterior_db`` and ``calcifications`` (count) override the descriptor's draw.
+    """
+    size = float(d["size_mm"])
+    shape, margin = d["shape"], d["margin"]
+    if shape == "round":
+        ratio = rng.uniform(1.0, 1.12)
+    elif d["orientation"] == "parallel":
+        ratio = rng.uniform(1.2, 2.0)
+    else:
+        ratio = rng.uniform(1.05, 1.5)
+    parallel = d["orientation"] == "parallel"
+    if parallel:
+        a, b = size / 2.0, size / 2.0 / ratio
+        angle = math.radians(rng.uniform(-15.0, 15.0))
+    else:
+        b, a = size / 2.0, size / 2.0 / ratio
+        angle = math.radians(rng.uniform(-20.0, 20.0))
+    if shape == "irregular":
+        table = _smooth_table(rng, range(2, 7), rng.uniform(0.10, 0.20))
+    else:
+        table = _smooth_table(rng, range(2, 4), 0.03)
+    if margin == "microlobulated":
+        n_lob = int(rng.integers(8, 21))
+        table += rng.uniform(0.04, 0.08) * np.clip(
+            np.cos(n_lob * _PHI + rng.uniform(0, 6.3)), 0, None
+        )
+    elif margin == "angular":
+        for _ in range(int(rng.integers(3, 6))):
+            width = rng.uniform(0.35, 0.7)
+            idx, dd = _within(rng.uniform(-math.pi, math.pi), width)
+            table[idx] += rng.uniform(0.1, 0.25) * np.clip(1.0 - np.abs(dd) / width, 0.0, None) ** 2
+    elif margin == "spiculated":
+        for _ in range(int(rng.integers(5, 15))):
+            width = math.radians(rng.uniform(2.0, 8.0))
+            idx, dd = _within(rng.uniform(-math.pi, math.pi), width)
+            table[idx] += (
+                rng.uniform(0.25, 0.7) * np.clip(1.0 - np.abs(dd) / width, 0.0, None) ** 1.5
+            )
+        table /= np.percentile(table, 30)  # the ellipse stays the bulk, spicules stick out
+    pattern = d["echo_pattern"]
+    lo, hi = ECHO_PATTERN_DB[pattern]
+    contrast = rng.uniform(lo, hi) if contrast_db is None else float(contrast_db)
+    plo, phi_ = POSTERIOR_DB[d["posterior"]]
+    post = rng.uniform(plo, phi_) if posterior_db is None else float(posterior_db)
+    tex_db = {"heterogeneous": rng.uniform(3.0, 5.0), "hypoechoic": rng.uniform(0.5, 1.5)}
+    lesion = Lesion(
+        d["label"],
+        "cyst" if pattern == "anechoic" else "irregular" if shape == "irregular" else "solid",
+        cx,
+        cz,
+        a,
+        b,
+        angle,
+        table.astype(np.float32),
+        contrast,
+        post,
+        texture_db=tex_db.get(pattern, 0.0),
+        texture_k=_texture_waves(rng, 4, 2.0, 8.0),
+        capsule_db=rng.uniform(3.0, 7.0) if d["capsule"] else 0.0,
+        margin=margin,
+        shape=shape,
+    )
+    if d["calcifications"] or calcifications:
+        n = int(rng.integers(1, 9)) if calcifications is None else int(calcifications)
+        if n < 0:
+            raise InputError(f"calcifications must be >= 0, got {n}")
+        rad = 0.75 * np.sqrt(rng.uniform(0.0, 1.0, n))
+        ang = rng.uniform(-math.pi, math.pi, n)
+        lesion.calcs = np.stack(
+            [
+                rad * np.cos(ang),
+                rad * np.sin(ang),
+                rng.uniform(12.0, 22.0, n),
+                rng.uniform(0.0, 2 * math.pi, n),
+            ],
+            axis=1,
+        )
+    if margin == "indistinct":
+        lesion.edge_width = rng.uniform(0.15, 0.35)
+    if d["halo"]:
+        lesion.halo_db = rng.uniform(3.0, 8.0)
+        lesion.halo_width = rng.uniform(0.15, 0.4)
+    lesion.edge_shadows = bool(d["edge_shadows"])
+    if pattern == "complex":
+        lesion.solid_db = rng.uniform(-9.0, 0.0)
+        lesion.solid_threshold = rng.uniform(-0.2, 0.8)
+        lesion.texture_k = _texture_waves(rng, 5, 1.5, 4.5)
+    lesion.descriptors = dict(d)
+    pts = lesion.outline()
+    lesion.width_mm = float(np.ptp(pts[:, 0]))
+    lesion.height_mm = float(np.ptp(pts[:, 1]))
+    lesion.thickness_mm = max(lesion.a, lesion.b)
+    lesion.spread = 1.0 / ratio if parallel else ratio
+    return lesion

@@ -60,6 +60,29 @@ class PhantomParams:
     tgc_db_cm: float | None = None
     clutter: bool = False
     tissue: str = "breast"
+    # style="scanner" (sdk.synthetic._scanner): every factor below and the ones above that the
+    # caller does not pass are drawn per frame (sdk.synthetic._factors has the ranges);
+    # "classic" is the original stylized phantom, unchanged.
+    style: str = "classic"
+    fractional_bandwidth: float | None = None
+    f_number: float | None = None
+    focal_depth_mm: float | None = None
+    harmonic: bool | None = None
+    scatterer_density: float | None = None
+    specular_db: float | None = None
+    tgc_compensation: float | None = None
+    tgc_sliders_db: list[float] | None = None
+    gray_gamma: float | None = None
+    compounding: int | None = None
+    steer_deg: float | None = None
+    speckle_reduction: str | None = None
+    haze_db: float | None = None
+    composition: str | None = None
+    skin_mm: float | None = None
+    fat_mm: float | None = None
+    muscle_mm: float | None = None
+    lesion_descriptors: dict[str, Any] | None = None
+    annotation_noise: float = 0.0
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> PhantomParams:
@@ -71,6 +94,7 @@ class PhantomParams:
                 f"unknown phantom parameter(s) {unknown}; valid names: {sorted(names)}"
             )
         p = cls(**kwargs)
+        p._given = set(kwargs)  # the knobs the caller fixed (scanner style draws the others)
         p.resolve()
         return p
 
@@ -78,6 +102,10 @@ class PhantomParams:
         """Fill probe defaults and check ranges."""
         if self.geometry not in ("linear", "curvilinear"):
             raise InputError(f"geometry must be 'linear' or 'curvilinear', got {self.geometry!r}")
+        if self.style not in ("classic", "scanner"):
+            raise InputError(f"style must be 'classic' or 'scanner', got {self.style!r}")
+        if not 0.0 <= self.annotation_noise <= 10.0:
+            raise InputError(f"annotation_noise={self.annotation_noise} must be in [0, 10] px")
         if self.tissue not in ("breast", "homogeneous"):
             raise InputError(f"tissue must be 'breast' or 'homogeneous', got {self.tissue!r}")
         curved = self.geometry == "curvilinear"
@@ -138,11 +166,16 @@ class Scene:
     psf: Any
     tgc: np.ndarray = field(repr=False)  # (n_samples, 1) float32 amplitude gain per depth
     power: np.ndarray = field(repr=False)  # tissue raster as linear power
+    factors: dict[str, Any] | None = None  # style="scanner": the drawn frame factors
+    scanner: Any = None  # style="scanner": sdk.synthetic._scanner.ScannerSetup
 
     def lesion_info(self) -> list[dict[str, Any]]:
         """Static ground truth of every lesion (world geometry and drawn descriptors)."""
         out = []
         for i, les in enumerate(self.lesions, start=1):
+            if les.descriptors is not None:
+                out.append(_scanner_lesion_info(i, les))
+                continue
             out.append(
                 {
                     "id": i,
@@ -171,6 +204,29 @@ class Scene:
                 }
             )
         return out
+
+
+def _scanner_lesion_info(i: int, les: Lesion) -> dict[str, Any]:
+    d = les.descriptors or {}
+    info = {
+        "id": i,
+        "label": les.label,
+        "kind": les.kind,
+        "center_mm": [round(les.cx, 3), round(les.cz, 3)],
+        "depth_mm": round(les.cz, 3),
+        "axes_mm": [round(les.a, 3), round(les.b, 3)],
+        "angle_deg": round(math.degrees(les.angle), 3),
+        "width_mm": round(les.width_mm, 3),
+        "height_mm": round(les.height_mm, 3),
+        "contrast_db": round(les.contrast_db, 3),
+        "contrast_reference": "fat",
+        "posterior_db": round(les.posterior_db, 3),
+        "n_calcifications": len(les.calcs),
+    }
+    for k, v in d.items():
+        if k != "label":
+            info[k] = round(v, 3) if isinstance(v, float) else v
+    return info
 
 
 def _spread(les: Lesion) -> float:
@@ -431,6 +487,10 @@ def render(
     coefficient (elevational decorrelation); scatterers move with the tissue in-plane.
     ``env`` is the TGC-corrected envelope on the acoustic grid when ``keep_envelope``.
     """
+    if scene.scanner is not None:
+        from sdk.synthetic._scanner import render_scanner
+
+        return render_scanner(scene, pose, rng, elevation_mm, speckle, correlation, keep_envelope)
     p, geom, tissue = scene.params, scene.geom, scene.tissue
     xa, za = geom.world("acoustic", pose)
     power, atten = _sample_rasters((scene.power, tissue.atten), tissue, xa, za)
@@ -652,16 +712,23 @@ def frame_info(
         # _jsonable copies containers, so a shallow field read gives the same dict as asdict()
         # (which deep-copies first; measured 0.3 -> 0.05 ms).
         "params": _jsonable({f.name: getattr(p, f.name) for f in fields(p)}),
-        "psf": {
-            "sigma_axial_samples": round(scene.psf.sigma_axial, 4),
-            "sigma_lateral_samples": round(scene.psf.sigma_lateral, 4),
-        },
+        "psf": (
+            dict(scene.scanner.psf_info)
+            if scene.scanner is not None
+            else {
+                "sigma_axial_samples": round(scene.psf.sigma_axial, 4),
+                "sigma_lateral_samples": round(scene.psf.sigma_lateral, 4),
+            }
+        ),
         "display": {
             "dynamic_range_db": p.dynamic_range_db,
             "gain_db": p.gain_db,
             "headroom_db": _HEADROOM_DB,
         },
     }
+    if scene.factors is not None:
+        info["style"] = "scanner"
+        info["factors"] = _jsonable(scene.factors)
     if extra:
         info.update(extra)
     return info
