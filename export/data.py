@@ -15,8 +15,10 @@ and the torch ``Dataset`` that feeds a model through the SDK's own preprocessing
   ``(1, hm, wm)`` lesion fraction per cell in [0, 1]; label → int64. Augmentation randomness is a
   function of ``(seed, epoch, index)`` only, so runs, resumes and DataLoader workers agree.
 
-The ``usaugment`` package (ultrasound-specific augmentations) is not used: it needs
-albumentations and scikit-image, which the export extra does not carry.
+Ultrasound-specific augmentation (depth attenuation, shadows, haze, blur, correlated speckle,
+annotation noise) is :class:`export.us_augment.UltrasoundAugment`, switched on by
+``Augment(ultrasound=UltrasoundAugment())`` / ``Augment.from_option("ultrasound")`` (the ``demo``
+preset). ``usaugment`` (PyPI) was measured and not taken: see :mod:`export.us_augment`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from export.models._contract import CLASS_NAMES
+from export.us_augment import UltrasoundAugment
 from sdk import kernels, synthetic
 from sdk.errors import InputError
 from sdk.sources import BusiReader, CsvFolderReader
@@ -47,6 +50,7 @@ __all__ = [
     "describe",
     "frame_sizes",
     "open_frames",
+    "resolve_split",
     "stratified_split",
 ]
 
@@ -102,8 +106,11 @@ def frame_sizes(size: Any) -> tuple[tuple[int, int], ...]:
 
 class SyntheticFrames:
     """``n`` synthetic B-mode phantoms, frame ``i`` drawn with its own seed (a function of
-    ``seed`` and ``i``), classes cycling through ``class_names`` (balanced), probe geometry
-    linear or curvilinear at random. Frames are cached after their first use (``cache``).
+    ``seed`` and ``i``), classes cycling through ``class_names`` (balanced; through the split's
+    labels when it names some), probe geometry linear or curvilinear at random (``style=
+    "classic"``) or drawn with every other factor (``style="scanner"``, the default). Frames
+    are cached after their first use (``cache``). Masks are exact (:meth:`get`); annotation
+    noise belongs to the training augmentation (:class:`export.us_augment.UltrasoundAugment`).
 
     Args:
         n: number of frames (>= 1).
@@ -112,6 +119,11 @@ class SyntheticFrames:
             what the serving path's area-resampling makes of small and large scanner frames).
         seed: dataset seed; a validation set uses another seed.
         class_names: must be the phantom classes (any order, e.g. ``CLASS_NAMES``).
+        style: ``"scanner"`` (randomized realistic B-mode) or ``"classic"`` (the stylized
+            phantoms the first default model was trained on).
+        split: a :class:`sdk.synthetic.Split` / its dict / the name of one of
+            :data:`sdk.synthetic.OOD_SPLITS` (``"<factor>-train"`` / ``"<factor>-test"``) or
+            ``"ood-train"``: frames are drawn inside it (``style="scanner"`` only).
     """
 
     def __init__(
@@ -121,6 +133,8 @@ class SyntheticFrames:
         seed: int = 0,
         class_names: Sequence[str] = CLASS_NAMES,
         cache: bool = True,
+        style: str = "scanner",
+        split: Any = None,
     ) -> None:
         if int(n) < 1:
             raise InputError(f"a synthetic dataset needs n >= 1 frames, got {n}")
@@ -132,10 +146,20 @@ class SyntheticFrames:
             )
         self.sizes = frame_sizes(size)
         self.n, self.size, self.seed = int(n), self.sizes[0], int(seed)
+        if style not in ("scanner", "classic"):
+            raise InputError(f"style must be 'scanner' or 'classic', got {style!r}")
+        self.style = style
+        self.split = resolve_split(split)
+        if self.split is not None and style != "scanner":
+            raise InputError("a split selects drawn factors: use style='scanner' with it")
+        labels = self.split.labels if self.split is not None else None
+        self._cycle = [self.class_names.index(x) for x in labels] if labels else None
         self._cache: dict[int, Frame] | None = {} if cache else None
 
     @property
     def labels(self) -> list[int]:
+        if self._cycle:
+            return [self._cycle[i % len(self._cycle)] for i in range(self.n)]
         return [i % len(self.class_names) for i in range(self.n)]
 
     def __len__(self) -> int:
@@ -144,18 +168,47 @@ class SyntheticFrames:
     def get(self, index: int) -> Frame:
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        label = index % len(self.class_names)
+        label = self.labels[index] if self._cycle else index % len(self.class_names)
         ss = np.random.SeedSequence([self.seed, index])
         frame_seed = int(ss.generate_state(1)[0])
-        geometry = ("linear", "curvilinear")[frame_seed % 2]
         size = self.sizes[(frame_seed >> 1) % len(self.sizes)]
-        image, ids, _ = synthetic.phantom(
-            self.class_names[label], size=size, seed=frame_seed, geometry=geometry
-        )
+        if self.style == "classic":
+            image, ids, _ = synthetic.phantom(
+                self.class_names[label],
+                size=size,
+                seed=frame_seed,
+                geometry=("linear", "curvilinear")[frame_seed % 2],
+            )
+        else:
+            image, ids, _ = synthetic.phantom(
+                self.class_names[label],
+                size=size,
+                seed=frame_seed,
+                style="scanner",
+                split=self.split,
+            )
         frame = (image, (ids > 0).astype(np.uint8), label)
         if self._cache is not None:
             self._cache[index] = frame
         return frame
+
+
+def resolve_split(split: Any) -> synthetic.Split | None:
+    """``None``, a :class:`sdk.synthetic.Split`, its dict form, or a name: ``"ood-train"`` or
+    ``"<factor>-train"`` / ``"<factor>-test"`` of :data:`sdk.synthetic.OOD_SPLITS`."""
+    if split is None or isinstance(split, synthetic.Split):
+        return split
+    if isinstance(split, str):
+        if split == synthetic.OOD_TRAIN.name:
+            return synthetic.OOD_TRAIN
+        for tr, te in synthetic.OOD_SPLITS.values():
+            if split in (tr.name, te.name):
+                return tr if split == tr.name else te
+        names = [synthetic.OOD_TRAIN.name] + [
+            s.name for pair in synthetic.OOD_SPLITS.values() for s in pair
+        ]
+        raise InputError(f"unknown split {split!r}; choose from {names} or pass a Split")
+    return synthetic.Split.from_dict(split)
 
 
 class ReaderFrames:
@@ -241,6 +294,7 @@ def open_frames(
     n: int = 600,
     size: tuple[int, int] | Sequence[tuple[int, int]] = (256, 256),
     seed: int = 0,
+    split: Any = None,
 ) -> FrameProvider:
     """A provider for ``data``: ``"synthetic"`` (``n`` phantoms of ``size``, one size or a mix:
     :class:`SyntheticFrames`), a CSV file, a
@@ -251,7 +305,7 @@ def open_frames(
         InputError: no usable sample, labels outside ``class_names``.
     """
     if str(data) == "synthetic":
-        return SyntheticFrames(n, size, seed, class_names)
+        return SyntheticFrames(n, size, seed, class_names, split=split)
     path = Path(data)
     if path.suffix.lower() == ".csv" or (path / "labels.csv").is_file():
         return ReaderFrames(CsvFolderReader(path, classes=class_names), class_names)
@@ -283,6 +337,19 @@ class Augment:
     gamma: tuple[float, float] = (0.7, 1.4)
     p_speckle: float = 0.3
     speckle: float = 0.15
+    ultrasound: UltrasoundAugment | None = None
+
+    @classmethod
+    def from_option(cls, option: bool | str | None) -> Augment | None:
+        """``False`` / ``None`` → no augmentation; ``True`` / ``"standard"`` → the default
+        transforms; ``"ultrasound"`` → those plus :class:`UltrasoundAugment`."""
+        if option is None or option is False:
+            return None
+        if option is True or option == "standard":
+            return cls()
+        if option == "ultrasound":
+            return cls(ultrasound=UltrasoundAugment())
+        raise InputError(f"augment must be true/false, 'standard' or 'ultrasound', got {option!r}")
 
     def __call__(
         self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
@@ -303,6 +370,10 @@ class Augment:
             k = 1.0 / self.speckle**2  # Gamma(k, 1/k): mean 1, std 1/sqrt(k)
             noise = rng.gamma(k, 1.0 / k, image.shape).astype(np.float32)
             image = np.clip(image.astype(np.float32) * noise + 0.5, 0, 255).astype(np.uint8)
+        if self.ultrasound is not None:
+            image, mask = self.ultrasound(
+                np.ascontiguousarray(image), np.ascontiguousarray(mask), rng
+            )
         return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
     @staticmethod

@@ -83,6 +83,10 @@ class Preset:
     report_frames: int = 500
     budget: float = 0.01
     targets: dict[str, float] = field(default_factory=dict)
+    #: Training augmentation of the teacher run: ``"ultrasound"`` adds depth attenuation,
+    #: shadows, haze, blur, correlated speckle and annotation noise
+    #: (:class:`export.us_augment.UltrasoundAugment`) to the standard transforms.
+    augment: bool | str = True
 
 
 PRESETS: dict[str, Preset] = {
@@ -110,6 +114,7 @@ PRESETS: dict[str, Preset] = {
         n_train=600,
         n_val=120,
         targets={"dice": 0.85, "accuracy": 0.90, "macro_auc": 0.95, "int8_drop": 0.01},
+        augment="ultrasound",
     ),
 }
 
@@ -160,6 +165,7 @@ def run_preset(
             lr=p.teacher_lr,
             model_kwargs=p.teacher_kwargs,
             resume=resume,
+            augment=p.augment,
             **common,
         )
     t_teacher = time.perf_counter() - t0

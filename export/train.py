@@ -372,7 +372,7 @@ def train(
     lam: float = 0.6,
     weight_decay: float = 1e-4,
     class_weighting: bool = True,
-    augment: bool = True,
+    augment: bool | str = True,
     model_kwargs: dict[str, Any] | None = None,
     num_workers: int = 0,
     threads: int | None = None,
@@ -400,7 +400,9 @@ def train(
         val_fraction: held-out fraction of a folder dataset (stratified by class).
         lam: λ of ``λ L_seg + (1 - λ) L_cls``.
         class_weighting: balanced class weights in the CE (from the training split's counts).
-        augment: random flips / rotation / crop / gain / speckle on the training frames.
+        augment: random flips / rotation / crop / gain / speckle on the training frames;
+            ``"ultrasound"`` adds :class:`export.us_augment.UltrasoundAugment`
+            (:meth:`export.data.Augment.from_option`).
         model_kwargs: factory options (e.g. ``{"pretrained": False}``).
         num_workers: DataLoader worker processes (0 = in the main process).
         threads: torch CPU threads for this call (restored after); None keeps torch's setting.
@@ -465,7 +467,7 @@ def train(
             "lam": float(lam),
             "weight_decay": float(weight_decay),
             "class_weighting": bool(class_weighting),
-            "augment": bool(augment),
+            "augment": augment if isinstance(augment, str) else bool(augment),
             "model_kwargs": json.loads(json.dumps(model_kwargs)),
             "epochs": epochs,
         }
@@ -495,7 +497,7 @@ def train(
             mask_size=mask_hw,
             seed=seed,
         )
-        train_ds = MultiTaskDataset(train_frames, augment=Augment() if augment else None, **ds_args)
+        train_ds = MultiTaskDataset(train_frames, augment=Augment.from_option(augment), **ds_args)
         val_ds = MultiTaskDataset(val_frames, augment=None, **ds_args)
 
         counts = np.bincount(np.asarray(train_frames.labels), minlength=len(model.class_names))
