@@ -14,7 +14,9 @@ Two targets, because they want different graphs (issue #5):
 For both, nodes that produce graph outputs stay float (the mask logits' last conv, the head's
 last linear: where quantization error lands directly on the result), and only Conv /
 ConvTranspose / MatMul / Gemm are quantized (for TensorRT only the convolutions: the classifier
-head stays float) -- sigmoid, softmax, pooling and resampling stay float. The quantizer is
+head stays float) -- sigmoid, softmax, pooling and resampling stay float. For the CPU, the Clip
+(ReLU6) / Relu after them is folded into their uint8 output quantization, so that consecutive
+convolutions run integer to integer (:data:`CPU_OP_TYPES`). The quantizer is
 ONNX Runtime's ``quantize_static``; NVIDIA ModelOpt produces the same graph form and could
 replace it (not measured here).
 
@@ -57,16 +59,28 @@ convolution and Gemm / MatMul weights on [-64, 64] (``reduce_range=True``), whic
 ``vpmaddubsw`` pair to 2 * 255 * 64 = 32640 <= 32767 -- no saturation is possible -- and depthwise
 weights on the full [-127, 127] (an override per weight tensor), whose kernels cannot saturate.
 The same file then computes the exact integer result on every class above. Depthwise filters have
-9 or 25 taps per channel, so they are the ones that cannot spare a bit: on the demo model, 7-bit
-depthwise weights cost 4 Dice / 5 accuracy points fully quantized, 7-bit dense weights nothing
-measurable (``benchmarks/results/int8-recipe-*``). The alternatives, measured there: U8U8 weights
-are exact everywhere but leave MLAS's fast symmetric-conv path; ONNX Runtime's session option
-``session.x64quantprecision=1`` turns 8-bit weights into U8U8 at load on pre-VNNI x86 only (exact,
-slower there, and a runtime setting every deployment would have to remember); S8S8 activations
-change nothing on x86 (shifted back to U8S8). TensorRT is unaffected (int8 tensor cores / DP4A
+9 or 25 taps per channel, so they are the ones that cannot spare a bit: on the demo model, fully
+quantized, 200 held-out phantoms, the recipe scores Dice 0.873 / accuracy 0.975 (FP32 0.859 /
+0.975) and 7-bit depthwise weights too 0.823 / 0.965 (``benchmarks/results/int8-recipe-*``).
+The alternatives, measured there on an AVX2 EPYC (latency against FP32, 2 threads, 128x128):
+U8U8 weights are exact everywhere but leave MLAS's symmetric-conv kernels (10x); ONNX
+Runtime's session option ``session.x64quantprecision=1`` turns 8-bit weights into U8U8 at load
+on pre-VNNI x86 only (exact there, 1.1x, and a runtime setting every deployment would have to
+remember); S8S8 activations land in the same U8S8 kernels on x86 and cannot fold ReLU6 (1.9x);
+per-tensor weights lose 33 Dice points. TensorRT is unaffected (int8 tensor cores / DP4A
 accumulate in int32): its graphs keep full 8-bit weights, and where ONNX Runtime on a CPU stands
 in for TensorRT (the budget check, the tests) it must run them through exact integer kernels:
 :data:`EXACT_INTEGER_SESSION_CONFIG`.
+
+One more ONNX Runtime behaviour the recipe guards against: at load it quantizes a *float*
+Conv / Gemm sitting between a DequantizeLinear and a QuantizeLinear with its own per-tensor 8-bit
+weights -- which would undo a budget fallback and bring back saturating pairs. Such nodes get a
+per-channel input DequantizeLinear (same values) that the rewrite does not match
+(:func:`_hold_float`).
+
+Speed on pre-VNNI x86 is bounded by the same instruction: ``vpmaddubsw`` + ``vpmaddwd`` +
+``vpaddd`` per 32 multiply-adds against one FMA per 8 in FP32, about 1.33x per instruction; the
+demo model measured 0.85-1.0x its FP32 latency there. VNNI (``vpdpbusd``) does 32 in one.
 """
 
 from __future__ import annotations
@@ -95,7 +109,12 @@ __all__ = [
     "tensorrt_qdq_violations",
 ]
 
-QUANT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+QUANT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the weighted ops the fallback ranks
+# CPU: also Clip / Relu, which the quantizer folds into the preceding node's output quantization
+# (asymmetric uint8 saturates at 0 and at the calibrated max). Left out, every conv -> ReLU6 ran
+# Q -> DQ -> Clip -> Q -> DQ in float between two integer kernels: 1.3-1.5x its FP32 twin's
+# latency on an AVX2 EPYC, against 0.9-1.0x folded (benchmarks/results/int8-recipe-*).
+CPU_OP_TYPES = (*QUANT_OP_TYPES, "Clip", "Relu")
 # TensorRT: convolutions only; the classifier head (Gemm / MatMul) stays float, as the issue's
 # TensorRT profile asks (its error lands directly on the class probabilities).
 TRT_OP_TYPES = ("Conv", "ConvTranspose")
@@ -119,6 +138,8 @@ def recipe(target: str) -> dict[str, Any]:
             "(reduce_range: [-64, 64]), depthwise conv 8-bit ([-127, 127])",
             "reduce_range": True,
             "depthwise_8bit": True,
+            "ops": "Conv, ConvTranspose, MatMul, Gemm; Clip / Relu folded into their output "
+            "quantization",
             "why": "no int16 saturation in pre-VNNI x86 U8S8 kernels (vpmaddubsw): exact on "
             "AVX2, AVX-512 with and without VNNI, and aarch64",
         }
@@ -157,6 +178,89 @@ def depthwise_weights(m: onnx.ModelProto) -> list[str]:
         if group > 1 and len(dims) >= 2 and dims[1] == 1 and dims[0] == group:
             out.append(n.input[1])
     return out
+
+
+def _hold_float(m: onnx.ModelProto, names: set[str]) -> list[str]:
+    """Keep the nodes ``names`` float under ONNX Runtime; returns the ones rewritten.
+
+    ONNX Runtime (>= 1.20, ``WeightBiasQuantization``) quantizes at load any float Conv /
+    ConvTranspose / Gemm whose input comes from a per-tensor DequantizeLinear and whose only
+    output path (through Relu / Clip) ends in a QuantizeLinear -- exactly a fallback node between
+    two quantized ones -- with its *own* weight quantization: per-tensor, 8-bit, asymmetric: the
+    accuracy the fallback was to restore is lost, and on pre-VNNI x86 its U8S8 pairs can saturate
+    (module docstring). Its input DequantizeLinear is therefore written per channel (axis 1, the
+    same scale and zero point repeated): the same values, which the rewrite does not match."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in m.graph.initializer}
+    prod = {o: n for n in m.graph.node for o in n.output}
+    cons: dict[str, list[onnx.NodeProto]] = {}
+    for n in m.graph.node:
+        for i in n.input:
+            cons.setdefault(i, []).append(n)
+
+    def ends_in_q(n: onnx.NodeProto) -> bool:
+        while True:
+            after = cons.get(n.output[0], [])
+            if len(n.output) != 1 or len(after) != 1:
+                return False
+            if after[0].op_type == "QuantizeLinear":
+                return True
+            if after[0].op_type not in ("Relu", "Clip"):
+                return False
+            n = after[0]
+
+    held = []
+    for n in list(m.graph.node):
+        if n.name not in names or n.op_type not in ("Conv", "ConvTranspose", "Gemm"):
+            continue
+        dq = prod.get(n.input[0])
+        if dq is None or dq.op_type != "DequantizeLinear" or n.input[1] not in inits:
+            continue
+        if dq.input[1] not in inits or not ends_in_q(n):
+            continue
+        w = inits[n.input[1]].dims
+        if n.op_type == "Gemm":
+            trans_b = next((a.i for a in n.attribute if a.name == "transB"), 0)
+            channels = w[1] if trans_b else w[0]
+        else:
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            channels = w[1] * group if n.op_type == "Conv" else w[0]
+        scale = numpy_helper.to_array(inits[dq.input[1]])
+        if scale.size != 1:
+            continue
+        tag = f"{n.input[0]}_per_channel_{len(held)}"
+        extra = [numpy_helper.from_array(np.full(channels, scale.item(), scale.dtype), tag + "_s")]
+        args = [dq.input[0], tag + "_s"]
+        if len(dq.input) > 2 and dq.input[2] in inits:
+            zp = numpy_helper.to_array(inits[dq.input[2]])
+            extra.append(
+                numpy_helper.from_array(np.full(channels, zp.item(), zp.dtype), tag + "_z")
+            )
+            args.append(tag + "_z")
+        m.graph.initializer.extend(extra)
+        hold = helper.make_node("DequantizeLinear", args, [tag], name=tag, axis=1)
+        m.graph.node.insert(list(m.graph.node).index(n), hold)
+        n.input[0] = tag
+        held.append(n.name)
+    return held
+
+
+def _prune_unused(m: onnx.ModelProto) -> None:
+    """Drop nodes and initializers nothing reads (the bounds of the Clips the quantizer folded
+    away, a DequantizeLinear :func:`_hold_float` replaced): ONNX Runtime would warn about each
+    one at every session load."""
+    while True:
+        used = {i for n in m.graph.node for i in n.input} | {o.name for o in m.graph.output}
+        dead = [n for n in m.graph.node if not any(o in used for o in n.output)]
+        for n in dead:
+            m.graph.node.remove(n)
+        if not dead:
+            break
+    keep = [i for i in m.graph.initializer if i.name in used]
+    if len(keep) != len(m.graph.initializer):
+        del m.graph.initializer[:]
+        m.graph.initializer.extend(keep)
 
 
 def _ensure_node_names(m: onnx.ModelProto) -> bool:
@@ -272,7 +376,7 @@ def quantize(
             str(tmp),
             _Reader(name, frames),
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(QUANT_OP_TYPES if target == "cpu" else TRT_OP_TYPES),
+            op_types_to_quantize=list(CPU_OP_TYPES if target == "cpu" else TRT_OP_TYPES),
             per_channel=True,
             reduce_range=spec["reduce_range"],
             activation_type=QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8,
@@ -282,6 +386,9 @@ def quantize(
             extra_options=extra,
         )
         q = onnx.load(str(tmp))
+        if target == "cpu":
+            _hold_float(q, set(exclude))
+        _prune_unused(q)
         # Carry the source's metadata (sonoedge artifact JSON) over, now saying int8.
         del q.metadata_props[:]
         for prop in m.metadata_props:
