@@ -530,3 +530,186 @@ def test_cli_writes_contact_sheet_and_cine(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert str(tmp_path / "phantoms.png") in out and str(gif) in out
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+# --- style="scanner": randomized factors, splits, annotation noise -----------------------------
+
+
+def _decompressed(image: np.ndarray, info: dict, rows: slice) -> np.ndarray:
+    d = info["display"]
+    band = image[rows].astype(np.float64)
+    return 10.0 ** ((band * d["dynamic_range_db"] / 255.0 - d["dynamic_range_db"]) / 20.0)
+
+
+_PLAIN = dict(
+    style="scanner",
+    tissue="homogeneous",
+    compounding=1,
+    speckle_reduction="off",
+    gray_gamma=1.0,
+    haze_db=-200.0,
+    noise_db=-200.0,
+    gain_db=0.0,
+    dynamic_range_db=80.0,
+    harmonic=False,
+    specular_db=-200.0,
+    geometry="linear",
+    depth_mm=30.0,
+    tgc_sliders_db=[0.0] * 8,
+    tgc_compensation=1.0,
+)
+
+
+def test_scanner_phantom_records_every_factor_and_is_deterministic() -> None:
+    a = synthetic.phantom("malignant", (128, 160), seed=4, style="scanner")
+    b = synthetic.phantom("malignant", (128, 160), seed=4, style="scanner")
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    info = a[2]
+    json.dumps(info)
+    assert info["style"] == "scanner"
+    assert set(synthetic.FRAME_FACTORS) <= set(info["factors"])
+    les = info["lesions"][0]
+    for name in ("shape", "orientation", "margin", "echo_pattern", "posterior", "size_mm"):
+        assert name in les, name
+    c = synthetic.phantom("malignant", (128, 160), seed=5, style="scanner")
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_scanner_fixed_factors_are_honoured() -> None:
+    _, _, info = synthetic.phantom(
+        "benign",
+        (96, 96),
+        seed=1,
+        style="scanner",
+        compounding=3,
+        frequency_mhz=14.0,
+        geometry="curvilinear",
+        lesion_descriptors={"margin": "spiculated", "posterior": "shadowing"},
+    )
+    f = info["factors"]
+    assert (f["compounding"], f["frequency_mhz"], f["geometry"]) == (3, 14.0, "curvilinear")
+    assert info["lesions"][0]["margin"] == "spiculated"
+    assert info["lesions"][0]["posterior"] == "shadowing"
+    assert info["lesions"][0]["posterior_db"] < -5.0
+
+
+def test_sparse_scatterers_give_pre_rayleigh_speckle() -> None:
+    """Fully developed speckle: envelope mean / std ~ 1.91 (Rayleigh); a few scatterers per
+    resolution cell: a heavier tail (K-like), mean / std well below it."""
+    ratios = {}
+    for density in (100.0, 2.0):
+        img, _, info = synthetic.phantom(
+            "normal", (256, 256), seed=3, scatterer_density=density, **_PLAIN
+        )
+        env = _decompressed(img, info, slice(40, 200))
+        ratios[density] = env.mean() / env.std()
+    assert ratios[100.0] == pytest.approx(synthetic.RAYLEIGH_MEAN_TO_STD, rel=0.12)
+    assert ratios[2.0] < 0.9 * ratios[100.0]  # measured 1.63 vs 1.91
+
+
+def test_compounding_reduces_speckle_and_beam_widens_off_focus() -> None:
+    std = {}
+    for n in (1, 5):
+        kw = dict(_PLAIN, compounding=n, scatterer_density=100.0)
+        img, _, info = synthetic.phantom("normal", (200, 200), seed=2, **kw)
+        std[n] = float(img[40:160, 40:160].astype(np.float64).std())
+    assert std[5] < 0.75 * std[1]  # incoherent average of decorrelated views
+    psf = info["psf"]
+    assert psf["sigma_lateral_min_mm"] < psf["sigma_lateral_max_mm"]
+
+
+def test_descriptors_are_drawn_independently_with_class_dependent_rates() -> None:
+    from sdk.synthetic._factors import draw_lesion_descriptors
+
+    rng = np.random.default_rng(0)
+    draws = {
+        lab: [draw_lesion_descriptors(rng, lab) for _ in range(600)]
+        for lab in ("benign", "malignant")
+    }
+
+    def rate(lab: str, key: str, value: str) -> float:
+        return float(np.mean([d[key] == value for d in draws[lab]]))
+
+    # Real series: some benign masses shadow, some cancers look circumscribed.
+    assert (
+        0.05
+        < rate("benign", "posterior", "shadowing")
+        < rate("malignant", "posterior", "shadowing")
+    )
+    assert (
+        0.03
+        < rate("malignant", "margin", "circumscribed")
+        < rate("benign", "margin", "circumscribed")
+    )
+    assert rate("malignant", "margin", "spiculated") > rate("benign", "margin", "spiculated") > 0
+    assert rate("benign", "echo_pattern", "isoechoic") > 0.05
+    assert rate("benign", "echo_pattern", "complex") > 0.02
+    # Independence: the posterior rate does not depend on the margin drawn.
+    mal = draws["malignant"]
+    spic = [d["posterior"] == "shadowing" for d in mal if d["margin"] == "spiculated"]
+    other = [d["posterior"] == "shadowing" for d in mal if d["margin"] != "spiculated"]
+    assert abs(np.mean(spic) - np.mean(other)) < 0.15
+
+
+@pytest.mark.parametrize("name", sorted(synthetic.OOD_SPLITS))
+def test_ood_splits_include_and_exclude_what_they_say(name: str) -> None:
+    train, test = synthetic.OOD_SPLITS[name]
+    for seed in range(4):
+        for label in test.labels or synthetic.LABELS:
+            _, _, info = synthetic.phantom(label, (64, 64), seed=seed, style="scanner", split=test)
+            assert test.accepts(info["factors"], info["lesions"])
+            assert not train.accepts(info["factors"], info["lesions"])
+            assert not synthetic.OOD_TRAIN.accepts(info["factors"], info["lesions"])
+        for label in ("benign", "malignant"):
+            _, _, info = synthetic.phantom(
+                label, (64, 64), seed=seed, style="scanner", split=synthetic.OOD_TRAIN
+            )
+            assert train.accepts(info["factors"], info["lesions"])
+            assert not test.accepts(info["factors"], info["lesions"])
+
+
+def test_split_rules_ranges_lesion_conditions_and_round_trip() -> None:
+    s = synthetic.Split(
+        "x",
+        include=({"frequency_mhz": {"min": 7, "max": 12}},),
+        exclude=({"lesion.label": ["benign"], "lesion.posterior": ["shadowing"]},),
+    )
+    ben_shadow = [{"label": "benign", "posterior": "shadowing"}]
+    assert s.accepts({"frequency_mhz": 9.0}, [])
+    assert not s.accepts({"frequency_mhz": 13.0}, [])
+    assert not s.accepts({"frequency_mhz": 9.0}, ben_shadow)
+    assert s.accepts({"frequency_mhz": 9.0}, [{"label": "malignant", "posterior": "shadowing"}])
+    again = synthetic.Split.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert again.to_dict() == s.to_dict()
+    with pytest.raises(InputError, match="unknown split factor"):
+        synthetic.Split("bad", include=({"nope": [1]},))
+    with pytest.raises(InputError, match="style='scanner'"):
+        synthetic.phantom("benign", (64, 64), split=s)
+    impossible = synthetic.Split("none", include=({"compounding": [7]},))
+    with pytest.raises(InputError, match="admits no"):
+        synthetic.phantom("benign", (64, 64), style="scanner", split=impossible)
+
+
+def test_annotation_noise_perturbs_the_mask_not_the_image() -> None:
+    img0, exact, _ = synthetic.phantom("benign", (192, 192), seed=6, style="scanner")
+    img1, noisy, info = synthetic.phantom(
+        "benign", (192, 192), seed=6, style="scanner", annotation_noise=2.0
+    )
+    assert np.array_equal(img0, img1)
+    assert not np.array_equal(exact, noisy)
+    assert set(np.unique(noisy)) == set(np.unique(exact))
+    inter = ((exact > 0) & (noisy > 0)).sum()
+    iou = inter / ((exact > 0) | (noisy > 0)).sum()
+    assert 0.6 < iou < 1.0 and info["annotation"]["iou_vs_exact"] == pytest.approx(iou, abs=1e-3)
+    same = synthetic.perturb_mask(exact, np.random.default_rng(0), 0.0)
+    assert np.array_equal(same, exact)
+
+
+def test_scanner_cine_and_curvilinear_fan() -> None:
+    frames = list(
+        synthetic.cine(3, "benign", (96, 128), seed=2, style="scanner", geometry="curvilinear")
+    )
+    assert len(frames) == 3
+    img, _, info = frames[1]
+    assert info["factors"]["geometry"] == "curvilinear"
+    assert img[0, 0] == 0 and img[0, -1] == 0  # outside the fan
