@@ -307,7 +307,8 @@ void mask_post_cpu_py(const py::array& logits, py::array out, std::array<int, 4>
 }
 
 py::tuple components_cpu_py(const py::array& logits, float threshold, double sx, double sy,
-                            double min_area, bool to_frame, double x0, double y0) {
+                            double min_area, bool to_frame, double x0, double y0, bool borders,
+                            const py::object& kept_logits) {
   require(logits.ndim() == 2, "logits must be (h, w)");
   const float* lg = f32_ptr(logits, "logits");
   const py::ssize_t h = logits.shape(0), w = logits.shape(1);
@@ -318,6 +319,15 @@ py::tuple components_cpu_py(const py::array& logits, float threshold, double sx,
               std::isfinite(y0) && std::fabs(x0) <= 1e9 && std::fabs(y0) <= 1e9 &&
               (w + 1) * sx <= 1e9 && (h + 1) * sy <= 1e9,
           "threshold in [0, 1], finite cell size > 0, finite min_area and origin within 1e9");
+  float* kp = nullptr;
+  py::array kept;
+  if (!kept_logits.is_none()) {
+    kept = kept_logits.cast<py::array>();
+    require(kept.ndim() == 2 && kept.shape(0) == h && kept.shape(1) == w && kept.writeable() &&
+                is_c_contiguous(kept) && kept.dtype().kind() == 'f' && kept.itemsize() == 4,
+            "kept_logits must be a writable C-contiguous float32 array of the logits' shape");
+    kp = static_cast<float*>(kept.mutable_data());
+  }
   py::array_t<float> prob({h, w});
   py::array_t<int32_t> labels({h, w});
   float* pp = prob.mutable_data();
@@ -327,39 +337,97 @@ py::tuple components_cpu_py(const py::array& logits, float threshold, double sx,
   {
     py::gil_scoped_release nogil;
     k = components_cpu(lg, static_cast<int>(h), static_cast<int>(w), threshold, sx, sy, min_area,
-                       pp, lp, stats);
+                       pp, lp, stats, kp);
   }
   py::array_t<int32_t> st({static_cast<py::ssize_t>(k), static_cast<py::ssize_t>(5)});
   int32_t* sp = st.mutable_data();
-  std::vector<std::vector<int>> borders(k);
+  for (int i = 0; i < k; ++i) {
+    sp[5 * i + 0] = stats[i].x;
+    sp[5 * i + 1] = stats[i].y;
+    sp[5 * i + 2] = stats[i].w;
+    sp[5 * i + 3] = stats[i].h;
+    sp[5 * i + 4] = stats[i].area;
+  }
+  if (!borders) return py::make_tuple(prob, labels, st, py::none());
+  std::vector<std::vector<int>> bd(k);
   {
     py::gil_scoped_release nogil;
-    for (int i = 0; i < k; ++i) {
-      sp[5 * i + 0] = stats[i].x;
-      sp[5 * i + 1] = stats[i].y;
-      sp[5 * i + 2] = stats[i].w;
-      sp[5 * i + 3] = stats[i].h;
-      sp[5 * i + 4] = stats[i].area;
+    for (int i = 0; i < k; ++i)
       trace_outer_border(lp, static_cast<int>(h), static_cast<int>(w), i + 1, stats[i].first_x,
-                         stats[i].first_y, borders[i]);
-    }
+                         stats[i].first_y, bd[i]);
   }
   py::list contours(k);
   for (int i = 0; i < k; ++i) {
-    const py::ssize_t np_ = static_cast<py::ssize_t>(borders[i].size() / 2);
+    const py::ssize_t np_ = static_cast<py::ssize_t>(bd[i].size() / 2);
     py::array_t<int32_t> c({np_, static_cast<py::ssize_t>(2)});
     int32_t* cp = c.mutable_data();
     if (to_frame) {  // cell centres in frame pixels, rounded half to even as numpy.rint
       for (py::ssize_t j = 0; j < np_; ++j) {
-        cp[2 * j] = static_cast<int32_t>(std::nearbyint(x0 + (borders[i][2 * j] + 0.5) * sx));
-        cp[2 * j + 1] = static_cast<int32_t>(std::nearbyint(y0 + (borders[i][2 * j + 1] + 0.5) * sy));
+        cp[2 * j] = static_cast<int32_t>(std::nearbyint(x0 + (bd[i][2 * j] + 0.5) * sx));
+        cp[2 * j + 1] = static_cast<int32_t>(std::nearbyint(y0 + (bd[i][2 * j + 1] + 0.5) * sy));
       }
     } else {
-      std::copy(borders[i].begin(), borders[i].end(), cp);
+      std::copy(bd[i].begin(), bd[i].end(), cp);
     }
     contours[i] = c;
   }
   return py::make_tuple(prob, labels, st, contours);
+}
+
+// -> (boxes int32 (K, 4) x, y, w, h; areas int64 (K,); contours: K lists of int32 (N, 2)).
+py::tuple lesion_outlines_cpu_py(const py::array& mask, const py::array& labels, int64_t num_labels,
+                                 std::array<int, 4> roi) {
+  require(mask.ndim() == 2 && mask.dtype().kind() == 'u' && mask.itemsize() == 1,
+          "mask must be a uint8 (H, W) array");
+  require_sizes(mask, "mask");
+  require(mask.strides(1) == 1 && (mask.shape(0) == 1 || mask.strides(0) >= mask.shape(1)),
+          "mask rows must be contiguous and must not overlap");
+  require(labels.ndim() == 2 && labels.dtype().kind() == 'i' && labels.itemsize() == 4 &&
+              is_c_contiguous(labels),
+          "labels must be a C-contiguous int32 (h, w) array");
+  require_sizes(labels, "labels");
+  OutlineArgs a{};
+  a.mask = static_cast<const uint8_t*>(mask.data());
+  a.H = static_cast<int>(mask.shape(0));
+  a.W = static_cast<int>(mask.shape(1));
+  a.stride = mask.shape(0) == 1 ? a.W : mask.strides(0);
+  a.labels = static_cast<const int32_t*>(labels.data());
+  a.h = static_cast<int>(labels.shape(0));
+  a.w = static_cast<int>(labels.shape(1));
+  require(num_labels >= 0 && num_labels <= int64_t{a.h} * a.w,
+          "num_labels must be in [0, h * w] (one lesion per grid cell at most), got " +
+              str(num_labels));
+  a.num_labels = static_cast<int>(num_labels);
+  a.roi = Roi{roi[0], roi[1], roi[2], roi[3]};
+  require(roi_fits(a.roi, a.W, a.H), "roi outside the frame");
+  std::vector<LesionOutline> out;
+  {
+    py::gil_scoped_release nogil;
+    lesion_outlines_cpu(a, out);
+  }
+  const py::ssize_t k = static_cast<py::ssize_t>(num_labels);
+  py::array_t<int32_t> boxes({k, static_cast<py::ssize_t>(4)});
+  py::array_t<int64_t> areas(k);
+  int32_t* bp = boxes.mutable_data();
+  int64_t* ap = areas.mutable_data();
+  py::list contours(k);
+  for (py::ssize_t i = 0; i < k; ++i) {
+    const LesionOutline& o = out[i];
+    bp[4 * i + 0] = o.x;
+    bp[4 * i + 1] = o.y;
+    bp[4 * i + 2] = o.w;
+    bp[4 * i + 3] = o.h;
+    ap[i] = o.area;
+    py::list pieces(o.contours.size());
+    for (size_t p = 0; p < o.contours.size(); ++p) {
+      const std::vector<int>& xy = o.contours[p];
+      py::array_t<int32_t> c({static_cast<py::ssize_t>(xy.size() / 2), static_cast<py::ssize_t>(2)});
+      std::copy(xy.begin(), xy.end(), c.mutable_data());
+      pieces[p] = c;
+    }
+    contours[i] = pieces;
+  }
+  return py::make_tuple(boxes, areas, contours);
 }
 
 #if defined(SONOEDGE_WITH_CUDA)
@@ -510,7 +578,10 @@ PYBIND11_MODULE(_kernels, m) {
         py::arg("w2"), py::arg("b2"));
   m.def("components_cpu", &components_cpu_py, py::arg("logits"), py::arg("threshold"),
         py::arg("sx"), py::arg("sy"), py::arg("min_area"), py::arg("to_frame") = false,
-        py::arg("x0") = 0.0, py::arg("y0") = 0.0);
+        py::arg("x0") = 0.0, py::arg("y0") = 0.0, py::arg("borders") = true,
+        py::arg("kept_logits") = py::none());
+  m.def("lesion_outlines_cpu", &lesion_outlines_cpu_py, py::arg("mask"), py::arg("labels"),
+        py::arg("num_labels"), py::arg("roi"));
   m.def("mask_post_cpu", &mask_post_cpu_py, py::arg("logits"), py::arg("out"), py::arg("roi"),
         py::arg("threshold"), py::arg("value"), py::arg("num_threads"));
 #if defined(SONOEDGE_WITH_CUDA)

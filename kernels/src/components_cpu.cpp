@@ -8,6 +8,7 @@
 // binding plus the NumPy sigmoid, threshold and relabelling it replaced.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "sonoedge/components.h"
@@ -37,7 +38,7 @@ inline int32_t unite(std::vector<int32_t>& parent, int32_t a, int32_t b) {
 
 int components_cpu(const float* logits, int h, int w, float threshold, double sx, double sy,
                    double min_area, float* prob, int32_t* labels,
-                   std::vector<ComponentStats>& stats) {
+                   std::vector<ComponentStats>& stats, float* kept_logits) {
   const size_t n = static_cast<size_t>(h) * w;
   for (size_t i = 0; i < n; ++i) {
     if (!std::isfinite(logits[i]))
@@ -108,19 +109,26 @@ int components_cpu(const float* logits, int h, int w, float threshold, double sx
     remap[r] = static_cast<int32_t>(stats.size());
   }
   for (size_t i = 0; i < n; ++i) labels[i] = remap[labels[i]];
+  if (kept_logits) {  // the dropped components' cells (above the threshold, label 0) -> -inf
+    const float ninf = -std::numeric_limits<float>::infinity();
+    for (size_t i = 0; i < n; ++i)
+      kept_logits[i] = labels[i] == 0 && prob[i] > threshold ? ninf : logits[i];
+  }
   return static_cast<int>(stats.size());
 }
 
-void trace_outer_border(const int32_t* labels, int h, int w, int32_t label, int first_x,
-                        int first_y, std::vector<int>& xy) {
+namespace {
+
+// Outer border of the 8-connected set {on(x, y)} that contains (x0, y0), (x0, y0) being its first
+// pixel in raster order, traced as cv::findContours(RETR_EXTERNAL, CHAIN_APPROX_SIMPLE) traces it
+// (Suzuki & Abe's border following; straight runs reduced to their end points). `on` must be
+// false outside the image. (x, y) pairs are appended to `xy`, mapped through `emit`.
+template <class On, class Emit>
+void trace_border(const On& on, int x0, int y0, std::vector<int>& xy, const Emit& emit) {
   // Neighbour directions counter-clockwise on the screen (rows grow downwards): E, NE, N, NW,
   // W, SW, S, SE.
   static const int kDx[8] = {1, 1, 0, -1, -1, -1, 0, 1};
   static const int kDy[8] = {0, -1, -1, -1, 0, 1, 1, 1};
-  auto on = [&](int x, int y) {
-    return x >= 0 && y >= 0 && x < w && y < h && labels[static_cast<size_t>(y) * w + x] == label;
-  };
-  const int x0 = first_x, y0 = first_y;
   // The first pixel's west neighbour is background (raster order): search clockwise from it
   // for the previous border pixel.
   int d1 = -1;
@@ -132,8 +140,7 @@ void trace_outer_border(const int32_t* labels, int h, int w, int32_t label, int 
     }
   }
   if (d1 < 0) {  // a single pixel
-    xy.push_back(x0);
-    xy.push_back(y0);
+    emit(xy, x0, y0);
     return;
   }
   const int x1 = x0 + kDx[d1], y1 = y0 + kDy[d1];
@@ -141,7 +148,7 @@ void trace_outer_border(const int32_t* labels, int h, int w, int32_t label, int 
   // counter-clockwise starting after `back` for the next border pixel.
   int x3 = x0, y3 = y0, back = d1;
   int prev_dir = -1;
-  const size_t start = xy.size();
+  bool first = true;
   for (;;) {
     int d4 = -1;
     for (int k = 1; k <= 8; ++k) {
@@ -152,9 +159,9 @@ void trace_outer_border(const int32_t* labels, int h, int w, int32_t label, int 
       }
     }
     // CHAIN_APPROX_SIMPLE: a pixel is a vertex when the chain turns there (the first always).
-    if (d4 != prev_dir || xy.size() == start) {
-      xy.push_back(x3);
-      xy.push_back(y3);
+    if (d4 != prev_dir || first) {
+      emit(xy, x3, y3);
+      first = false;
     }
     prev_dir = d4;
     const int x4 = x3 + kDx[d4], y4 = y3 + kDy[d4];
@@ -162,6 +169,175 @@ void trace_outer_border(const int32_t* labels, int h, int w, int32_t label, int 
     back = (d4 + 4) % 8;  // from (x4, y4), the pixel we came from
     x3 = x4;
     y3 = y4;
+  }
+}
+
+inline void emit_xy(std::vector<int>& xy, int x, int y) {
+  xy.push_back(x);
+  xy.push_back(y);
+}
+
+// INTER_LINEAR taps of every output position along one axis (mask_post's axis_span, so the
+// same taps the frame mask was blended from; hi == lo where the second weight is 0), cached
+// per (source, destination) size: the Analyzer asks for the same geometry every frame.
+struct Taps {
+  int ssize = -1, dsize = -1;
+  std::vector<int> lo, hi;
+};
+
+const Taps& taps_for(Taps& t, int ssize, int dsize) {
+  if (t.ssize != ssize || t.dsize != dsize) {
+    t.lo.resize(dsize);
+    t.hi.resize(dsize);
+    for (int d = 0; d < dsize; ++d) {
+      const AxisSpan s = axis_span(d, ssize, dsize, kLinear);
+      t.lo[d] = s.lo;
+      t.hi[d] = s.hi;
+    }
+    t.ssize = ssize;
+    t.dsize = dsize;
+  }
+  return t;
+}
+
+thread_local Taps t_xtaps, t_ytaps;
+
+struct Run {
+  int y, x0, x1;  // ROI-local row, first and last column (inclusive)
+};
+
+}  // namespace
+
+void trace_outer_border(const int32_t* labels, int h, int w, int32_t label, int first_x,
+                        int first_y, std::vector<int>& xy) {
+  auto on = [&](int x, int y) {
+    return x >= 0 && y >= 0 && x < w && y < h && labels[static_cast<size_t>(y) * w + x] == label;
+  };
+  trace_border(on, first_x, first_y, xy, emit_xy);
+}
+
+void lesion_outlines_cpu(const OutlineArgs& a, std::vector<LesionOutline>& out) {
+  const int h = a.h, w = a.w, K = a.num_labels;
+  const Roi roi = a.roi;
+  // Grid boxes of labels 1..K (and the label range check).
+  std::vector<int> gx0(K + 1, w), gy0(K + 1, h), gx1(K + 1, -1), gy1(K + 1, -1);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      const int32_t l = a.labels[static_cast<size_t>(y) * w + x];
+      if (l == 0) continue;
+      if (l < 0 || l > K)
+        throw InputError("labels must be in [0, num_labels=" + std::to_string(K) + "]; found " +
+                         std::to_string(l) + " at (" + std::to_string(y) + ", " +
+                         std::to_string(x) + ")");
+      gx0[l] = std::min(gx0[l], x);
+      gx1[l] = std::max(gx1[l], x);
+      gy0[l] = std::min(gy0[l], y);
+      gy1[l] = std::max(gy1[l], y);
+    }
+  const Taps& tx = taps_for(t_xtaps, w, roi.w);
+  const Taps& ty = taps_for(t_ytaps, h, roi.h);
+  out.assign(K, LesionOutline{});
+  std::vector<Run> runs;
+  std::vector<int32_t> parent, area;
+  std::vector<uint8_t> own(w);
+  std::vector<int> order;
+  for (int k = 1; k <= K; ++k) {
+    LesionOutline& o = out[k - 1];
+    if (gx1[k] < 0) continue;  // no cell: an empty region
+    // ROI columns / rows whose taps reach the lesion's grid box: lo and hi never decrease.
+    const int rx0 = static_cast<int>(std::lower_bound(tx.hi.begin(), tx.hi.end(), gx0[k]) -
+                                     tx.hi.begin());
+    const int rx1 = static_cast<int>(std::upper_bound(tx.lo.begin(), tx.lo.end(), gx1[k]) -
+                                     tx.lo.begin()) - 1;
+    const int ry0 = static_cast<int>(std::lower_bound(ty.hi.begin(), ty.hi.end(), gy0[k]) -
+                                     ty.hi.begin());
+    const int ry1 = static_cast<int>(std::upper_bound(ty.lo.begin(), ty.lo.end(), gy1[k]) -
+                                     ty.lo.begin()) - 1;
+    // Is ROI pixel (x, y) of lesion k: foreground in the frame mask, and one of its taps a cell
+    // of lesion k?
+    auto on = [&](int x, int y) {
+      if (x < rx0 || x > rx1 || y < ry0 || y > ry1) return false;
+      if (!a.mask[static_cast<int64_t>(roi.y + y) * a.stride + roi.x + x]) return false;
+      const int32_t* l0 = a.labels + static_cast<size_t>(ty.lo[y]) * w;
+      const int32_t* l1 = a.labels + static_cast<size_t>(ty.hi[y]) * w;
+      const int c0 = tx.lo[x], c1 = tx.hi[x];
+      return l0[c0] == k || l0[c1] == k || l1[c0] == k || l1[c1] == k;
+    };
+    // Runs of the region, row by row; a cell-wise ownership table per row.
+    runs.clear();
+    parent.clear();
+    int prev_begin = 0, prev_end = 0;
+    for (int y = ry0; y <= ry1; ++y) {
+      const int32_t* l0 = a.labels + static_cast<size_t>(ty.lo[y]) * w;
+      const int32_t* l1 = a.labels + static_cast<size_t>(ty.hi[y]) * w;
+      const int c_lo = tx.lo[rx0], c_hi = tx.hi[rx1];
+      bool any = false;
+      for (int c = c_lo; c <= c_hi; ++c) {
+        own[c] = (l0[c] == k) | (l1[c] == k);
+        any |= own[c] != 0;
+      }
+      const int begin = static_cast<int>(runs.size());
+      if (any) {
+        const uint8_t* m = a.mask + static_cast<int64_t>(roi.y + y) * a.stride + roi.x;
+        int start = -1;
+        for (int x = rx0; x <= rx1; ++x) {
+          const bool v = m[x] != 0 && (own[tx.lo[x]] | own[tx.hi[x]]);
+          if (v && start < 0) {
+            start = x;
+          } else if (!v && start >= 0) {
+            runs.push_back(Run{y, start, x - 1});
+            start = -1;
+          }
+        }
+        if (start >= 0) runs.push_back(Run{y, start, rx1});
+      }
+      const int end = static_cast<int>(runs.size());
+      // 8-connected union with the previous row's runs (two pointers over sorted runs).
+      const bool adjacent = begin > 0 && prev_end > prev_begin && runs[prev_begin].y == y - 1;
+      for (int i = begin; i < end; ++i) parent.push_back(i);
+      if (adjacent) {
+        int j = prev_begin;
+        for (int i = begin; i < end; ++i) {
+          while (j < prev_end && runs[j].x1 + 1 < runs[i].x0) ++j;
+          for (int jj = j; jj < prev_end && runs[jj].x0 <= runs[i].x1 + 1; ++jj)
+            unite(parent, i, jj);
+        }
+      }
+      prev_begin = begin;
+      prev_end = end;
+    }
+    if (runs.empty()) continue;  // the lesion's cells left no pixel above the threshold
+    // Pieces: roots are each piece's first run (unions keep the smaller index).
+    const int nr = static_cast<int>(runs.size());
+    area.assign(nr, 0);
+    int bx0 = roi.w, bx1 = -1, by0 = runs.front().y, by1 = runs.back().y;
+    int64_t total = 0;
+    for (int i = 0; i < nr; ++i) {
+      const int len = runs[i].x1 - runs[i].x0 + 1;
+      area[find_root(parent, i)] += len;
+      total += len;
+      bx0 = std::min(bx0, runs[i].x0);
+      bx1 = std::max(bx1, runs[i].x1);
+    }
+    order.clear();
+    for (int i = 0; i < nr; ++i)
+      if (parent[i] == i) order.push_back(i);
+    // Largest piece first; equal areas in raster order of their first pixels.
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int p, int q) { return area[p] > area[q]; });
+    o.x = roi.x + bx0;
+    o.y = roi.y + by0;
+    o.w = bx1 - bx0 + 1;
+    o.h = by1 - by0 + 1;
+    o.area = total;
+    o.contours.resize(order.size());
+    const int ox = roi.x, oy = roi.y;
+    auto emit = [ox, oy](std::vector<int>& xy, int x, int y) {
+      xy.push_back(ox + x);
+      xy.push_back(oy + y);
+    };
+    for (size_t p = 0; p < order.size(); ++p)
+      trace_border(on, runs[order[p]].x0, runs[order[p]].y, o.contours[p], emit);
   }
 }
 

@@ -450,9 +450,12 @@ Outcome run_components(const Case& c) {
   std::vector<float> prob(n, std::numeric_limits<float>::quiet_NaN());
   std::vector<int32_t> labels(n, -7);
   std::vector<ComponentStats> stats;
+  std::vector<float> kept(n, std::numeric_limits<float>::quiet_NaN());
   const int k = components_cpu(logits.data(), h, w, static_cast<float>(c.d("threshold")),
                                c.d("sx"), c.d("sy"), c.d("min_area"), prob.data(), labels.data(),
-                               stats);
+                               stats, kept.data());
+  if (!bit_equal(kept, c.arr<float>("expect_kept", static_cast<long>(n))))
+    o.fail("kept_logits differ (dropped components' cells at -inf, the rest as given)");
   const std::vector<float> wp = c.arr<float>("expect_prob", static_cast<long>(n));
   const double e = compare("prob", prob.data(), wp.data(), n, c.d("atol_prob"), 0.0, o);
   const long want_k = c.i("k");
@@ -478,6 +481,53 @@ Outcome run_components(const Case& c) {
   }
   o.summary = std::to_string(k) + " components, prob max|diff| " + fmt(e) +
               ", labels / stats / contours equal";
+  return o;
+}
+
+// ---- lesion outlines at frame resolution --------------------------------------------------------
+Outcome run_outlines(const Case& c) {
+  Outcome o;
+  OutlineArgs a{};
+  a.H = static_cast<int>(c.i("H"));
+  a.W = static_cast<int>(c.i("W"));
+  a.stride = a.W;
+  a.h = static_cast<int>(c.i("h"));
+  a.w = static_cast<int>(c.i("w"));
+  a.num_labels = static_cast<int>(c.i("k"));
+  const std::vector<uint8_t> mask = c.arr<uint8_t>("mask", static_cast<long>(a.H) * a.W);
+  const std::vector<int32_t> labels = c.arr<int32_t>("labels", static_cast<long>(a.h) * a.w);
+  a.mask = mask.data();
+  a.labels = labels.data();
+  const std::vector<long> roi = c.il("roi");
+  a.roi = Roi{static_cast<int>(roi[0]), static_cast<int>(roi[1]), static_cast<int>(roi[2]),
+              static_cast<int>(roi[3])};
+  std::vector<LesionOutline> out;
+  lesion_outlines_cpu(a, out);
+  const int k = a.num_labels;
+  if (static_cast<int>(out.size()) != k) {
+    o.fail(std::to_string(out.size()) + " outlines, want " + std::to_string(k));
+    return o;
+  }
+  std::vector<int32_t> boxes;
+  std::vector<int64_t> areas;
+  std::vector<int32_t> npieces, npts;
+  std::vector<int> pts;
+  for (const LesionOutline& l : out) {
+    boxes.insert(boxes.end(), {l.x, l.y, l.w, l.h});
+    areas.push_back(l.area);
+    npieces.push_back(static_cast<int32_t>(l.contours.size()));
+    for (const std::vector<int>& xy : l.contours) {
+      npts.push_back(static_cast<int32_t>(xy.size() / 2));
+      pts.insert(pts.end(), xy.begin(), xy.end());
+    }
+  }
+  exact("boxes (x, y, w, h)", boxes, c.arr<int32_t>("expect_boxes", 4L * k), o);
+  exact("areas", areas, c.arr<int64_t>("expect_areas", k), o);
+  exact("pieces per lesion", npieces, c.arr<int32_t>("expect_npieces", k), o);
+  exact("points per piece", npts, c.arr<int32_t>("expect_npts"), o);
+  exact("contour points", pts, c.arr<int>("expect_pts"), o);
+  o.summary = std::to_string(k) + " lesions, " + std::to_string(npts.size()) +
+              " pieces: boxes / areas / contours equal";
   return o;
 }
 
@@ -537,9 +587,20 @@ std::vector<ErrorCase> error_cases() {
     lg[2 * 5 + 3] = bad;
     components_cpu(lg.data(), 5, 5, 0.5f, 1.0, 1.0, 0.0, prob.data(), lab.data(), st);
   };
+  auto outl = [](int32_t bad) {
+    std::vector<uint8_t> mask(8 * 8, 1);
+    std::vector<int32_t> lab(4 * 4, 0);
+    lab[2 * 4 + 1] = bad;
+    OutlineArgs a{mask.data(), 8, 8, 8, lab.data(), 4, 4, 2, Roi{0, 0, 8, 8}};
+    std::vector<LesionOutline> out;
+    lesion_outlines_cpu(a, out);
+  };
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float inf = std::numeric_limits<float>::infinity();
   return {
+      {"outlines-label-above-k", "labels must be in [0, num_labels=2]; found 3 at (2, 1)",
+       [=] { outl(3); }},
+      {"outlines-label-negative", "found -1 at (2, 1)", [=] { outl(-1); }},
       // sigma 8.2: radius int(4 * 8.2 + 0.5) = 33 > kMaxRadius
       {"preprocess-gdm-sigma-8.2", "sigma too large", [=] { pre(kGdm, 8.2f); }},
       {"preprocess-gdx-sigma-20", "sigma too large", [=] { pre(kGdx, 20.f); }},
@@ -599,6 +660,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, Outcome (*)(const Case&)> runners = {
       {"preprocess", run_preprocess}, {"gradmag", run_gradmag},       {"pool", run_pool},
       {"maskpost", run_maskpost},     {"components", run_components},
+      {"outlines", run_outlines},
   };
   int passed = 0, failed = 0;
   auto report = [&](const std::string& kind, const std::string& name, const Outcome& o) {

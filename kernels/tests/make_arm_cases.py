@@ -465,6 +465,10 @@ def comp_case(cs: Cases, name: str, logits, threshold=0.5, cell=(1.0, 1.0), min_
         expect_stats=ref.stats.astype(np.int32).reshape(-1),
         expect_npts=np.array([len(c) for c in cnt], np.int32),
         expect_pts=np.concatenate(cnt).reshape(-1) if cnt else np.zeros(0, np.int32),
+        # tests/kernels/test_components.py::test_kept_logits_drop_small_components_from_the_mask
+        expect_kept=np.where((ref.prob > threshold) & (ref.labels == 0), -np.inf, lg).astype(
+            np.float32
+        ),
         atol_prob=COMP_PROB_ATOL,
     )
 
@@ -498,6 +502,58 @@ def comp_cases(cs: Cases) -> None:
     comp_case(cs, "comp-256x256", lg, 0.3, (3.125, 2.34375), 20.0)
 
 
+# ---- lesion outlines at frame resolution --------------------------------------------------------
+def outline_case(cs: Cases, name: str, logits, frame, roi=None, threshold=0.5) -> None:
+    """tests/kernels/test_components.py::same_outlines: boxes, areas, contours exact. The mask
+    and labels come from the reference (the outline kernel's inputs are discrete)."""
+    comp = R.lesion_components(logits, threshold)
+    mask = R.postprocess_mask(logits, frame, roi, threshold)
+    ref = R.lesion_outlines(mask, comp.labels, roi, comp.count)
+    pieces = [c for cs_ in ref.contours for c in cs_]
+    cs.add(
+        "outlines",
+        name,
+        mask=mask,
+        H=mask.shape[0],
+        W=mask.shape[1],
+        labels=comp.labels.astype(np.int32),
+        h=comp.labels.shape[0],
+        w=comp.labels.shape[1],
+        k=comp.count,
+        roi=V.check_roi(roi, mask.shape[0], mask.shape[1]),
+        expect_boxes=ref.boxes.astype(np.int32).reshape(-1),
+        expect_areas=ref.areas.astype(np.int64),
+        expect_npieces=np.array([len(c) for c in ref.contours], np.int32),
+        expect_npts=np.array([len(c) for c in pieces], np.int32),
+        expect_pts=np.concatenate(pieces).reshape(-1).astype(np.int32)
+        if pieces
+        else np.zeros(0, np.int32),
+    )
+
+
+def outline_cases(cs: Cases) -> None:
+    for grid, frame, roi in [
+        ((1, 1), (1, 1), None),
+        ((4, 5), (40, 50), None),
+        ((7, 13), (7, 13), None),
+        ((32, 32), (600, 800), None),
+        ((32, 32), (600, 800), (40, 30, 700, 520)),
+        ((32, 32), (16, 20), None),
+        ((5, 3), (9, 17), (2, 1, 13, 7)),
+    ]:
+        for bias in (-3.0, -1.0, 1.0):
+            n = f"outline-{grid[0]}x{grid[1]}-to-{frame[0]}x{frame[1]}-bias{bias}" + (
+                "" if roi is None else "-roi"
+            )
+            lg = (rng_for(n).standard_normal(grid) * 3 + bias).astype(np.float32)
+            outline_case(cs, n, lg, frame, roi)
+    lg = np.full((8, 8), -8.0, np.float32)
+    lg[1:3, 1:3] = 8.0
+    lg[3, 3] = 1.0
+    lg[6, 6] = 0.01
+    outline_case(cs, "outline-diagonal-split-and-vanish", lg, (80, 80))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path, help="folder to write (created; must be empty)")
@@ -511,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     pool_cases(cs)
     post_cases(cs)
     comp_cases(cs)
+    outline_cases(cs)
     cs.write()
     summary = ", ".join(f"{k} {v}" for k, v in cs.kinds.items())
     print(f"arm-check: {len(cs.lines)} cases ({summary}) in {args.out}")

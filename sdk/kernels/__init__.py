@@ -44,7 +44,9 @@ __all__ = [
     "cpu_isa",
     "cuda_device_count",
     "gaussian_gradient_magnitude",
+    "Outlines",
     "lesion_components",
+    "lesion_outlines",
     "mask_guided_pool",
     "pool_classify",
     "postprocess_mask",
@@ -450,6 +452,80 @@ def lesion_components(
     m = V.check_float(min_area, "min_area")
     prob, labels, stats, contours = _native().components_cpu(lg, t, sx, sy, m)
     return Components(prob, labels, stats, contours)
+
+
+@dataclass(frozen=True)
+class Outlines:
+    """Output of :func:`lesion_outlines`, in frame pixels; row / item k - 1 is lesion k.
+
+    ``boxes`` int32 ``(K, 4)``: x, y, w, h of the lesion's region at frame resolution (all 0 when
+    the region is empty); ``areas`` int64 ``(K,)``: its pixel count; ``contours[k - 1]``: a list
+    of int32 ``(N, 2)`` (x, y) outer borders, one per 8-connected piece of the region, largest
+    first (equal areas in raster order of their first pixels); empty when the region is.
+    """
+
+    boxes: np.ndarray
+    areas: np.ndarray
+    contours: list[list[np.ndarray]]
+
+    @property
+    def count(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+def _outline_args(
+    mask: Any, labels: Any, roi: Any, num_labels: Any
+) -> tuple[np.ndarray, np.ndarray, int, tuple[int, int, int, int]]:
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8 or mask.ndim != 2:
+        got = (
+            type(mask).__name__
+            if not isinstance(mask, np.ndarray)
+            else f"{mask.dtype} {mask.shape}"
+        )
+        raise InputError(f"mask must be a uint8 (H, W) numpy.ndarray, got {got}")
+    if mask.size == 0:
+        raise InputError(f"mask is empty: shape {mask.shape}")
+    if not isinstance(labels, np.ndarray) or labels.ndim != 2 or labels.size == 0:
+        raise InputError(
+            "labels must be a non-empty (h, w) integer numpy.ndarray (lesion_components().labels)"
+        )
+    lab, k = V.check_labels(labels, labels.shape, num_labels)
+    r = V.check_roi(roi, mask.shape[0], mask.shape[1])
+    if mask.strides[1] != 1 or mask.strides[0] < mask.shape[1]:
+        mask = np.ascontiguousarray(mask)
+    return mask, lab, k, r
+
+
+def lesion_outlines(
+    mask: np.ndarray,
+    labels: np.ndarray,
+    roi: tuple[int, int, int, int] | None = None,
+    num_labels: int | None = None,
+) -> Outlines:
+    """Split a frame-resolution mask into the lesions of a grid label map and trace each one's
+    outline on that mask, so that the filled outlines are the mask.
+
+    ``mask`` is :func:`postprocess_mask` of a logit grid through ``roi`` and ``labels`` the
+    :func:`lesion_components` labels of the same grid. A mask pixel belongs to lesion k when one
+    of the INTER_LINEAR taps it was blended from (the <= 2 x 2 grid cells of non-zero weight) is
+    a cell of lesion k: one 2 x 2 block never holds two 8-connected components, so no pixel
+    belongs to two lesions, and a pixel whose taps hold no lesion cell (a dropped component's, or
+    taps at the threshold within float rounding) belongs to none. At frame resolution a lesion
+    may split into several 8-connected pieces or vanish; each piece's outer border is traced as
+    ``cv2.findContours(piece, RETR_EXTERNAL, CHAIN_APPROX_SIMPLE)`` traces it (holes are not).
+
+    Args:
+        mask: uint8 ``(H, W)``, non-zero = foreground.
+        labels: integer ``(h, w)`` grid labels, 0 background, 1..K lesions.
+        roi: ``(x, y, w, h)`` the grid was resampled onto; None = the whole frame.
+        num_labels: K (default ``labels.max()``).
+
+    Raises:
+        sdk.errors.InputError: bad arguments.
+    """
+    m, lab, k, r = _outline_args(mask, labels, roi, num_labels)
+    boxes, areas, contours = _native().lesion_outlines_cpu(m, lab, k, r)
+    return Outlines(boxes, areas, contours)
 
 
 def _squeeze_logits(logits: Any) -> np.ndarray:

@@ -14,13 +14,22 @@ import cv2
 import numpy as np
 
 from sdk.errors import InputError
-from sdk.kernels import Components, MLPHead, PoolResult, _pool_args, _squeeze_logits
+from sdk.kernels import (
+    Components,
+    MLPHead,
+    Outlines,
+    PoolResult,
+    _outline_args,
+    _pool_args,
+    _squeeze_logits,
+)
 from sdk.kernels import _validate as V
 
 __all__ = [
     "gaussian_gradient_magnitude",
     "gaussian_kernels",
     "lesion_components",
+    "lesion_outlines",
     "mask_guided_pool",
     "pool_classify",
     "postprocess_mask",
@@ -274,3 +283,55 @@ def lesion_components(
         for k in range(1, len(stats) + 1)
     ]
     return Components(prob.astype(np.float32), labels, st, contours)
+
+
+def _taps(dsize: int, ssize: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) source cell of each destination position's INTER_LINEAR taps of non-zero weight
+    (hi == lo when one tap carries all the weight), from :func:`resize_matrix`."""
+    m = resize_matrix(dsize, ssize, "linear")
+    nz = m > 0
+    lo = nz.argmax(axis=1)
+    hi = ssize - 1 - nz[:, ::-1].argmax(axis=1)
+    return lo, hi
+
+
+def lesion_outlines(
+    mask: np.ndarray,
+    labels: np.ndarray,
+    roi: tuple[int, int, int, int] | None = None,
+    num_labels: int | None = None,
+) -> Outlines:
+    """Reference of :func:`sdk.kernels.lesion_outlines`: an owner label per frame pixel (the
+    largest label among its taps), OpenCV's 8-connected components of each lesion's pixels,
+    then cv2.findContours on each piece."""
+    m, lab, k, (x, y, w, h) = _outline_args(mask, labels, roi, num_labels)
+    ylo, yhi = _taps(h, lab.shape[0])
+    xlo, xhi = _taps(w, lab.shape[1])
+    owner = np.maximum.reduce([lab[np.ix_(ys, xs)] for ys in (ylo, yhi) for xs in (xlo, xhi)])
+    owner = np.where(m[y : y + h, x : x + w] > 0, owner, 0)
+    boxes = np.zeros((k, 4), np.int32)
+    areas = np.zeros(k, np.int64)
+    contours: list[list[np.ndarray]] = []
+    for i in range(1, k + 1):
+        region = (owner == i).astype(np.uint8)
+        n, pieces, st, _ = cv2.connectedComponentsWithStats(region, connectivity=8)
+        if n == 1:
+            contours.append([])
+            continue
+        ys, xs = np.nonzero(region)
+        boxes[i - 1] = (x + xs.min(), y + ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1)
+        areas[i - 1] = len(xs)
+        flat = pieces.ravel()
+        first = [int(np.argmax(flat == j)) for j in range(1, n)]
+        order = sorted(range(1, n), key=lambda j: (-st[j, cv2.CC_STAT_AREA], first[j - 1]))
+        cs = []
+        for j in order:
+            c = cv2.findContours(
+                (pieces == j).astype(np.uint8),
+                cv2.RETR_EXTERNAL,
+                cv2.CHAIN_APPROX_SIMPLE,
+                offset=(x, y),
+            )[0]
+            cs.append(c[0].reshape(-1, 2).astype(np.int32))
+        contours.append(cs)
+    return Outlines(boxes, areas, contours)

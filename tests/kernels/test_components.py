@@ -121,3 +121,161 @@ def test_borders_in_frame_pixels(rng) -> None:
     for g, f in zip(grid.contours, frame, strict=True):
         want = np.stack([np.rint(x0 + (g[:, 0] + 0.5) * sx), np.rint(y0 + (g[:, 1] + 0.5) * sy)], 1)
         np.testing.assert_array_equal(f, want.astype(np.int32))
+
+
+# ---- lesion outlines at frame resolution ------------------------------------------------------
+def same_outlines(a: K.Outlines, b: K.Outlines) -> None:
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    np.testing.assert_array_equal(a.areas, b.areas)
+    assert len(a.contours) == len(b.contours) == a.count
+    for pa, pb in zip(a.contours, b.contours, strict=True):
+        assert len(pa) == len(pb)
+        for ca, cb in zip(pa, pb, strict=True):
+            assert ca.dtype == np.int32 and ca.shape[1] == 2
+            np.testing.assert_array_equal(ca, cb)  # same points, same start, same order
+
+
+def _case(rng, grid, frame, roi=None, bias=0.0, threshold=0.5):
+    lg = (rng.standard_normal(grid) * 3 + bias).astype(np.float32)
+    comp = K.lesion_components(lg, threshold)
+    mask = K.postprocess_mask(lg, frame, roi, threshold)
+    return lg, comp, mask
+
+
+@pytest.mark.parametrize(
+    ("grid", "frame", "roi"),
+    [
+        ((1, 1), (1, 1), None),
+        ((4, 5), (40, 50), None),
+        ((7, 13), (7, 13), None),  # scale 1: one tap per pixel
+        ((32, 32), (600, 800), None),
+        ((32, 32), (600, 800), (40, 30, 700, 520)),
+        ((32, 32), (16, 20), None),  # downscale: cells the blend skips
+        ((5, 3), (9, 17), (2, 1, 13, 7)),
+        ((64, 48), (300, 400), (0, 0, 1, 1)),
+    ],
+)
+@pytest.mark.parametrize("bias", [-3.0, -1.0, 1.0])
+def test_outlines_cpp_equals_reference(rng, grid, frame, roi, bias) -> None:
+    _, comp, mask = _case(rng, grid, frame, roi, bias)
+    got = K.lesion_outlines(mask, comp.labels, roi, comp.count)
+    same_outlines(got, R.lesion_outlines(mask, comp.labels, roi, comp.count))
+
+
+def test_outlines_random_geometries_equal_reference(rng) -> None:
+    for i in range(150):
+        h, w = (int(v) for v in rng.integers(1, 20, 2))
+        H, W = (int(v) for v in rng.integers(1, 120, 2))
+        roi = None
+        if i % 2:
+            x0, y0 = int(rng.integers(0, W)), int(rng.integers(0, H))
+            roi = (x0, y0, int(rng.integers(1, W - x0 + 1)), int(rng.integers(1, H - y0 + 1)))
+        _, comp, mask = _case(rng, (h, w), (H, W), roi, float(rng.uniform(-3, 2)))
+        same_outlines(
+            K.lesion_outlines(mask, comp.labels, roi), R.lesion_outlines(mask, comp.labels, roi)
+        )
+
+
+def _outside(region: np.ndarray) -> np.ndarray:
+    """Pixels not in ``region`` that reach the frame's edge through 4-connected non-region
+    pixels (the rest of the non-region pixels are holes)."""
+    pad = np.pad((region == 0).astype(np.uint8), 1, constant_values=1)
+    cv2.floodFill(pad, None, (0, 0), 2, flags=4)
+    return pad[1:-1, 1:-1] == 2
+
+
+@pytest.mark.parametrize("roi", [None, (40, 30, 700, 520)])
+def test_regions_partition_the_mask_and_fill_their_outlines(rng, roi) -> None:
+    """The lesions' regions partition the mask (no dropped component here), and each region's
+    filled outlines are the region and its holes, nothing outside it."""
+    for _ in range(10):
+        _, comp, mask = _case(rng, (32, 32), (600, 800), roi, -2.0)
+        out = K.lesion_outlines(mask, comp.labels, roi)
+        ref = R.lesion_outlines(mask, comp.labels, roi)
+        assert out.areas.sum() == mask.sum()
+        ys, xs = np.mgrid[: mask.shape[0], : mask.shape[1]]
+        for pieces, box, area in zip(out.contours, out.boxes, out.areas, strict=True):
+            filled = np.zeros_like(mask)
+            cv2.fillPoly(filled, [c.reshape(-1, 1, 2) for c in pieces], 1)
+            x, y, w, h = box
+            inside = (xs >= x) & (xs < x + w) & (ys >= y) & (ys < y + h)
+            assert not (filled & ~inside).any()
+            region = filled & mask  # at least the region: area pixels of the mask
+            assert region.sum() >= area
+            assert not (filled.astype(bool) & _outside(filled & mask)).any()
+        same_outlines(out, ref)
+
+
+def test_a_diagonal_link_splits_and_a_faint_cell_vanishes() -> None:
+    """Two cells touching by a corner are one grid component but two pieces at frame
+    resolution (the blend between them stays below the threshold): both pieces outlined, largest
+    first. A single cell barely above the threshold leaves no pixel: an empty region."""
+    lg = np.full((8, 8), -8.0, np.float32)
+    lg[1:3, 1:3] = 8.0
+    lg[3, 3] = 1.0  # one cell (sigmoid 0.73) touching the square by a corner
+    lg[6, 6] = 0.01  # sigmoid 0.5025: above 0.5, blended away at 10x
+    comp = K.lesion_components(lg)
+    assert comp.count == 2
+    mask = K.postprocess_mask(lg, (80, 80))
+    out = K.lesion_outlines(mask, comp.labels)
+    same_outlines(out, R.lesion_outlines(mask, comp.labels))
+    assert len(out.contours[0]) == 2
+    big, small = (cv2.contourArea(c) for c in out.contours[0])
+    assert big > small > 0
+    assert out.areas[1] == 0 and out.contours[1] == [] and out.boxes[1].tolist() == [0, 0, 0, 0]
+
+
+def test_kept_logits_drop_small_components_from_the_mask(rng) -> None:
+    """components_cpu's kept_logits: the cells of components below min_area at -inf, others
+    untouched, so the mask of those logits is the kept lesions' regions."""
+    lg = (rng.standard_normal((32, 32)) * 3 - 2).astype(np.float32)
+    kept = np.empty_like(lg)
+    prob, labels, stats, borders = K._native().components_cpu(
+        lg, 0.5, 25.0, 18.75, 2000.0, False, 0.0, 0.0, False, kept
+    )
+    assert borders is None and 0 < len(stats) < K.lesion_components(lg).count
+    dropped = (prob > 0.5) & (labels == 0)
+    assert dropped.any() and np.isneginf(kept[dropped]).all()
+    np.testing.assert_array_equal(kept[~dropped], lg[~dropped])
+    mask = K.postprocess_mask(kept, (600, 800))
+    out = K.lesion_outlines(mask, labels, None, len(stats))
+    assert out.areas.sum() == mask.sum() > 0
+    with pytest.raises(InputError, match="kept_logits"):
+        K._native().components_cpu(lg, 0.5, 1.0, 1.0, 0.0, False, 0.0, 0.0, False, kept[:, :5])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mask": [[0]]}, "uint8"),
+        ({"mask": np.zeros((10, 10), np.float32)}, "uint8"),
+        ({"mask": np.zeros((0, 10), np.uint8)}, "empty"),
+        ({"labels": np.zeros((4, 4), np.float32)}, "integer"),
+        ({"labels": np.zeros((4,), np.int32)}, "labels"),
+        ({"labels": np.full((4, 4), -1, np.int32)}, r"\[0, num_labels"),
+        ({"num_labels": 0, "labels": np.ones((4, 4), np.int32)}, r"\[0, num_labels=0\]"),
+        ({"roi": (5, 5, 10, 10)}, "does not fit"),
+        ({"roi": (0, 0, 0, 3)}, ">= 1"),
+    ],
+)
+@pytest.mark.parametrize("impl", [K, R], ids=["cpp", "numpy"])
+def test_outlines_bad_input(impl, kwargs, match) -> None:
+    args = {"mask": np.zeros((10, 12), np.uint8), "labels": np.zeros((4, 4), np.int32)} | kwargs
+    with pytest.raises(InputError, match=match):
+        impl.lesion_outlines(**args)
+
+
+def test_outlines_kernel_refuses_labels_out_of_range() -> None:
+    """The C++ layer's own check (past the wrapper): a label above num_labels."""
+    lab = np.zeros((4, 4), np.int32)
+    lab[2, 1] = 3
+    with pytest.raises(InputError, match=r"found 3 at \(2, 1\)"):
+        K._native().lesion_outlines_cpu(np.zeros((8, 8), np.uint8), lab, 2, (0, 0, 8, 8))
+
+
+def test_outlines_take_a_strided_mask_view(rng) -> None:
+    _, comp, mask = _case(rng, (16, 16), (100, 120), None, -1.0)
+    big = np.zeros((100, 200), np.uint8)
+    big[:, 40:160] = mask
+    view = big[:, 40:160]
+    same_outlines(K.lesion_outlines(view, comp.labels), K.lesion_outlines(mask, comp.labels))
