@@ -459,16 +459,23 @@ class Analyzer:
         lg = np.ascontiguousarray(out[md.outputs["mask_logits"]][0, 0], dtype=np.float32)
         hm, wm = lg.shape
         sx, sy = roi[2] / wm, roi[3] / hm
+        kept = np.empty_like(lg)
         try:
-            # Borders come back in frame pixels (grid cell centres mapped through the ROI).
-            prob, labels, stats, borders = nat.components_cpu(
-                lg, self.threshold, sx, sy, float(md.min_lesion_area_px), True, roi[0], roi[1]
+            # No grid borders (the outlines are traced on the frame mask below); `kept`: the
+            # logits with the cells of components too small for a lesion at -inf, so the frame
+            # mask holds the lesions only.
+            prob, labels, stats, _ = nat.components_cpu(
+                lg, self.threshold, sx, sy, float(md.min_lesion_area_px), False, 0.0, 0.0, False,
+                kept,
             )
         except InputError as e:
             raise ModelError(f"{self.path}: the model produced NaN / inf mask logits") from e
         mask = np.empty(frame_hw, np.uint8)
-        nat.mask_post_cpu(lg, mask, roi, self.threshold, 1, 1)
+        nat.mask_post_cpu(kept, mask, roi, self.threshold, 1, 1)
         k = len(stats)
+        # Each lesion's region of that mask (the pixels blended from its cells), its box, area
+        # and outer borders in frame pixels: the filled outlines are the mask.
+        boxes, areas, outlines = nat.lesion_outlines_cpu(mask, labels, k, roi)
 
         # Image-level probabilities as Python floats: for 3 classes, math on lists costs a
         # fraction of NumPy's per-call overhead.
@@ -494,42 +501,61 @@ class Analyzer:
             assert img is not None  # load() refuses a model with neither output
             lesion_rows, per_lesion = [img] * k, False
 
+        # The label rule (sdk/result.py, Result): a lesion is never "normal" (its probabilities
+        # renormalized over the other classes); the image is "normal" exactly when there is no
+        # lesion, else it takes the most suspicious lesion's class and probabilities. The EMA
+        # smooths that decision's probabilities; with lesions the smoothed ones are renormalized
+        # over the lesion classes again. raw_probs: the model's own image-level output.
         raw = img
-        if self.smoothing > 0 and self._ema is not None:
-            s_ = self.smoothing
-            self._ema = [s_ * e + (1 - s_) * r for e, r in zip(self._ema, raw, strict=True)]
-        else:
-            self._ema = raw
         names = self.class_names
+        nrm = names.index(NORMAL) if NORMAL in names else -1
+        mal = names.index(MALIGNANT) if MALIGNANT in names else -1
         lesions = []
-        x0, y0 = roi[0], roi[1]
-        for i in range(1, k + 1):
-            x, y, w, h_, area_cells = stats[i - 1].tolist()
-            area = area_cells * sx * sy
-            p = lesion_rows[i - 1]
+        for i in range(k):
+            if not areas[i]:  # its cells left no pixel above the threshold at frame resolution
+                continue
+            pr = lesion_rows[i]
+            p = _without(pr, nrm)
+            x, y, w, h_ = boxes[i].tolist()
+            area = float(areas[i])
+            cs = outlines[i]
             lesions.append(
                 Lesion(
-                    id=i,
-                    bbox=(
-                        int(x0 + x * sx),
-                        int(y0 + y * sy),
-                        max(1, round(w * sx)),
-                        max(1, round(h_ * sy)),
-                    ),
+                    id=len(lesions) + 1,
+                    bbox=(x, y, w, h_),
                     area_px=area,
-                    contour=borders[i - 1],
+                    contour=cs[0],
                     label=names[p.index(max(p))],
                     probs=dict(zip(names, p, strict=True)),
                     per_lesion=per_lesion,
                     area_mm2=None if spacing is None else area * spacing[0] * spacing[1],
+                    raw_probs=dict(zip(names, pr, strict=True)),
+                    other_contours=cs[1:],
                 )
             )
+        if nrm < 0:  # no "normal" class: the image-level output as the model gives it
+            q = raw
+        elif not lesions:
+            q = [0.0] * len(names)
+            q[nrm] = 1.0
+        else:  # the most suspicious lesion: highest malignant probability, else most confident
+            top = max(
+                lesions,
+                key=lambda les: les.probs[MALIGNANT] if mal >= 0 else les.confidence,
+            )
+            q = list(top.probs.values())
+        if self.smoothing > 0 and self._ema is not None:
+            s_ = self.smoothing
+            self._ema = [s_ * e + (1 - s_) * r for e, r in zip(self._ema, q, strict=True)]
+        else:
+            self._ema = q
         ema = self._ema
-        probs = dict(zip(names, ema, strict=True))
+        if nrm >= 0:
+            ema = _without(ema, nrm) if lesions else q
         res = Result(
             mask=mask,
             label=names[ema.index(max(ema))],
-            probs=probs,
+            probs=dict(zip(names, ema, strict=True)),
             lesions=lesions,
             frame_index=self._frame_index,
             timestamp=None,
@@ -539,6 +565,21 @@ class Analyzer:
         )
         self._frame_index += 1
         return res
+
+
+NORMAL, MALIGNANT = "normal", "malignant"
+
+
+def _without(p: list[float], i: int) -> list[float]:
+    """``p`` with entry ``i`` set to 0 and the rest renormalized (``p`` itself when ``i < 0``; an
+    all-zero rest spreads evenly)."""
+    if i < 0:
+        return p
+    rest = sum(p) - p[i]
+    n = len(p) - 1
+    out = [v / rest if rest > 0 else 1.0 / n for v in p]
+    out[i] = 0.0
+    return out
 
 
 def _softmax(z: list[float]) -> list[float]:

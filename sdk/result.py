@@ -15,12 +15,20 @@ _COLOURS = {"malignant": (60, 60, 255), "benign": (80, 220, 80), "normal": (200,
 
 @dataclass
 class Lesion:
-    """One connected component of the predicted mask.
+    """One lesion: a connected component of the model's mask grid and its region of ``Result.mask``.
 
-    ``bbox`` (x, y, w, h) and ``contour`` ((N, 2) int32 x, y) are in frame pixels; ``area_px`` is
-    in frame pixels, ``area_mm2`` only when the pixel spacing is known. ``label`` / ``probs``
-    come from mask-guided pooling over this lesion (models with a features head), else they
-    repeat the image-level prediction (``per_lesion`` says which).
+    The region is the frame-resolution mask pixels blended from this lesion's grid cells
+    (:func:`sdk.kernels.lesion_outlines`). ``bbox`` (x, y, w, h) and ``area_px`` are the
+    region's, in frame pixels (``area_mm2`` only when the pixel spacing is known). ``contour``
+    ((N, 2) int32 x, y frame pixels) is the outer border of the region traced on the mask
+    (``cv2.findContours`` convention: the centres of the border pixels), so the filled contour is
+    the mask; should the region split into several 8-connected pieces at frame resolution,
+    ``contour`` is the largest and ``other_contours`` the rest, largest first.
+
+    ``probs`` come from mask-guided pooling over this lesion (models with a features head), else
+    from the image-level prediction (``per_lesion`` says which), with the label rule of
+    :class:`Result` applied: a lesion is never ``"normal"``, its probabilities are renormalized
+    over the other classes (``normal`` 0.0); ``raw_probs`` keeps the classifier's own values.
     """
 
     id: int
@@ -31,6 +39,10 @@ class Lesion:
     probs: dict[str, float]
     per_lesion: bool
     area_mm2: float | None = None
+    #: The classifier's probabilities for this lesion before the label rule (``normal`` kept).
+    raw_probs: dict[str, float] = field(default_factory=dict)
+    #: Outer borders of the region's other pieces, largest first (usually none; see ``contour``).
+    other_contours: list[np.ndarray] = field(default_factory=list)
 
     @property
     def confidence(self) -> float:
@@ -45,8 +57,10 @@ class Lesion:
             "label": self.label,
             "confidence": round(self.confidence, 5),
             "probs": {k: round(v, 5) for k, v in self.probs.items()},
+            "raw_probs": {k: round(v, 5) for k, v in self.raw_probs.items()},
             "per_lesion": self.per_lesion,
             "contour": self.contour.astype(int).tolist(),
+            "other_contours": [c.astype(int).tolist() for c in self.other_contours],
         }
 
 
@@ -54,9 +68,29 @@ class Lesion:
 class Result:
     """Analysis of one frame.
 
-    ``mask``: uint8 (H, W) at the frame's resolution, 1 on lesion pixels (0 outside the ROI);
-    ``label`` / ``probs``: image-level class and probabilities (after temporal smoothing when the
-    Analyzer smooths); ``timings``: milliseconds per stage (preprocess, infer, postprocess, total;
+    ``mask``: uint8 (H, W) at the frame's resolution, 1 on lesion pixels (0 outside the ROI): the
+    union of the lesions' regions, i.e. what their filled contours enclose (components too small
+    for a lesion are not in it).
+
+    **Label rule** (for models whose classes include ``"normal"``): a detected lesion is not
+    normal, and the image is normal exactly when no lesion was detected.
+
+    * ``Lesion.label`` / ``Lesion.probs``: the lesion's classifier probabilities renormalized
+      over the classes other than ``normal`` (``normal`` 0.0), the label their argmax.
+    * ``label`` / ``probs``: with no lesion, ``"normal"`` with ``{"normal": 1.0, others 0.0}``
+      (a decision from the mask, not a calibrated probability); with lesions, the class and
+      probabilities of the most suspicious lesion (highest ``malignant`` probability; the most
+      confident lesion when there is no ``malignant`` class). With temporal smoothing the EMA
+      runs over these per-frame probabilities and, on a frame with lesions, the smoothed values
+      are renormalized over the lesion classes again, so the rule holds on every frame.
+    * ``raw_probs``: the model's own image-level probabilities (its class head, or pooling over
+      the whole image), before the rule and the smoothing; what accuracy / AUC / calibration
+      are measured on.
+
+    Models without a ``normal`` class: lesions keep their probabilities, and the image its
+    (smoothed) image-level prediction.
+
+    ``timings``: milliseconds per stage (preprocess, infer, postprocess, total;
     for a frame that shared a batched model call -- ``run_batch``, a backlogged ``stream`` --
     ``infer`` is its share of the call).
     """
@@ -93,7 +127,8 @@ class Result:
         }
 
     def overlay(self, frame: np.ndarray, alpha: float = 0.25) -> np.ndarray:
-        """BGR uint8 copy of ``frame`` with the mask tinted, contours, labels and confidences."""
+        """BGR uint8 copy of ``frame`` with the mask tinted, each lesion's outline (all its pieces)
+        in its class colour, labels and confidences."""
         if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
             img = cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
         else:
@@ -107,7 +142,10 @@ class Result:
             img = cv2.addWeighted(tint, alpha, img, 1 - alpha, 0)
         for les in self.lesions:
             c = _COLOURS.get(les.label, (255, 255, 0))
-            cv2.polylines(img, [les.contour.reshape(-1, 1, 2)], True, c, 2, cv2.LINE_AA)
+            # The outline runs through the centres of the region's border pixels: the tint and
+            # the line cover the same pixels.
+            cs = [les.contour, *les.other_contours]
+            cv2.polylines(img, [p.reshape(-1, 1, 2) for p in cs], True, c, 2, cv2.LINE_AA)
             x, y, _, _ = les.bbox
             _text(img, f"{les.label} {les.confidence:.0%}", (x, max(y - 6, 14)), c)
         _text(img, f"{self.label} {self.confidence:.0%}", (8, 22), colour, 0.7)

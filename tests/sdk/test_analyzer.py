@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -24,10 +25,16 @@ def test_run_finds_the_cyst(tiny_onnx, phantom_frame) -> None:
     assert r.lesions and all(les.per_lesion is False for les in r.lesions)
     assert set(r.timings) == {"preprocess", "infer", "postprocess", "total"}
     assert abs(sum(r.probs.values()) - 1) < 1e-6 and r.label in r.probs
+    filled = np.zeros_like(r.mask)
     for les in r.lesions:
         x, y, w, h = les.bbox
         assert 0 <= x < img.shape[1] and 0 <= y < img.shape[0] and w > 0 and h > 0
-        assert les.area_px >= 50 and les.area_mm2 is None
+        # The region's pixels (the grid component passed min_lesion_area_px as cells).
+        assert les.area_px >= 1 and les.area_mm2 is None
+        assert les.area_px == r.mask[y : y + h, x : x + w].sum() or len(r.lesions) > 1
+        cv2.fillPoly(filled, [c.reshape(-1, 1, 2) for c in (les.contour, *les.other_contours)], 1)
+    # The outlines enclose the mask (holes aside: the fill covers them).
+    assert (filled >= r.mask).all() and sum(les.area_px for les in r.lesions) == r.mask.sum()
     json.dumps(r.to_dict())
     ov = r.overlay(img)
     assert ov.shape == (*img.shape, 3) and ov.dtype == np.uint8
@@ -48,9 +55,14 @@ def test_per_lesion_labels_come_from_the_pooling_kernel(tiny_features_onnx, phan
     comp = R.lesion_components(out["mask_logits"], 0.5, scale, min_area=50)
     head = K.MLPHead(**a.metadata.head)
     ref = K.pool_classify(out["features"][0], prob, comp.labels, comp.count, head)
-    assert len(r.lesions) == comp.count
-    for les, p in zip(r.lesions, ref.probs[1:], strict=True):
-        np.testing.assert_allclose(list(les.probs.values()), p, atol=1e-6)
+    # Components whose cells leave no pixel above the threshold at frame resolution are no
+    # lesion (their region is empty); the others keep their order.
+    kept = K.lesion_outlines(r.mask, comp.labels, None, comp.count).areas > 0
+    assert len(r.lesions) == kept.sum() > 0
+    for les, p in zip(r.lesions, ref.probs[1:][kept], strict=True):
+        np.testing.assert_allclose(list(les.raw_probs.values()), p, atol=1e-6)
+        # The label rule: renormalized over benign / malignant.
+        np.testing.assert_allclose(list(les.probs.values()), [0, *p[1:] / p[1:].sum()], atol=1e-6)
     a.close()
 
 
@@ -60,8 +72,11 @@ def test_roi_and_smoothing(tiny_onnx, phantom_frame) -> None:
     r1 = a.run(img, roi=(50, 40, 300, 220))
     assert not r1.mask[:40].any() and not r1.mask[:, :50].any() and not r1.mask[:, 350:].any()
     r2 = a.run(np.ascontiguousarray(img[::-1]))
-    p1, raw2 = np.array(list(r1.probs.values())), np.array(list(r2.raw_probs.values()))
-    np.testing.assert_allclose(list(r2.probs.values()), 0.6 * p1 + 0.4 * raw2, atol=1e-9)
+    assert r1.lesions and r2.lesions  # the EMA of the rule's probabilities, renormalized
+    q1, q2 = (np.array(list(r.lesions[0].probs.values())) for r in (r1, r2))
+    assert r1.probs == pytest.approx(dict(zip(r1.probs, q1, strict=True)), abs=1e-12)
+    want = 0.6 * q1 + 0.4 * q2
+    np.testing.assert_allclose(list(r2.probs.values()), want / want.sum(), atol=1e-9)
     assert (r1.frame_index, r2.frame_index) == (0, 1)
     a.reset()
     assert a.run(img).frame_index == 0
@@ -213,3 +228,92 @@ def test_color_order_of_the_frame(tiny_onnx, phantom_frame) -> None:
     for bad in ("gray", "hsv", None):
         with pytest.raises(InputError, match="color"):
             a.run(bgr, color=bad)
+
+
+def _violations(r) -> list[str]:
+    """Breaches of the label rule (sdk/result.py, Result) in one Result."""
+    bad = [f"lesion {les.id} is normal" for les in r.lesions if les.label == "normal"]
+    if r.lesions and r.label == "normal":
+        bad.append("image normal beside a lesion")
+    if not r.lesions and r.label != "normal":
+        bad.append(f"image {r.label} without a lesion")
+    if r.lesions:
+        top = max(r.lesions, key=lambda les: les.probs["malignant"])
+        if r.label != top.label:
+            bad.append("image label is not the most suspicious lesion's")
+    if r.probs[r.label] != max(r.probs.values()):
+        bad.append("image label is not the argmax of its probs")
+    return bad
+
+
+def _outputs(a, mask_logits: np.ndarray, class_logits: list[float]) -> dict[str, np.ndarray]:
+    md = a.metadata
+    return {
+        md.outputs["mask_logits"]: mask_logits.astype(np.float32)[None, None],
+        md.outputs["class_logits"]: np.array([class_logits], np.float32),
+    }
+
+
+def test_label_rule_overrides_a_normal_classifier(tiny_onnx) -> None:
+    """A lesion whose classifier says normal is labelled by its other classes; the image takes the
+    most suspicious lesion's class; with no lesion the image is normal whatever the classifier
+    says (its view stays in raw_probs)."""
+    a = sdk.Analyzer(tiny_onnx).load()
+    lg = np.full((32, 32), -6.0)
+    lg[4:10, 4:10] = 6.0  # one lesion of 36 cells of 12.5 x 9.4 px
+    r = a._postprocess(_outputs(a, lg, [3.0, 0.0, 1.0]), (300, 400), (0, 0, 400, 300), None)
+    assert len(r.lesions) == 1 and not _violations(r)
+    les = r.lesions[0]
+    assert les.label == "malignant" and les.probs["normal"] == 0.0
+    assert les.raw_probs["normal"] > 0.8 and r.raw_probs == pytest.approx(les.raw_probs)
+    e = np.exp([0.0, 1.0])
+    assert les.probs["malignant"] == pytest.approx(e[1] / e.sum())
+    assert r.label == "malignant" and r.probs == pytest.approx(les.probs)
+    # No lesion: normal, whatever the classifier's image-level output.
+    r0 = a._postprocess(
+        _outputs(a, np.full((32, 32), -6.0), [0.0, 0.0, 5.0]), (300, 400), (0, 0, 400, 300), None
+    )
+    assert not r0.lesions and r0.label == "normal" and r0.probs["normal"] == 1.0
+    assert r0.raw_probs["malignant"] > 0.9 and not _violations(r0)
+
+
+def test_label_rule_holds_under_smoothing(tiny_onnx) -> None:
+    """Frames alternating lesion / no lesion with the EMA on: the rule holds on every frame."""
+    a = sdk.Analyzer(tiny_onnx, smoothing=0.8).load()
+    lg = np.full((32, 32), -6.0)
+    lg[10:16, 20:28] = 6.0
+    empty = np.full((32, 32), -6.0)
+    labels = []
+    for i in range(8):
+        z = [0.0, 2.0 - i, i - 2.0]  # the classifier drifts from benign to malignant
+        r = a._postprocess(
+            _outputs(a, lg if i % 3 else empty, z), (300, 400), (0, 0, 400, 300), None
+        )
+        assert not _violations(r), (i, r.label, r.probs)
+        assert sum(r.probs.values()) == pytest.approx(1.0)
+        labels.append(r.label)
+    assert labels[0] == "normal" and "malignant" in labels and "benign" in labels
+
+
+def test_default_model_outlines_are_the_mask_and_labels_agree() -> None:
+    """The shipped model on fresh 600x800 phantoms: the filled outlines are Result.mask, every
+    lesion's outline lies in its own region, and the label rule holds."""
+    from sdk.synthetic import phantom
+
+    with sdk.Analyzer(None, threads=1) as a:
+        for i, label in enumerate(["benign", "malignant", "normal", "malignant"]):
+            img, _, _ = phantom(label, size=(600, 800), seed=8_100_000 + i)
+            r = a.run(img)
+            assert not _violations(r)
+            filled = np.zeros_like(r.mask)
+            for les in r.lesions:
+                own = np.zeros_like(r.mask)
+                cs = [c.reshape(-1, 1, 2) for c in (les.contour, *les.other_contours)]
+                cv2.fillPoly(own, cs, 1)
+                assert r.mask[own > 0].mean() > 0.95  # its outline encloses mask pixels
+                filled |= own
+            union = (filled | r.mask).sum()
+            assert union == 0 or (filled & r.mask).sum() / union >= 0.99
+
+
+# ---- issue #14: every constructor and run argument checked; close() is final ----------------
