@@ -313,7 +313,7 @@ def _place(
     layers = tissue.layers
     skin = layers.get("skin_mm", 1.0)
     for d in descs:
-        d["size_mm"] = min(float(d["size_mm"]), 0.6 * float(p.depth_mm))
+        d["size_mm"] = min(float(d["size_mm"]), 0.45 * float(p.depth_mm))  # fits the frame
         for _attempt in range(60):
             les = draw_lesion_birads(
                 rng, d, 0.0, 0.0, p.contrast_db, p.posterior_db, p.calcifications
