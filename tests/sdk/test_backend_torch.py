@@ -516,21 +516,39 @@ def test_default_fp32_matches_onnxruntime(phantoms, rng) -> None:
             assert max(diffs.values()) <= 1e-4, diffs
 
 
-def test_default_int8_follows_the_onnx_qdq_semantics(phantoms) -> None:
+def test_default_int8_follows_the_onnx_qdq_semantics(phantoms, tmp_path) -> None:
     """Q/DQ simulated in float with ONNX rounding (half to even) and saturation, against ONNX
-    Runtime's op-by-op Q/DQ kernels (graph optimizations off). Most values agree to float
-    rounding; where a float convolution output lands within an ulp of a .5 tie, the two
-    summation orders (oneDNN / MLAS) round to neighbouring integers — measured: one element of
-    one depthwise conv, 5.4999986 vs 5.5 — and that one-step difference propagates downstream
-    (up to ~0.5 in mask logits on some frames). Op-level tests pin the rounding itself."""
-    with TorchBackend(INT8, device="cpu", threads=1) as b:
+    Runtime's op-by-op Q/DQ kernels (graph optimizations off). The two agree to float rounding
+    except where a float convolution output lands within an ulp of a .5 tie: the two summation
+    orders (oneDNN / MLAS) then round to neighbouring codes. So the semantics are checked where
+    such a flip is born, on the first quantized activations (exposed as extra outputs): the
+    input and the stem's codes are identical, and the first depthwise and pointwise layers differ
+    by one code in at most 1e-4 of their elements (measured 13 of 786,432 and 6 of 393,216 on
+    these phantoms; a wrong rounding mode or saturation would move a large share by one or more
+    codes). Every later quantized layer mixes the flipped codes in, so end to end they show in
+    most outputs: mask logits differ by a median of 0.003 and at most 0.35 on these phantoms
+    (the previous default, whose first blocks ran in float, by a median below 1e-5). Op-level
+    tests pin the rounding itself."""
+    m = onnx.load(str(INT8))
+    dq = {n.input[0]: n for n in m.graph.node if n.op_type == "DequantizeLinear"}
+    first = [dq[n.output[0]].output[0] for n in m.graph.node if n.op_type == "QuantizeLinear"][:4]
+    m.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in first)
+    probe = _save(m, tmp_path, "probe.onnx")
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    with TorchBackend(probe, device="cpu", threads=1) as b:
         got = b.infer(phantoms)
-    ref = _ort_run(_ort(INT8), phantoms)
-    for k in got:
+    ref = _ort_run(_ort(probe), phantoms)
+    for i, t in enumerate(first):
+        step = float(inits[next(n for n in m.graph.node if t in n.output).input[1]])
+        codes = np.abs(got[t] - ref[t]) / step
+        assert float(codes.max()) <= 1.0 + 1e-3, (t, float(codes.max()))
+        flipped = int((codes > 0.5).sum())
+        assert flipped == 0 if i < 2 else flipped <= 1e-4 * codes.size, (t, flipped, codes.size)
+    for k in ("mask_logits", "class_logits", "features"):
         d = np.abs(got[k] - ref[k])
-        assert float(np.median(d)) <= 1e-5 and float(d.max()) <= 1.0, (k, float(d.max()))
+        assert float(np.median(d)) <= 0.01 and float(d.max()) <= 1.0, (k, float(d.max()))
     # Per frame on the 32x32 grid one flipped cell of a small lesion costs several Dice points
-    # (measured 0.92 on one frame of the current default): bound the mean tightly.
+    # (measured 0.89 on one of 30 frames of the current default): bound the mean tightly.
     dices = [
         _dice(got["mask_logits"][i, 0], ref["mask_logits"][i, 0]) for i in range(len(phantoms))
     ]
@@ -539,12 +557,50 @@ def test_default_int8_follows_the_onnx_qdq_semantics(phantoms) -> None:
         assert np.argmax(got["class_logits"][i]) == np.argmax(ref["class_logits"][i])
 
 
+def _int8_weight_ranges(path: Path) -> dict[str, int]:
+    """max |int8 weight| per quantized Conv / Gemm, keyed "depthwise" / "dense" + node name."""
+    m = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    prod = {o: n for n in m.graph.node for o in n.output}
+    out = {}
+    for n in m.graph.node:
+        if n.op_type not in ("Conv", "Gemm") or n.input[1] not in prod:
+            continue
+        dq = prod[n.input[1]]
+        if dq.op_type != "DequantizeLinear" or inits.get(dq.input[0]) is None:
+            continue
+        w = inits[dq.input[0]]
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        kind = "depthwise" if n.op_type == "Conv" and group > 1 and w.shape[1] == 1 else "dense"
+        out[f"{kind} {n.name}"] = int(np.abs(w.astype(np.int32)).max())
+    return out
+
+
 def test_default_int8_close_to_onnxruntime_integer_kernels(phantoms) -> None:
     """ONNX Runtime (optimized) fuses Q/DQ into integer kernels (QLinearConv...): the int32
     accumulator is requantized in one rounding, where the float simulation rounds a float sum.
-    They differ by one quantization step here and there, and that propagates. Measured on 30
-    phantoms: mask logits within 0.75 (logits span about -8..5), features within 0.2, class
-    probabilities within 0.015, identical labels, mask Dice >= 0.985 (mean 0.9995)."""
+
+    Why the two can be held close on every CPU (export/quantize.py, "The CPU recipe"): the
+    pre-VNNI x86 U8S8 kernels (AVX2, AVX-512 without VNNI) sum two u8*s8 products in saturating
+    int16 (vpmaddubsw). The shipped file's dense weights are on [-64, 64] -- a pair is at most
+    2 * 255 * 64 = 32640 <= 32767 -- and only its depthwise convolutions, whose kernels take one
+    product per lane on x86 (<= 255 * 127) and two int8 products per int16 on aarch64
+    (<= 2 * 128 * 127 = 32512), use the full [-127, 127]. VNNI / AMX / dot-product kernels
+    accumulate in int32. So ONNX Runtime's accumulators are exact everywhere (asserted first, from
+    the file) and it differs from the float simulation only by requantization ties: where a
+    value lands within float rounding of .5, the two round to neighbouring codes, one step, in a
+    handful of elements, and that step spreads through the later layers. Measured here (AMD
+    EPYC, AVX2, no VNNI) on these 6 phantoms: mask logits within 0.35 (span about -9..6),
+    features within 0.07, class probabilities within 0.004, identical labels, mask Dice 1.0; on
+    30 phantoms 0.41 / 0.13 / 0.015, Dice >= 0.89 (mean 0.994). ONNX Runtime against its own
+    op-by-op kernels differs as much (0.43 / 0.53), so these are the rounding's, not torch's.
+    The bounds keep over 3x on the logits -- and are 8x below what the previous 8-bit-weight
+    default showed here (12.4), where the pairs clipped."""
+    ranges = _int8_weight_ranges(INT8)
+    dense = {k: v for k, v in ranges.items() if k.startswith("dense")}
+    depthwise = {k: v for k, v in ranges.items() if k.startswith("depthwise")}
+    assert dense and max(dense.values()) <= 64 and 2 * 255 * max(dense.values()) <= 32767, dense
+    assert not depthwise or max(depthwise.values()) <= 127, depthwise
     sess = _ort(INT8, optimized=True)
     with TorchBackend(INT8, device="cpu", threads=1) as b:
         got = b.infer(phantoms)
@@ -552,7 +608,7 @@ def test_default_int8_close_to_onnxruntime_integer_kernels(phantoms) -> None:
     diffs = _max_diff(got, ref)
     assert diffs["mask_logits"] <= 1.5 and diffs["features"] <= 0.5, diffs
     # Per frame on the 32x32 grid one flipped cell of a small lesion costs several Dice points
-    # (measured 0.92 on one frame of the current default): bound the mean tightly.
+    # (measured 0.89 on one of 30 frames of the current default): bound the mean tightly.
     dices = [
         _dice(got["mask_logits"][i, 0], ref["mask_logits"][i, 0]) for i in range(len(phantoms))
     ]
