@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+import math
+import numbers
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,6 +22,7 @@ __all__ = [
     "FrameSource",
     "Sample",
     "Skipped",
+    "check_pixel_spacing",
     "convert_color",
     "read_image",
 ]
@@ -30,6 +33,39 @@ IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 )
 COLOR_MODES = ("gray", "rgb", "keep")
+
+#: Accepted pixel spacing, mm per pixel. Outside it the value is a unit or parsing error
+#: (ultrasound is 0.01 - 1 mm; 1 m per pixel already means the value is not in mm), and the
+#: upper end keeps every lesion area finite (no ``Infinity`` in JSON records).
+SPACING_RANGE_MM = (1e-6, 1e3)
+
+
+def check_pixel_spacing(value: Any, name: str = "pixel_spacing_mm") -> tuple[float, float] | None:
+    """None, or the ``(row, column)`` spacing in mm as two floats, each finite and inside
+    :data:`SPACING_RANGE_MM`. Anything else -- a string, one number, a 1- or 3-tuple, NaN, inf,
+    0, a negative value, a bool -- raises :class:`InputError` naming ``name`` and the fix."""
+    if value is None:
+        return None
+    lo, hi = SPACING_RANGE_MM
+    fix = (
+        f"{name} must be None or (row_mm, col_mm): two real numbers in [{lo:g}, {hi:g}] mm "
+        "per pixel, e.g. (0.1, 0.1)"
+    )
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
+        raise InputError(f"{fix}; got {value!r}")
+    if isinstance(value, np.ndarray) and value.ndim != 1:
+        raise InputError(f"{fix}; got an array of shape {value.shape}")
+    if len(value) != 2:
+        raise InputError(f"{fix}; got {len(value)} value(s): {value!r}")
+    out = []
+    for v in value:
+        if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real):
+            raise InputError(f"{fix}; got {value!r} (a {type(v).__name__})")
+        f = float(v)
+        if not (math.isfinite(f) and lo <= f <= hi):
+            raise InputError(f"{fix}; got {value!r}")
+        out.append(f)
+    return out[0], out[1]
 
 
 @dataclass(frozen=True)
@@ -51,8 +87,13 @@ class Frame:
 
     @property
     def pixel_spacing_mm(self) -> tuple[float, float] | None:
-        """Physical ``(row, column)`` spacing in mm, when the source knows it."""
-        return self.metadata.get("pixel_spacing_mm")
+        """Physical ``(row, column)`` spacing in mm, when the source knows it; a value in the
+        metadata that is not a valid spacing raises :class:`InputError` (in a stream: that
+        frame's error record) instead of reaching lesion areas (see :func:`check_pixel_spacing`).
+        """
+        return check_pixel_spacing(
+            self.metadata.get("pixel_spacing_mm"), f"frame {self.index}: pixel_spacing_mm"
+        )
 
 
 class Sample(NamedTuple):

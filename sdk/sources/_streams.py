@@ -11,7 +11,14 @@ import cv2
 import numpy as np
 
 from sdk.errors import InputError, SourceError
-from sdk.sources._base import IMAGE_SUFFIXES, Frame, FrameSource, convert_color, read_image
+from sdk.sources._base import (
+    IMAGE_SUFFIXES,
+    Frame,
+    FrameSource,
+    check_pixel_spacing,
+    convert_color,
+    read_image,
+)
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -148,6 +155,7 @@ class ImageSequenceSource(FrameSource):
         pixel_spacing_mm: tuple[float, float] | None = None,
     ) -> None:
         super().__init__(color)
+        pixel_spacing_mm = check_pixel_spacing(pixel_spacing_mm)
         if isinstance(target, str | Path):
             p = Path(target)
             if p.is_dir():
@@ -221,6 +229,7 @@ class ArraySource(FrameSource):
         pixel_spacing_mm: tuple[float, float] | None = None,
     ) -> None:
         super().__init__(color)
+        pixel_spacing_mm = check_pixel_spacing(pixel_spacing_mm)
         a = np.asarray(array)
         if a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4)):
             a = a[None]

@@ -317,3 +317,142 @@ def test_default_model_outlines_are_the_mask_and_labels_agree() -> None:
 
 
 # ---- issue #14: every constructor and run argument checked; close() is final ----------------
+
+
+def test_constructor_arguments_are_type_and_range_checked(tiny_onnx) -> None:
+    """Each bad argument: an InputError naming it (and how to fix it), before anything loads.
+    threads=100000 loaded for minutes at 4.5 GB, threads=2**40 was an ORT TypeError, a bool or
+    a string slipped through int() / float()."""
+    import os
+
+    most = 4 * (os.cpu_count() or 1)
+    cases = {
+        "threads": [0, -1, most + 1, 100000, 2**40, 2.0, "2", True, None.__class__],
+        "threshold": [-0.1, 1.5, float("nan"), float("inf"), "0.5", True, [0.5]],
+        "smoothing": [1.0, -0.01, float("nan"), "0.6", None, True],
+        "bit_depth": [7, 33, 12.0, "12", True],
+        "pixel_spacing_mm": [
+            (-1, 2),
+            (0, 0.1),
+            (float("nan"), 1),
+            (float("inf"), 1),
+            "abc",
+            (0.1,),
+            (0.1, 0.1, 0.1),
+            ("a", "b"),
+            0.1,
+            (True, 0.1),
+            (1e9, 1),
+        ],
+        "backend": [3, None],
+        "device": [0, None],
+        "path": [3, 2.5, [tiny_onnx]],
+    }
+    for name, values in cases.items():
+        for bad in values:
+            kwargs = {"path": tiny_onnx, name: bad}
+            with pytest.raises(InputError, match=name) as ei:
+                sdk.Analyzer(**kwargs)
+            assert len(str(ei.value)) > len(name) + 10, str(ei.value)  # says more than the name
+    a = sdk.Analyzer(
+        tiny_onnx,
+        threads=most,
+        threshold=1,
+        smoothing=0,
+        bit_depth=np.int64(12),
+        pixel_spacing_mm=np.array([0.1, 0.2]),
+    )
+    assert a.threads == most and a.pixel_spacing_mm == (0.1, 0.2) and a.bit_depth == 12
+
+
+def test_run_arguments_are_checked(tiny_onnx, phantom_frame) -> None:
+    img = phantom_frame[0]
+    with sdk.Analyzer(tiny_onnx) as a:
+        for kwargs, name in [
+            ({"pixel_spacing_mm": (-1, 2)}, "pixel_spacing_mm"),
+            ({"pixel_spacing_mm": "abc"}, "pixel_spacing_mm"),
+            ({"pixel_spacing_mm": (float("inf"), 1)}, "pixel_spacing_mm"),
+            ({"pixel_spacing_mm": (0.1,)}, "pixel_spacing_mm"),
+            ({"timestamp": float("nan")}, "timestamp"),
+            ({"timestamp": "now"}, "timestamp"),
+            ({"color": "hsv"}, "color"),
+            ({"color": None}, "color"),
+            ({"roi": (0, 0, 10)}, "roi"),
+            ({"roi": "all"}, "roi"),
+        ]:
+            with pytest.raises(InputError, match=name):
+                a.run(img, **kwargs)
+        r = a.run(img, pixel_spacing_mm=(0.1, 0.2), timestamp=3)
+        assert r.timestamp == 3.0
+        assert all(les.area_mm2 == pytest.approx(les.area_px * 0.02) for les in r.lesions)
+
+
+def test_pixel_spacing_never_makes_a_negative_or_infinite_area(tiny_onnx, phantom_frame) -> None:
+    """(-1, 2) gave area_mm2 = -1640.6; inf wrote Infinity into frames.jsonl. Now refused in
+    the constructor, per call, and per frame from a source's metadata."""
+    img = phantom_frame[0]
+    import json
+
+    from sdk.sources import ArraySource, Frame, ImageSequenceSource
+
+    with pytest.raises(InputError, match="pixel_spacing_mm"):
+        sdk.Analyzer(tiny_onnx, pixel_spacing_mm=(-1, 2))
+    with pytest.raises(InputError, match="pixel_spacing_mm"):
+        ArraySource(np.zeros((2, 8, 8), np.uint8), pixel_spacing_mm=(float("inf"), 1))
+    with pytest.raises(InputError, match="pixel_spacing_mm"):
+        ImageSequenceSource(["x.png"], pixel_spacing_mm="abc")
+    with pytest.raises(InputError, match="pixel_spacing_mm"):
+        _ = Frame(img, 0, None, {"pixel_spacing_mm": (0.1,)}).pixel_spacing_mm
+    with sdk.Analyzer(tiny_onnx, pixel_spacing_mm=(0.1, 0.1)) as a:
+        r = a.run(img)
+        assert r.lesions and all(les.area_mm2 > 0 for les in r.lesions)
+        json.dumps(r.to_dict(), allow_nan=False)
+
+
+def test_model_output_errors_are_model_errors(tiny_onnx, phantom_frame) -> None:
+    """Outputs the post-processing cannot read (a short class head, no batch axis) raised raw
+    ValueError / TypeError / IndexError; now a ModelError naming the model."""
+    img = phantom_frame[0]
+    from sdk.errors import ModelError
+
+    with sdk.Analyzer(tiny_onnx) as a:
+        real = a._backend.infer
+        good = real(np.zeros((1, *a._x.shape[1:]), a._x.dtype))
+        bad_outputs = [
+            {**good, "class_logits": good["class_logits"][:, :2]},  # a short class head
+            {**good, "class_logits": good["class_logits"][0]},  # no batch axis
+            {**good, "mask_logits": good["mask_logits"][0, 0]},  # no batch / channel axes
+        ]
+        for bad in bad_outputs:
+            a._backend.infer = lambda x, bad=bad: bad
+            with pytest.raises(ModelError, match="outputs") as ei:
+                a.run(img)
+            assert isinstance(ei.value.__cause__, ValueError | TypeError | IndexError)
+        a._backend.infer = real
+        assert a.run(img).mask.shape == img.shape[:2]
+
+
+def test_run_after_close_raises_instead_of_reloading(tiny_onnx, phantom_frame) -> None:
+    """close() is final: run() after it silently reloaded the model before; now a clear
+    AnalyzerClosedError (an InputError), also from load(), run_batch() and stream()."""
+    img = phantom_frame[0]
+    from sdk.analyzer import AnalyzerClosedError
+
+    a = sdk.Analyzer(tiny_onnx)
+    a.run(img)
+    a.close()
+    assert a.closed and not a._backend._loaded
+    for call in (
+        lambda: a.run(img),
+        a.load,
+        lambda: a.run_batch([img]),
+        lambda: next(a.stream([img])),
+    ):
+        with pytest.raises(AnalyzerClosedError, match=r"closed.*new sdk\.Analyzer"):
+            call()
+    assert not a._backend._loaded  # nothing reloaded behind the caller's back
+    a.close()  # idempotent
+    with sdk.Analyzer(tiny_onnx) as b:
+        b.run(img)
+    with pytest.raises(AnalyzerClosedError):
+        b.run(img)
