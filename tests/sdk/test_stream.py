@@ -80,8 +80,10 @@ def test_stream_argument_errors(tiny_onnx) -> None:
         next(a.stream([np.zeros((8, 8), np.uint8)], drop="oldest"))
     with pytest.raises(InputError, match="queue_size"):
         next(a.stream([np.zeros((8, 8), np.uint8)], queue_size=0))
-    with pytest.raises(InputError, match="numpy arrays"):
-        next(a.stream(iter([1, 2, 3])))
+    # Items that are not frames are per-frame failures (issue #14): error records, in order.
+    recs = list(a.stream(iter([1, 2, 3])))
+    assert [(r.frame_index, r.status) for r in recs] == [(0, "error"), (1, "error"), (2, "error")]
+    assert all("InputError" in r.error and "numpy" in r.error for r in recs)
 
 
 def test_pipelined_stream_equals_the_sequential_one(cine) -> None:
