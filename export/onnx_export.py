@@ -75,10 +75,12 @@ def to_onnx_file(
 
 def embed_metadata(path: str | os.PathLike[str], metadata: object) -> Path:
     """Write sonoedge metadata (an ``sdk.artifact.Metadata``) into an ONNX file's
-    ``metadata_props``, atomically; the graph is checked with ``onnx.checker`` first."""
+    ``metadata_props``, atomically; the graph is checked with ``onnx.checker`` first. The file is
+    then stamped with its integrity digest (``sdk.artifact.stamp_onnx_digest``: SHA-256 of every
+    byte but the digest's own entry), which every backend checks at load."""
     import onnx
 
-    from sdk.artifact import METADATA_KEY, Metadata
+    from sdk.artifact import DIGEST_KEY, METADATA_KEY, Metadata, stamp_onnx_digest
 
     if not isinstance(metadata, Metadata):
         raise TypeError("metadata must be an sdk.artifact.Metadata")
@@ -87,10 +89,12 @@ def embed_metadata(path: str | os.PathLike[str], metadata: object) -> Path:
     onnx.checker.check_model(model)
     props = {p.key: p.value for p in model.metadata_props}
     props[METADATA_KEY] = metadata.to_json()
+    props.pop(DIGEST_KEY, None)  # stale: it hashed the file before this edit
     onnx.helper.set_model_props(model, props)
     tmp = path.with_name(path.name + ".tmp")
     try:
         onnx.save(model, str(tmp))
+        stamp_onnx_digest(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

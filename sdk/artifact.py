@@ -5,7 +5,16 @@ normalization, Gaussian sigma, ROI policy, output roles, head weights, threshold
 accuracy measured at export and, for TensorRT, the build fingerprint.
 
 * ``.onnx``: the JSON lives in ``metadata_props["sonoedge"]`` (read back through ONNX Runtime's
-  ``custom_metadata_map``, so the runtime needs no ``onnx`` package).
+  ``custom_metadata_map``, so the runtime needs no ``onnx`` package). A second entry,
+  ``metadata_props["sonoedge.digest"] = "sha256:<64 hex>"``, is the file's integrity digest:
+  SHA-256 of the file's bytes with that one entry (its tag, length and payload: one top-level
+  field 14 record of the ModelProto) cut out, so it covers every other byte: graph, weights,
+  opsets and the sonoedge metadata itself. Finding the entry walks the ModelProto's top-level
+  fields only (a dozen; the graph is one length-delimited field skipped in O(1)), so checking it
+  costs one SHA-256 pass over the file and needs no ``onnx`` package. :func:`stamp_onnx_digest`
+  writes it (the export stage does, in ``export.onnx_export.embed_metadata``), every backend's
+  ``load`` checks it (:func:`verify_onnx_digest`): a changed byte is a ModelError, a file
+  without the entry (a user's plain ONNX) loads with a one-line warning.
 * ``.plan``: a small container around the serialized TensorRT engine::
 
       offset  size  field
@@ -34,6 +43,7 @@ import base64
 import copy
 import hashlib
 import json
+import logging
 import math
 import numbers
 import os
@@ -47,6 +57,7 @@ import numpy as np
 from sdk.errors import ModelError
 
 __all__ = [
+    "DIGEST_KEY",
     "METADATA_KEY",
     "PLAN_FORMAT_VERSION",
     "PLAN_MAGIC",
@@ -54,15 +65,22 @@ __all__ = [
     "Metadata",
     "decode_array",
     "encode_array",
+    "onnx_digest",
     "read_onnx_file_metadata",
     "read_onnx_metadata",
     "read_plan",
+    "stamp_onnx_digest",
+    "verify_onnx_digest",
     "write_plan",
 ]
 
 SCHEMA = "sonoedge.artifact"
 SCHEMA_VERSION = 1
 METADATA_KEY = "sonoedge"
+DIGEST_KEY = "sonoedge.digest"
+_DIGEST_PREFIX = "sha256:"
+_MODEL_METADATA_PROPS = 14  # onnx.ModelProto.metadata_props field number
+log = logging.getLogger("sdk.artifact")
 PLAN_MAGIC = b"SONOPLAN"
 PLAN_FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sIQQ32s")  # magic, version, M, E, sha256
@@ -72,6 +90,7 @@ _CHANNELS = ("image", "gdm", "gdx", "gdy")
 # metadata needs no compiled kernels): metadata past them is refused at load, not per frame.
 MAX_INPUT_SIDE = 16384
 MAX_SIGMA = 8.0
+MIN_STD, MAX_STD, MAX_MEAN = 1e-6, 1e6, 1e6  # == sdk.kernels._validate's
 _MAX_JSON_DEPTH = 64  # far above any real metadata; keeps deepcopy / printing off the stack limit
 _MAX_INT_DIGITS = 100  # no field holds a longer integer
 
@@ -349,6 +368,15 @@ class Metadata:
         std = tuple(real(v, f"input.std[{i}]") for i, v in enumerate(std_list))
         if min(std) <= 0:
             raise fail(f"input.std must be > 0, got {std}; re-export the model")
+        # The frame path's bounds (sdk.kernels._validate.MIN_STD / MAX_STD / MAX_MEAN): a std of
+        # 1e-45 is finite and positive, but 1 / std overflows float32 and every input is inf.
+        if not all(MIN_STD <= v <= MAX_STD for v in std) or not all(
+            abs(v) <= MAX_MEAN for v in mean
+        ):
+            raise fail(
+                f"input.std must be in [{MIN_STD:g}, {MAX_STD:g}] and input.mean within "
+                f"+-{MAX_MEAN:g}, got std {std}, mean {mean}; re-export the model"
+            )
         sigma = real(inp.get("sigma", 1.0), "input.sigma")
         if not 0.0 < sigma <= MAX_SIGMA:
             raise fail(
@@ -551,3 +579,194 @@ def read_plan(path: str | os.PathLike[str], verify: bool = True) -> tuple[Metada
             "at its closing brace: the header is corrupted; copy or rebuild the file"
         )
     return md, engine
+
+
+# --------------------------------------------------------------------------- .onnx integrity
+
+
+def _varint(buf: bytes | memoryview, i: int, end: int) -> tuple[int, int]:
+    """A protobuf varint at ``buf[i]``: (value, index after it); ValueError past ``end``."""
+    v, shift = 0, 0
+    while True:
+        if i >= end or shift > 63:
+            raise ValueError("truncated varint")
+        b = buf[i]
+        i += 1
+        v |= (b & 0x7F) << shift
+        if b < 0x80:
+            return v, i
+        shift += 7
+
+
+def _entry_key_value(buf: bytes | memoryview, i: int, end: int) -> tuple[bytes, bytes]:
+    """key and value of a StringStringEntryProto held in ``buf[i:end]``."""
+    key, value = b"", b""
+    while i < end:
+        tag, i = _varint(buf, i, end)
+        if tag & 7 != 2:  # both fields are strings; anything else: skip it
+            if tag & 7 == 0:
+                _, i = _varint(buf, i, end)
+                continue
+            raise ValueError("unexpected wire type in a metadata_props entry")
+        n, i = _varint(buf, i, end)
+        if i + n > end:
+            raise ValueError("truncated metadata_props entry")
+        if tag >> 3 == 1:
+            key = bytes(buf[i : i + n])
+        elif tag >> 3 == 2:
+            value = bytes(buf[i : i + n])
+        i += n
+    return key, value
+
+
+def _digest_spans(buf: bytes | memoryview) -> list[tuple[int, int, bytes]]:
+    """(start, end, value) of every top-level ``metadata_props`` entry keyed ``DIGEST_KEY``.
+
+    Walks the ModelProto's top-level fields only; raises ValueError on bytes that are not a
+    protobuf message."""
+    spans, i, n = [], 0, len(buf)
+    while i < n:
+        start = i
+        tag, i = _varint(buf, i, n)
+        field, wire = tag >> 3, tag & 7
+        if field == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            _, i = _varint(buf, i, n)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            length, i = _varint(buf, i, n)
+            if field == _MODEL_METADATA_PROPS and i + length <= n:
+                key, value = _entry_key_value(buf, i, i + length)
+                if key == DIGEST_KEY.encode():
+                    spans.append((start, i + length, value))
+            i += length
+        else:  # groups (3, 4) do not occur in a ModelProto; 6, 7 are not wire types
+            raise ValueError(f"wire type {wire}")
+        if i > n:
+            raise ValueError("a field runs past the end of the file")
+    return spans
+
+
+def _sha256_without(buf: bytes | memoryview, start: int, end: int) -> str:
+    h = hashlib.sha256()
+    mv = memoryview(buf)
+    h.update(mv[:start])
+    h.update(mv[end:])
+    return h.hexdigest()
+
+
+def onnx_digest(data: bytes) -> tuple[str, str | None]:
+    """(digest computed, digest recorded or None) of an ``.onnx`` file's bytes.
+
+    The digest is SHA-256 of the bytes without the ``metadata_props["sonoedge.digest"]`` entry
+    (see the module docstring); without such an entry it is SHA-256 of all the bytes.
+
+    Raises:
+        ModelError: not a protobuf message, or more than one digest entry.
+    """
+    try:
+        spans = _digest_spans(data)
+    except ValueError as e:
+        raise ModelError(
+            f"cannot load it: not a valid ONNX file ({e}); the file is truncated or corrupted: "
+            "copy it again or re-export the model"
+        ) from e
+    if not spans:
+        return hashlib.sha256(data).hexdigest(), None
+    if len(spans) > 1:
+        raise ModelError(
+            f"{len(spans)} '{DIGEST_KEY}' entries in metadata_props (one expected): the file was "
+            "edited; re-export the model"
+        )
+    start, end, value = spans[0]
+    return _sha256_without(data, start, end), value.decode("utf-8", "replace")
+
+
+def _regenerate_hint(path: Path) -> str:
+    if path.parent.name == "models" and path.name.startswith("default-"):
+        return (
+            f"restore the shipped file (git checkout -- sdk/models/{path.name} in a source "
+            "tree, or reinstall sonoedge); benchmarks/ship_default_model.py regenerates it"
+        )
+    return (
+        "copy the file again from its source, or re-export it (`sonoedge export`; "
+        "export.onnx_export.embed_metadata stamps a fresh digest)"
+    )
+
+
+def verify_onnx_digest(path: str | os.PathLike[str], data: bytes | None = None) -> str | None:
+    """Check an ``.onnx`` artifact's integrity digest: the digest when it matches, None when the
+    file carries none (after a one-line warning on the ``sdk.artifact`` logger).
+
+    Raises:
+        ModelError: a digest that does not match the bytes (naming the file and how to
+            regenerate it), a malformed digest entry, or bytes that are not a protobuf message.
+    """
+    path = Path(path)
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ModelError(f"{path}: cannot read the artifact ({e.strerror or e})") from e
+    try:
+        computed, recorded = onnx_digest(data)
+    except ModelError as e:
+        raise ModelError(f"{path}: {e}") from e
+    if recorded is None:
+        log.warning(
+            "%s carries no integrity digest (metadata_props['%s']): a corrupted copy would go "
+            "unnoticed; stamp it with sdk.artifact.stamp_onnx_digest or re-export it",
+            path,
+            DIGEST_KEY,
+        )
+        return None
+    if recorded != _DIGEST_PREFIX + computed:
+        raise ModelError(
+            f"{path}: integrity check failed: its bytes hash to sha256:{computed[:16]}..., the "
+            f"digest it carries is {_short(recorded, 30)}: the file was changed after export "
+            f"(a corrupted copy, a flipped byte, an edit); {_regenerate_hint(path)}"
+        )
+    return recorded
+
+
+def stamp_onnx_digest(path: str | os.PathLike[str]) -> str:
+    """Write (or rewrite) the integrity digest of an ``.onnx`` file in place, atomically; returns
+    it (``"sha256:<hex>"``). Any earlier digest entry is dropped; the new one is appended as the
+    last top-level field (protobuf merges repeated fields in any order). Needs no ``onnx``."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        spans = _digest_spans(data)
+    except ValueError as e:
+        raise ModelError(f"{path}: not a valid ONNX file ({e}); cannot stamp it") from e
+    for start, end, _ in reversed(spans):
+        data = data[:start] + data[end:]
+    digest = _DIGEST_PREFIX + hashlib.sha256(data).hexdigest()
+    key, value = DIGEST_KEY.encode(), digest.encode()
+    entry = b"\x0a" + bytes([len(key)]) + key + b"\x12" + bytes([len(value)]) + value
+    record = bytes([_MODEL_METADATA_PROPS << 3 | 2]) + _encode_varint(len(entry)) + entry
+    tmp = path.with_name(path.name + ".stamp.tmp")
+    try:
+        tmp.write_bytes(data + record)
+        if verify_onnx_digest(tmp) != digest:  # the definition, checked on what was written
+            raise ModelError(f"{path}: the digest written does not verify")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest
+
+
+def _encode_varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)

@@ -40,8 +40,12 @@ def _cmd_info_artifact(args: argparse.Namespace) -> int:
             raise InputError("--extract-plan needs a .plan artifact")
         from sdk.backends.onnxruntime import OnnxRuntimeBackend
 
-        b = OnnxRuntimeBackend(path, device="cpu").load()
-        md, engine, extra = b.metadata, b"", {"outputs": [o.name for o in b.outputs]}
+        b = OnnxRuntimeBackend(path, device="cpu").load()  # checks the digest
+        md, engine = b.metadata, b""
+        extra = {
+            "outputs": [o.name for o in b.outputs],
+            "digest": f"{b.digest} (verified)" if b.digest else "none (not stamped: unverified)",
+        }
         b.close()
     else:
         raise InputError(f"{path.name}: expected a .onnx or .plan artifact")

@@ -10,13 +10,20 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sdk.artifact import Metadata
+from sdk.artifact import Metadata, verify_onnx_digest
 from sdk.errors import InputError, ModelError
 
 __all__ = ["MAX_DYNAMIC_BATCH", "Backend", "IOSpec"]
 
 #: Batch cap for models with a dynamic batch axis (the input buffer is sized for it).
 MAX_DYNAMIC_BATCH = 8
+
+#: The model contract (DESIGN.md): rank and meaning of each output role's axes.
+ROLE_AXES: dict[str, tuple[str, ...]] = {
+    "mask_logits": ("batch", "1", "h'", "w'"),
+    "class_logits": ("batch", "classes"),
+    "features": ("batch", "F", "hf", "wf"),
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,13 @@ class Backend:
         self.inputs: tuple[IOSpec, ...] = ()
         self.outputs: tuple[IOSpec, ...] = ()
         self.last_infer_ms = 0.0
+        #: Check every inference's outputs against the model contract
+        #: (:meth:`_check_output_values`). The Analyzer turns it on; a bare Backend used as a plain
+        #: model runner (tests of single ops) leaves it off.
+        self.check_outputs = False
+        #: The ``.onnx`` file's integrity digest ("sha256:..."), checked at load; None when the
+        #: file carries none (a user's plain ONNX) or is not an ``.onnx``.
+        self.digest: str | None = None
         self._loaded = False
 
     # ---- to implement --------------------------------------------------------------------------
@@ -78,12 +92,121 @@ class Backend:
                     f"graph lacks (outputs: {sorted(names)}); re-export the model"
                 )
 
+    def _role_sizes(self) -> dict[str, dict[int, int]]:
+        """Per role, the axis sizes the metadata fixes: mask channels 1, classes, features F."""
+        md = self.metadata
+        assert md is not None
+        want: dict[str, dict[int, int]] = {"mask_logits": {1: 1}}
+        want["class_logits"] = {1: len(md.class_names)}
+        if md.head is not None:
+            want["features"] = {1: int(md.head["w1"].shape[1])}
+        return want
+
+    def _check_output_roles(self, source: str | None = None) -> None:
+        """Each output the metadata maps to a role must be what the role means: one output per
+        role, a float tensor of the role's rank, every static dim >= 1, one mask channel, as many
+        class logits as class names, as many features as the head's input. Refused at load: a
+        features role mapped to the mask logits ran and answered lesions out of the mask."""
+        md = self.metadata
+        assert md is not None
+        source = source or str(self.path)
+        specs = {o.name: o for o in self.outputs}
+        seen: dict[str, str] = {}
+        for role in ROLE_AXES:  # contract order: mask_logits first
+            name = md.outputs.get(role)
+            if not name:
+                continue
+            if name in seen:
+                raise ModelError(
+                    f"{source}: the metadata maps both outputs.{seen[name]} and outputs.{role} "
+                    f"to the graph output {name!r}; each role needs its own output: re-export "
+                    "or re-import the model with the right mapping"
+                )
+            seen[name] = role
+        for role, name in md.outputs.items():
+            if not name or role not in ROLE_AXES:
+                continue
+            if role == "features" and md.head is None:
+                raise ModelError(
+                    f"{source}: outputs.features is mapped but the metadata has no head weights "
+                    "to classify the pooled features; re-export the model"
+                )
+            spec = specs.get(name)
+            if spec is None:  # _check_outputs_against_metadata reports it
+                continue
+            axes = ROLE_AXES[role]
+            shape = tuple("?" if d is None else d for d in spec.shape)
+            if spec.dtype.kind != "f":
+                raise ModelError(
+                    f"{source}: output {name!r} (outputs.{role}) is {spec.dtype}; the role "
+                    "needs a float tensor; re-export the model"
+                )
+            if not spec.shape:  # rank unknown to the runtime: checked on the first frame
+                continue
+            if len(spec.shape) != len(axes):
+                raise ModelError(
+                    f"{source}: output {name!r} (outputs.{role}) has shape {shape}; the role is "
+                    f"({', '.join(axes)}), rank {len(axes)}: the metadata maps the wrong output "
+                    "or the model is off the contract; re-export or re-import it"
+                )
+            if any(d is not None and d < 1 for d in spec.shape):
+                raise ModelError(
+                    f"{source}: output {name!r} (outputs.{role}) has shape {shape}: an axis of "
+                    "size 0 holds nothing to analyze; the graph is broken: re-export the model"
+                )
+            for axis, size in self._role_sizes().get(role, {}).items():
+                got = spec.shape[axis]
+                if got is not None and got != size:
+                    raise ModelError(
+                        f"{source}: output {name!r} (outputs.{role}) has {got} on its "
+                        f"{axes[axis]!r} axis (shape {shape}), the metadata needs {size} "
+                        f"({self._why(role)}): the metadata maps the wrong output or does not "
+                        "belong to this graph; re-export the model"
+                    )
+
+    def _why(self, role: str) -> str:
+        md = self.metadata
+        assert md is not None
+        if role == "mask_logits":
+            return "one mask-logit channel"
+        if role == "class_logits":
+            return f"one logit per class of {list(md.class_names)}"
+        return "the head's input size, head.w1 (hidden, F)"
+
+    def _check_output_values(self, out: dict[str, np.ndarray], batch: int) -> None:
+        """What one inference returned, per role: present, the role's rank, every dim >= 1, the
+        batch, the sizes the metadata fixes, and finite features (the pooling kernel refuses NaN
+        too, as an InputError; here it is the model's fault). Microseconds a frame."""
+        md = self.metadata
+        assert md is not None
+        sizes = self._role_sizes()
+        for role, name in md.outputs.items():
+            if not name or role not in ROLE_AXES:
+                continue
+            a = out.get(name)
+            axes = ROLE_AXES[role]
+            bad = None
+            if not isinstance(a, np.ndarray) or a.dtype.kind != "f":
+                bad = "is missing or not a float array"
+            elif a.ndim != len(axes) or min(a.shape) < 1 or a.shape[0] != batch:
+                bad = f"has shape {a.shape}, the role is ({', '.join(axes)}) for {batch} frames"
+            elif any(a.shape[ax] != n for ax, n in sizes.get(role, {}).items()):
+                bad = f"has shape {a.shape}: {self._why(role)}"
+            elif role == "features" and not np.isfinite(a).all():
+                bad = "contains NaN or inf"
+            if bad:
+                raise ModelError(
+                    f"{self.path}: the model's output {name!r} (outputs.{role}) {bad}; the model "
+                    "is off the contract or broken: re-export it"
+                )
+
     def _check_io_against_metadata(self, source: str | None = None) -> None:
         """After ``_load_impl`` set ``metadata``, ``inputs`` and ``outputs``: every output the
         metadata names must exist, and the graph's one input (where its dims are static) must
         take what the metadata says the frame path feeds it: (batch, len(channels), height,
         width). Refused here, at load, rather than as an error blaming every frame."""
         self._check_outputs_against_metadata(source)
+        self._check_output_roles(source)
         md = self.metadata
         assert md is not None
         source = source or str(self.path)
@@ -113,6 +236,10 @@ class Backend:
             return self
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such artifact file")
+        if self.path.suffix.lower() == ".onnx":
+            # Before any runtime parses it: a flipped weight byte must be an error, never a
+            # silently different diagnosis (one SHA-256 pass, ~1 ms on the default model).
+            self.digest = verify_onnx_digest(self.path)
         self._load_impl()
         if self.metadata is None:
             raise ModelError(f"{self.path}: the backend found no metadata")
@@ -133,6 +260,8 @@ class Backend:
         t0 = time.perf_counter()
         out = self._infer_impl(x)
         self.last_infer_ms = (time.perf_counter() - t0) * 1e3
+        if self.check_outputs:
+            self._check_output_values(out, x.shape[0])
         return out
 
     def close(self) -> None:

@@ -77,6 +77,10 @@ def test_metadata_round_trip() -> None:
         (lambda d: d["input"].update(channels=["rgb"]), "channels"),
         (lambda d: d["input"].update(size=[256]), "size"),
         (lambda d: d["input"].update(std=[0.0, 1.0]), "std"),
+        # issue #14: finite and positive, but 1 / std overflows float32 (inf input everywhere)
+        (lambda d: d["input"].update(std=[1e-45, 1.0]), r"std must be in \[1e-06, 1e\+06\]"),
+        (lambda d: d["input"].update(std=[0.5, 1e7]), "std must be in"),
+        (lambda d: d["input"].update(mean=[1e7, 0.0]), "mean within"),
         (lambda d: d["outputs"].update(mask_logits=None), "mask_logits"),
         (lambda d: (d["outputs"].update(class_logits=None), d.update(head=None)), "class_logits"),
         (lambda d: d["thresholds"].update(mask=3), "thresholds"),
@@ -96,6 +100,8 @@ def test_metadata_limits_match_the_kernels() -> None:
     from sdk.kernels import _validate as V
 
     assert (MAX_INPUT_SIDE, MAX_SIGMA) == (V.MAX_SIDE, V.MAX_SIGMA)
+    # the normalization bounds of sdk.artifact's from_dict: [1e-6, 1e6] for std, 1e6 for |mean|
+    assert (V.MIN_STD, V.MAX_STD, V.MAX_MEAN) == (1e-6, 1e6, 1e6)
 
 
 def test_metadata_from_numpy_typed_values() -> None:
