@@ -331,7 +331,7 @@ def hostile_onnx(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """A copy of the embedded default model whose sonoedge metadata is full of paths."""
     onnx = pytest.importorskip("onnx")
     from sdk.analyzer import default_model
-    from sdk.artifact import METADATA_KEY
+    from sdk.artifact import METADATA_KEY, stamp_onnx_digest
 
     root = tmp_path_factory.mktemp("hostile")
     paths = _hostile_paths(root)
@@ -345,6 +345,7 @@ def hostile_onnx(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     props["model_path"] = paths["rel"]
     onnx.helper.set_model_props(model, props)
     onnx.save(model, str(path))
+    stamp_onnx_digest(path)  # an artifact exported that way: the digest check passes
     return path, paths
 
 
@@ -468,7 +469,7 @@ def test_unknown_output_role_with_a_path_is_refused_unopened(
     path is refused as ModelError at load -- and the path is not opened either."""
     onnx = pytest.importorskip("onnx")
     import sdk
-    from sdk.artifact import METADATA_KEY
+    from sdk.artifact import METADATA_KEY, stamp_onnx_digest
     from sdk.errors import ModelError
 
     src, paths = hostile_onnx
@@ -480,6 +481,7 @@ def test_unknown_output_role_with_a_path_is_refused_unopened(
     onnx.helper.set_model_props(model, props)
     path = tmp_path / "role.onnx"
     onnx.save(model, str(path))
+    stamp_onnx_digest(path)  # an artifact exported that way: the digest check passes
     _warm_up(tmp_path)
     rec = FileAccessRecorder(monkeypatch)
     with rec.recording(), pytest.raises(ModelError, match="graph lacks"):
