@@ -103,7 +103,9 @@ def _valid_bits(spec: Spec, dt: np.dtype) -> int:
     """The bit depth the contract applies to an integer dtype (when the depth is valid)."""
     if spec.bit_depth is not None and _bit_depth_ok(spec.bit_depth):
         return int(spec.bit_depth)
-    return 8 * dt.itemsize if dt.kind == "u" else 16
+    if dt == np.uint16:
+        return 16
+    return 8  # other integer dtypes: 8-bit values as they are, unless bit_depth (issue #14)
 
 
 def _bit_depth_ok(bd: Any) -> bool:
@@ -204,10 +206,8 @@ def contract_accepts(frame: np.ndarray, bit_depth: Any) -> bool:
     kind = frame.dtype.kind
     if frame.dtype == np.uint8 or kind == "b":
         return True
-    if kind in "ui":
-        bits = bit_depth or (8 * frame.dtype.itemsize if kind == "u" else 16)
-        if not 8 <= bits <= 32:
-            return False
+    if kind in "ui":  # uint16: 16 bits unless bit_depth; other integers: 8 unless bit_depth
+        bits = bit_depth or (16 if frame.dtype == np.uint16 else 8)
         return int(frame.min()) >= 0 and int(frame.max()) < 2**bits
     if kind == "f":
         return bool(np.isfinite(frame).all()) and frame.min() >= 0 and frame.max() <= 1
@@ -222,7 +222,7 @@ def documented_uint8(frame: np.ndarray, bit_depth: Any) -> np.ndarray:
     if kind == "b":
         return np.where(frame, 255, 0).astype(np.uint8)
     if kind in "ui":
-        bits = bit_depth or (8 * frame.dtype.itemsize if kind == "u" else 16)
+        bits = bit_depth or (16 if frame.dtype == np.uint16 else 8)
         return (frame.astype(np.uint64) >> np.uint64(bits - 8)).astype(np.uint8)
     return np.rint(frame.astype(np.float64) * 255.0).astype(np.uint8)
 
