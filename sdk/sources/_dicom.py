@@ -56,6 +56,12 @@ PHI_KEYWORDS = (
     "PhysiciansOfRecord",
 )
 _UNITS_MM = {3: 10.0}  # Physical Units code 3 = cm (PS3.3 C.8.5.5.1.15); other units: no spacing
+# Bounds on what a header may claim before a frame is decoded: the decoders allocate the claimed
+# frame first, so a damaged Rows / Columns (30000 x 30000) costs gigabytes before failing.
+# Ultrasound frames are at most ~2k x 2k; these leave room for any secondary capture.
+MAX_SIDE = 16384
+MAX_FRAME_PIXELS = 1 << 26  # 8192 x 8192
+MAX_FRAME_BYTES = 256 << 20
 
 
 def is_dicom(path: Path) -> bool:
@@ -102,6 +108,12 @@ def _redact(text: str, ds: Any) -> str:
             if len(part) >= 3:
                 text = text.replace(part, "<PHI>")
     return text
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    """pydicom's multi-line messages (one line per plugin) as one line for a console."""
+    line = " / ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _pydicom():
@@ -236,8 +248,8 @@ class DicomSource(FrameSource):
                 why = f"not an image DICOM: {name}"
             raise SourceError(f"{self.path} holds no pixel data ({why})")
         self._ds = ds
-        n = int(ds.get("NumberOfFrames", 1) or 1)
         tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        n = self._check_size(ds, tsyntax)
         self._check_length(ds, n, tsyntax)
         regions = _regions(ds)
         spacing, spacing_src = _spacing(ds, regions)
@@ -265,6 +277,43 @@ class DicomSource(FrameSource):
         )
         if include_phi:
             self.metadata["phi"] = {k: str(ds.get(k, "")) for k in PHI_KEYWORDS if k in ds}
+
+    def _check_size(self, ds: Any, tsyntax: Any) -> int:
+        """The frame count, after checking that what the header claims (frame count, size,
+        samples, bits) is an image that can exist, before any decoder allocates it."""
+        damaged = "the header is damaged; re-export the file from the scanner"
+        raw = ds.get("NumberOfFrames", 1)
+        n = int(raw) if raw not in (None, "") else 1
+        if n < 0:
+            raise SourceError(f"{self.path}: NumberOfFrames is {n}, not a frame count; {damaged}")
+        n = n or 1  # 0 in some single-frame files: one frame
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        spp, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 8) or 8)
+        if not (1 <= rows <= MAX_SIDE and 1 <= cols <= MAX_SIDE):
+            raise SourceError(
+                f"{self.path}: the header claims {cols}x{rows} pixel frames (each side must be "
+                f"1..{MAX_SIDE}); {damaged}"
+            )
+        if spp not in (1, 3, 4) or bits not in (1, 8, 16, 32):
+            raise SourceError(
+                f"{self.path}: the header claims {spp} samples of {bits} bits per pixel (an image "
+                f"has 1, 3 or 4 samples of 1, 8, 16 or 32 bits); {damaged}"
+            )
+        frame_bytes = rows * cols * spp * max(bits, 8) // 8
+        if rows * cols > MAX_FRAME_PIXELS or frame_bytes > MAX_FRAME_BYTES:
+            raise SourceError(
+                f"{self.path}: the header claims {cols}x{rows}x{spp} frames of "
+                f"{frame_bytes / 2**20:.0f} MiB, more than an ultrasound frame can be (at most "
+                f"{MAX_FRAME_PIXELS} pixels, {MAX_FRAME_BYTES >> 20} MiB); {damaged}"
+            )
+        if tsyntax is not None and getattr(tsyntax, "is_compressed", False):
+            have = len(ds.PixelData)
+            if n > have // 8:  # every compressed frame is at least one 8-byte item
+                raise SourceError(
+                    f"{self.path}: NumberOfFrames {n} cannot fit in {have} bytes of compressed "
+                    f"pixel data; {damaged}"
+                )
+        return n
 
     def _check_length(self, ds: Any, n: int, tsyntax: Any) -> None:
         if tsyntax is None or getattr(tsyntax, "is_compressed", False):
@@ -309,6 +358,16 @@ class DicomSource(FrameSource):
             out = 255 - out
         return out
 
+    def _decodable(self) -> bool:
+        """Whether a decoder for this file's transfer syntax is installed (so a decode failure
+        is damaged data, not a missing package)."""
+        try:
+            from pydicom.pixels import get_decoder
+
+            return bool(get_decoder(self._ds.file_meta.TransferSyntaxUID).is_available)
+        except Exception:
+            return False
+
     def _frames(self) -> Iterator[Frame]:
         from pydicom.pixels import iter_pixels
 
@@ -321,14 +380,16 @@ class DicomSource(FrameSource):
                     arr = next(it)
             except StopIteration:
                 raise SourceError(f"{self.path}: frame {i} missing (file truncated?)") from None
-            except (NotImplementedError, RuntimeError) as exc:
-                raise SourceError(
-                    f"{self.path}: no decoder for {meta['transfer_syntax']} "
-                    f"(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg): {exc}"
-                ) from exc
             except Exception as exc:
+                why = _one_line(_redact(str(exc), self._ds))
+                if isinstance(exc, NotImplementedError | RuntimeError) and not self._decodable():
+                    raise SourceError(
+                        f"{self.path}: no decoder for {meta['transfer_syntax']} here "
+                        f"(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg): {why}"
+                    ) from exc
                 raise SourceError(
-                    f"{self.path}: frame {i} cannot be decoded: {_redact(str(exc), self._ds)}"
+                    f"{self.path}: frame {i} cannot be decoded (damaged pixel data; the "
+                    f"installed {meta['transfer_syntax']} decoders all refuse it): {why}"
                 ) from exc
             try:  # colour / VOI conversion reads header elements that may be damaged
                 image = convert_color(self._to_uint8(arr), self.color, "RGB")

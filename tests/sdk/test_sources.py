@@ -454,3 +454,44 @@ def test_single_image_file(tmp_path: Path) -> None:
     shutil.copy(path, copy)
     (frame2,) = list(open_source(copy))
     assert np.array_equal(frame2.image, img)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"Rows": 30000, "Columns": 30000}, r"30000x30000 pixel frames"),
+        ({"Rows": 8000, "Columns": 9000}, r"more than an ultrasound frame"),
+        ({"NumberOfFrames": -5}, r"NumberOfFrames is -5"),
+        ({"NumberOfFrames": 10**7}, r"cannot fit in \d+ bytes"),
+        ({"BitsAllocated": 12}, r"12 bits per pixel"),
+    ],
+)
+def test_dicom_impossible_claims_refused_before_decoding(tmp_path: Path, changes, message) -> None:
+    """A damaged header is a SourceError at open (before any decoder allocates the claimed
+    frame: 30000x30000 RLE used to take 1 GB, then ask for pylibjpeg)."""
+    ds = pydicom.dcmread(_testfile("OBXXXX1A_rle_2frame.dcm"))
+    for k, v in changes.items():
+        setattr(ds, k, v)
+    ds.save_as(tmp_path / "claims.dcm")
+    with pytest.raises(SourceError, match=message) as e:
+        DicomSource(tmp_path / "claims.dcm")
+    assert "claims.dcm" in str(e.value) and "damaged" in str(e.value)
+    assert "pylibjpeg" not in str(e.value)
+
+
+def test_dicom_corrupt_compressed_frame_is_damaged_data_not_a_missing_decoder(
+    tmp_path: Path,
+) -> None:
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(_testfile("OBXXXX1A_rle_2frame.dcm"))
+    frames = list(generate_frames(ds.PixelData, number_of_frames=2))
+    frames[1] = b"\x01\x00\x00\x00\x40" + b"\0" * 59 + b"garbage" * 10
+    ds.PixelData = encapsulate(frames)
+    ds.save_as(tmp_path / "bad1.dcm")
+    src = DicomSource(tmp_path / "bad1.dcm")
+    it = iter(src)
+    assert next(it).index == 0
+    with pytest.raises(SourceError, match=r"frame 1 cannot be decoded \(damaged") as e:
+        next(it)
+    assert "pip install" not in str(e.value) and "\n" not in str(e.value)
