@@ -13,17 +13,41 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import sdk
-from sdk.errors import SDKError
+from sdk._argtypes import float_type, int_type
+from sdk.errors import InputError, SDKError
 
 __all__ = ["build_parser", "main"]
+
+_CORES = os.cpu_count() or 1
+_threads = int_type(1, 4 * _CORES, "a thread count")
+_positive = int_type(1, None, "an integer")
+_seed = int_type(0, 2**32 - 1, "a seed")
+_fps = float_type(0.0, 1000.0, lo_open=True, what="a frame rate")
+
+
+class UsageError(Exception):
+    """A mistake in the command line itself (exit 2), found after argparse: one line, no
+    traceback."""
+
+
+def _out_folder(path: str, source: Any = None) -> Path:
+    """--out checked before anything runs or is created: a usage error when it cannot be."""
+    from sdk.runner import check_out_dir
+
+    try:
+        return check_out_dir(path, source)
+    except InputError as e:
+        raise UsageError(str(e)) from None
 
 
 def _cmd_info_artifact(args: argparse.Namespace) -> int:
@@ -32,6 +56,15 @@ def _cmd_info_artifact(args: argparse.Namespace) -> int:
     from sdk.errors import InputError
 
     path = Path(args.artifact)
+    if args.extract_plan:
+        out = Path(args.extract_plan)
+        if out.is_dir() or not str(args.extract_plan).strip():
+            raise UsageError(
+                f"--extract-plan {args.extract_plan!r} is a folder; give a file name, e.g. "
+                f"--extract-plan {out / (path.stem + '.engine')}"
+            )
+        if not out.parent.is_dir():
+            raise UsageError(f"--extract-plan {out}: folder {out.parent} does not exist")
     if path.suffix.lower() in (".plan", ".engine"):
         md, engine = read_plan(path)
         extra = {"engine_bytes": len(engine)}
@@ -56,9 +89,14 @@ def _cmd_info_artifact(args: argparse.Namespace) -> int:
     print(json.dumps(d, indent=2))
     if args.extract_plan:
         out = Path(args.extract_plan)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_bytes(engine)
-        tmp.replace(out)
+        tmp = out.with_name(f".{out.name}.tmp")
+        try:
+            tmp.write_bytes(engine)
+            tmp.replace(out)
+        except OSError as e:
+            raise InputError(f"cannot write {out}: {e.strerror or e}") from e
+        finally:
+            tmp.unlink(missing_ok=True)
         print(
             f"wrote the raw TensorRT engine ({len(engine)} bytes) to {out}; "
             f"e.g. trtexec --loadEngine={out}",
@@ -241,11 +279,68 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_run(summary: dict[str, Any]) -> None:
+    """The end of a run, complete or not: counts, latency, and the files that exist."""
+    s = summary
+    if not s["frames"]:
+        return  # nothing analyzed, nothing written: the caller says why
+    t = s.get("total", {})
+    nan = float("nan")
+    skipped = f", {s['skipped']} file(s) skipped" if s.get("skipped") else ""
+    line = f"{s['analyzed']} analyzed, {s['dropped']} dropped, {s['errors']} failed{skipped}"
+    if s["analyzed"]:
+        line += (
+            f"; end-to-end p50 {t.get('p50_ms', nan):.2f} ms, p99 {t.get('p99_ms', nan):.2f} ms, "
+            f"{s['throughput_fps']} frames/s"
+        )
+    print(line)
+    outputs = [Path(p) for p in s.get("outputs", [])]
+    if outputs:
+        print(f"wrote {outputs[0].parent}/: {', '.join(p.name for p in outputs)}")
+
+
+def _source_arg(text: str) -> str | int:
+    """SOURCE: a camera index (ASCII digits) or a path / glob / pipeline."""
+    if not text.strip():
+        raise UsageError("SOURCE is empty; give a video, .dcm, image folder / glob or camera index")
+    if text.isascii() and text.isdigit():
+        if int(text) > 1023:  # OpenCV takes a C int; no machine has this many cameras
+            raise UsageError(
+                f"camera index {text} is out of range (0..1023); for a file of that name "
+                f"write ./{text}"
+            )
+        return int(text)
+    return text
+
+
+def _check_device(args: argparse.Namespace) -> None:
+    """--device cuda / tensorrt on an ONNX model needs that ONNX Runtime provider: say which is
+    missing and how to get it, before the model loads."""
+    if args.device in ("auto", "cpu") or args.backend not in ("auto", "onnxruntime"):
+        return
+    if args.model and Path(args.model).suffix.lower() != ".onnx":
+        return
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return  # the backend says so itself
+    want = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+    have = ort.get_available_providers()
+    if want[args.device] not in have:
+        raise SDKError(
+            f"--device {args.device} needs ONNX Runtime's {want[args.device]}, which this "
+            f"install lacks (it has {', '.join(have)}); install onnxruntime-gpu (with CUDA / "
+            "TensorRT on the machine) or use --device cpu"
+        )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from sdk.analyzer import Analyzer
     from sdk.runner import run_source
 
-    source = int(args.source) if args.source.isdigit() else args.source
+    source = _source_arg(args.source)
+    _out_folder(args.out, source)
+    _check_device(args)
     with Analyzer(
         args.model,
         backend=args.backend,
@@ -253,7 +348,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         threads=args.threads,
         smoothing=args.smoothing,
     ) as a:
-        s = run_source(
+        summary = run_source(
             a,
             source,
             args.out,
@@ -261,14 +356,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             drop=args.drop,
             max_frames=args.max_frames,
             progress=not args.quiet,
+            on_finish=_print_run,
         )
-    t = s.get("total", {})
-    print(
-        f"{s['analyzed']} analyzed, {s['dropped']} dropped, {s['errors']} failed; "
-        f"end-to-end p50 {t.get('p50_ms', float('nan')):.2f} ms, p99 "
-        f"{t.get('p99_ms', float('nan')):.2f} ms, {s['throughput_fps']} frames/s"
-    )
-    print(f"wrote {args.out}/annotated.mp4, frames.jsonl, frames.csv, latency.json, latency.png")
+    if not summary["frames"]:
+        skipped = summary.get("skipped", 0)
+        why = f" ({skipped} file(s) skipped, listed above)" if skipped else ""
+        raise SDKError(f"{args.source}: no frame could be read{why}; nothing written")
     return 0
 
 
@@ -276,13 +369,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from sdk import demo
     from sdk.analyzer import DEFAULT_MODEL_DIR
 
+    out = _out_folder(args.out)
     if not args.kernels and any(DEFAULT_MODEL_DIR.glob("default-*.onnx")):
-        return demo.model_demo(Path(args.out), seed=args.seed, frames=args.frames)
+        return demo.model_demo(out, seed=args.seed, frames=args.frames)
     if not args.kernels:
         print(
             "no embedded default model in this install: showing the kernels alone", file=sys.stderr
         )
-    return demo.kernels_demo(Path(args.out), seed=args.seed, size=args.size)
+    return demo.kernels_demo(out, seed=args.seed, size=args.size)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,9 +409,19 @@ def build_parser() -> argparse.ArgumentParser:
         "run the fused kernels on one phantom and write an annotated PNG with their timings.",
     )
     demo.add_argument("--out", default="sonoedge-demo", help="output folder (sonoedge-demo)")
-    demo.add_argument("--seed", type=int, default=7, help="phantom seed (7)")
-    demo.add_argument("--size", type=int, default=256, help="kernels demo: input side (256)")
-    demo.add_argument("--frames", type=int, default=48, help="cine length in frames (48)")
+    demo.add_argument("--seed", type=_seed, default=7, help="phantom seed, 0..2^32-1 (7)")
+    demo.add_argument(
+        "--size",
+        type=int_type(16, 1024, "a size"),
+        default=256,
+        help="kernels demo: input side, 16..1024 (256)",
+    )
+    demo.add_argument(
+        "--frames",
+        type=int_type(1, 2000, "a frame count"),
+        default=48,
+        help="cine length in frames, 1..2000 (48)",
+    )
     demo.add_argument(
         "--kernels",
         action="store_true",
@@ -334,18 +438,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("source", help="video file, .dcm, image folder / glob, or camera index")
     run.add_argument("--model", default=None, help=".onnx or .plan artifact (default: embedded)")
     run.add_argument("--out", default="sonoedge-run", help="output folder (sonoedge-run)")
-    run.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or tensorrt")
-    run.add_argument("--threads", type=int, default=None, help="CPU threads")
-    run.add_argument("--smoothing", type=float, default=0.0, help="EMA of class probabilities")
+    from sdk.backends import BACKENDS
+
+    backends = ("auto", *BACKENDS)
+    run.add_argument(
+        "--backend",
+        default="auto",
+        choices=backends,
+        help=f"inference backend: {', '.join(backends)} (auto: by the model's suffix)",
+    )
+    run.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda", "tensorrt"),
+        help="auto, cpu, cuda or tensorrt",
+    )
+    run.add_argument("--threads", type=_threads, default=None, help=f"CPU threads, 1..{4 * _CORES}")
+    run.add_argument(
+        "--smoothing",
+        type=float_type(0.0, 1.0, hi_open=True),
+        default=0.0,
+        help="EMA of class probabilities, in [0, 1) (0)",
+    )
     run.add_argument(
         "--drop",
         choices=("none", "latest"),
         default="none",
         help="drop frames to keep real time (latest) or analyze all (none)",
     )
-    run.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    run.add_argument("--fps", type=float, default=15.0, help="frame rate of the annotated MP4")
+    run.add_argument("--max-frames", type=_positive, default=None, help="stop after N >= 1 frames")
+    run.add_argument(
+        "--fps", type=_fps, default=15.0, help="frame rate of the annotated MP4, (0, 1000] (15)"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_cmd_run)
 
@@ -377,11 +501,14 @@ Tables print to stdout; --out writes STEM.md and STEM.json (and the PNGs) there.
         if text.strip().lower() in ("", "none"):
             return ()
         try:
-            return tuple(int(v) for v in text.split(",") if v.strip())
+            values = tuple(int(v) for v in text.split(",") if v.strip())
         except ValueError:
+            values = (0,)
+        if not values or min(values) < 1:
             raise argparse.ArgumentTypeError(
-                f"expected comma-separated integers such as 1,2,4 (or none), got {text!r}"
-            ) from None
+                f"expected comma-separated integers >= 1 such as 1,2,4 (or none), got {text!r}"
+            )
+        return values
 
     bench.add_argument(
         "suite",
@@ -390,14 +517,14 @@ Tables print to stdout; --out writes STEM.md and STEM.json (and the PNGs) there.
     )
     bench.add_argument(
         "--threads",
-        type=int,
+        type=_threads,
         default=1,
         help="CPU threads of every runtime, our kernels and OpenCV (1); per Analyzer in the "
         "scaling streams sweep",
     )
     bench.add_argument(
         "--repeat",
-        type=int,
+        type=_positive,
         default=200,
         help="interleaved timed repeats per row (200); kernels, e2e, formats, scaling sizes and "
         "batches",
@@ -442,31 +569,36 @@ Tables print to stdout; --out writes STEM.md and STEM.json (and the PNGs) there.
     )
     bench.add_argument(
         "--stream-frames",
-        type=int,
+        type=_positive,
         default=200,
         help="scaling: frames per stream per round (200)",
     )
     bench.add_argument(
-        "--rounds", type=int, default=3, help="scaling: interleaved rounds of the streams (3)"
+        "--rounds", type=_positive, default=3, help="scaling: interleaved rounds of the streams (3)"
     )
-    bench.add_argument("--frames", type=int, default=50_000, help="soak: frames to stream (50000)")
+    bench.add_argument(
+        "--frames", type=_positive, default=50_000, help="soak: frames to stream (50000)"
+    )
     bench.add_argument(
         "--warmup",
-        type=int,
+        type=int_type(0, None, "an integer"),
         default=500,
         help="soak: frames before the reference RSS sample and the first p99 window (500)",
     )
     bench.add_argument(
-        "--every", type=int, default=1000, help="soak: frames between RSS samples (1000)"
+        "--every", type=_positive, default=1000, help="soak: frames between RSS samples (1000)"
     )
     bench.add_argument(
         "--window",
-        type=int,
+        type=_positive,
         default=5000,
         help="soak: frames in the first / last p99 windows (5000; at most half the run)",
     )
     bench.add_argument(
-        "--loop", type=int, default=64, help="soak: frames of the pre-generated cine loop (64)"
+        "--loop",
+        type=_positive,
+        default=64,
+        help="soak: frames of the pre-generated cine loop (64)",
     )
     bench.add_argument("--quiet", action="store_true", help="soak: no progress bar")
     bench.set_defaults(handler=_cmd_bench)
@@ -483,24 +615,66 @@ Tables print to stdout; --out writes STEM.md and STEM.json (and the PNGs) there.
     return p
 
 
+def _quiet_opencv() -> None:
+    """OpenCV's own log lines (``[ WARN:0@...] global cap_v4l.cpp ...``) and FFmpeg's
+    (``[mov,mp4,...] moov atom not found``) say nothing a user can act on that our one-line
+    messages do not already say: OpenCV's log keeps its errors only, FFmpeg's (which OpenCV
+    routes through its callback when OPENCV_FFMPEG_DEBUG is set) is quiet. A user's own values
+    of these variables win. The CLI process only: importing ``sdk`` changes nothing."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_DEBUG", "1")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    try:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except (ImportError, AttributeError):  # pragma: no cover - an OpenCV without utils.logging
+        pass
+
+
+def _os_error_text(e: OSError) -> str:
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}; check the path exists and is writable"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``sonoedge``; returns the exit code: 0 success, 1 a reported error (bad data, a
+    model or source that fails), 2 bad usage, 130 interrupted. A user's mistake is one line
+    with its cause and fix, never a traceback (``SONOEDGE_TRACEBACK=1`` shows one for an
+    unexpected error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    _quiet_opencv()
+    name = f"sonoedge {args.command}"
     t0 = time.perf_counter()
     try:
+        if args.command == "phantom":  # its handler lives with the phantoms: --out checked here
+            _out_folder(str(args.out))
         code = int(args.handler(args))
+    except UsageError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
     except SDKError as e:
-        print(f"sonoedge {args.command}: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print(f"{name}: interrupted after {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"{name}: error: {_os_error_text(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        if os.environ.get("SONOEDGE_TRACEBACK"):
+            raise
         print(
-            f"sonoedge {args.command}: interrupted after {time.perf_counter() - t0:.1f} s",
+            f"{name}: internal error: {type(e).__name__}: {e} -- this is a sonoedge bug; rerun "
+            "with SONOEDGE_TRACEBACK=1 and report the traceback",
             file=sys.stderr,
         )
-        return 130
+        return 1
     return code
 
 

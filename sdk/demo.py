@@ -1,7 +1,9 @@
-"""``sonoedge demo``: the frame-path kernels on one synthetic frame, drawn so a person can judge.
+"""``sonoedge demo``: the embedded default model on a generated cine, or the frame-path kernels
+alone on one synthetic frame, drawn so a person can judge.
 
-Until the embedded default model ships (export issue) the demo shows the kernels alone, on a
-phantom with two lesions (malignant + benign) and scanner clutter:
+:func:`model_demo` (the default) runs the embedded default model (``sdk.default_model()``) on a
+phantom cine loop and writes what ``sonoedge run`` writes. :func:`kernels_demo` (``--kernels``)
+shows the fused kernels on a phantom with two lesions (malignant + benign) and scanner clutter:
 
 1. fused preprocess of the 480×640 frame → the model input (``image``, ``gdm``) at size×size;
 2. mask-guided pooling of those two channels over each ground-truth lesion (mean echo level and
@@ -9,7 +11,7 @@ phantom with two lesions (malignant + benign) and scanner clutter:
 3. mask post-process: the ground-truth mask, expressed as model-resolution logits, resampled back
    to the frame — the Dice of that round trip is the resolution cost of a size×size model.
 
-Nothing here is a model prediction; the panel says so.
+Nothing in the kernels demo is a model prediction; the panel says so.
 """
 
 from __future__ import annotations
@@ -169,6 +171,6 @@ def model_demo(
         f"end-to-end p50 {t.get('p50_ms', nan):.2f} ms, p95 {t.get('p95_ms', nan):.2f} ms, "
         f"p99 {t.get('p99_ms', nan):.2f} ms, {s['throughput_fps']} frames/s streaming"
     )
-    for f in ("annotated.mp4", "frames.jsonl", "frames.csv", "latency.json", "latency.png"):
-        print(f"wrote {Path(out_dir) / f}")
+    for f in s["outputs"]:  # only what exists
+        print(f"wrote {f}")
     return 0

@@ -78,12 +78,15 @@ class Frame:
         timestamp: seconds since the first frame (``None`` when the source has no clock).
         metadata: source-level facts shared by all its frames: ``source`` (kind), ``path``,
             ``pixel_spacing_mm`` ``(dy, dx)`` or ``None``, ``fps``... Never patient identifiers.
+        path: the file this one frame was read from, when it has its own (an image of a
+            folder); ``None`` otherwise (the source's file is ``metadata["path"]``).
     """
 
     image: np.ndarray
     index: int
     timestamp: float | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    path: str | None = None
 
     @property
     def pixel_spacing_mm(self) -> tuple[float, float] | None:

@@ -195,7 +195,7 @@ class ImageSequenceSource(FrameSource):
                 self._skip(path, str(exc))
                 continue
             image = convert_color(raw, self.color, "BGR")
-            yield Frame(image, index, index / fps if fps else None, self.metadata)
+            yield Frame(image, index, index / fps if fps else None, self.metadata, str(path))
             index += 1
 
 

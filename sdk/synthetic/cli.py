@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sdk._argtypes import size_type
+from sdk._argtypes import float_type, int_type, size_type
 from sdk.errors import SDKError
 from sdk.synthetic._api import cine, phantom
 from sdk.synthetic._io import write_bytes_atomic, write_image_atomic
@@ -23,7 +23,7 @@ __all__ = ["add_parser", "contact_sheet", "run"]
 _COLOURS = {"benign": (80, 220, 80), "malignant": (60, 60, 255), "normal": (200, 200, 200)}
 
 
-_size = size_type(32)
+_size = size_type(32, 4096)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -35,11 +35,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "curvilinear probes) and write a PNG contact sheet with mask contours plus a cine loop.",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
-    p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    p.add_argument(
+        "--seed", type=int_type(0, 2**32 - 1, "a seed"), default=0, help="master seed (default 0)"
+    )
     p.add_argument("--size", type=_size, default=(256, 256), help="frame size N or HxW (256)")
-    p.add_argument("--per-class", type=int, default=2, help="frames per class and probe (2)")
-    p.add_argument("--frames", type=int, default=48, help="cine length in frames (48)")
-    p.add_argument("--fps", type=float, default=15.0, help="cine frame rate (15)")
+    p.add_argument(
+        "--per-class", type=int_type(1, 100), default=2, help="frames per class and probe (2)"
+    )
+    p.add_argument(
+        "--frames", type=int_type(1, 2000), default=48, help="cine length in frames (48)"
+    )
+    p.add_argument(
+        "--fps", type=float_type(0, 1000, lo_open=True), default=15.0, help="cine frame rate (15)"
+    )
     p.add_argument(
         "--label",
         default="malignant",
@@ -52,7 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         choices=("gif", "mp4", "both"),
         help="cine container: animated GIF, MP4 (mp4v) or both (gif)",
     )
-    p.add_argument("--frequency", type=float, default=None, help="probe frequency, MHz")
+    p.add_argument(
+        "--frequency", type=float_type(1.0, 30.0), default=None, help="probe frequency, MHz"
+    )
     p.add_argument("--clutter", action="store_true", help="draw scanner text and calipers")
     p.set_defaults(handler=run)
     return p

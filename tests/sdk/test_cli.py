@@ -57,8 +57,10 @@ def test_kernels_demo_writes_a_picture(tmp_path, capsys) -> None:
 
 
 def test_demo_bad_size_is_a_clean_error(tmp_path, capsys) -> None:
-    assert main(["demo", "--kernels", "--out", str(tmp_path), "--size", "4"]) == 1
-    assert "error" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # a usage error now, refused by argparse
+        main(["demo", "--kernels", "--out", str(tmp_path), "--size", "4"])
+    assert e.value.code == 2
+    assert "argument --size" in capsys.readouterr().err
 
 
 def test_bench_kernels_writes_tables(tmp_path, capsys) -> None:
