@@ -112,6 +112,14 @@ DRIVER_FIX = (
 )
 CUDA_BUILD_FIX = "reinstall with nvcc on PATH: SONOEDGE_CUDA=ON pip install ."
 EXPORT_FIX = 'pip install ".[export]" (onnx, onnxconverter-common for the FP16 cast)'
+DICOM_FIX = 'pip install "sonoedge[data]" (from a checkout: pip install ".[data]")'
+# DICOM pixel decoders (pydicom plugins): import name -> distribution, and what each decodes.
+DICOM_DECODERS = {
+    "pylibjpeg": ("pylibjpeg", "plugin host"),
+    "libjpeg": ("pylibjpeg-libjpeg", "JPEG, JPEG-LS"),
+    "openjpeg": ("pylibjpeg-openjpeg", "JPEG 2000"),
+    "rle": ("pylibjpeg-rle", "fast RLE"),
+}
 
 
 # --------------------------------------------------------------------------- checks
@@ -869,6 +877,42 @@ def check_export_tools() -> Check:
     return Check("export tools", OK, f"{vers} (FP16 cast, INT8 Q/DQ for engine builds)")
 
 
+def check_dicom() -> Check:
+    """DICOM sources (``sonoedge run file.dcm``): pydicom and the pylibjpeg decoders, which
+    come with the ``data`` extra. Optional: videos and image folders need neither."""
+    if importlib.util.find_spec("pydicom") is None:
+        return Check(
+            "DICOM",
+            MISSING,
+            "pydicom not installed: .dcm sources cannot be read (videos, images can)",
+            DICOM_FIX,
+        )
+    have = [mod for mod in DICOM_DECODERS if importlib.util.find_spec(mod) is not None]
+    missing = [DICOM_DECODERS[mod][0] for mod in DICOM_DECODERS if mod not in have]
+    values = {"pydicom": _version("pydicom"), "decoders": have, "missing": missing}
+    head = f"pydicom {values['pydicom'] or '?'}"
+    if missing:
+        absent = [m for m in DICOM_DECODERS if m not in have]
+        lost = [DICOM_DECODERS[m][1] for m in absent if m in ("libjpeg", "openjpeg")]
+        if "pylibjpeg" in absent:  # the host of the other plugins: none of them is used
+            lost = ["JPEG, JPEG-LS", "JPEG 2000"]
+        what = f"{' / '.join(lost)} cines cannot be read" if lost else "RLE decodes slower"
+        return Check(
+            "DICOM",
+            MISSING,
+            f"{head}; decoders missing: {', '.join(missing)} ({what}; uncompressed and RLE "
+            "cines can be read)",
+            DICOM_FIX,
+            values=values,
+        )
+    return Check(
+        "DICOM",
+        OK,
+        f"{head}; decoders: JPEG, JPEG-LS, JPEG 2000, RLE ({', '.join(have)})",
+        values=values,
+    )
+
+
 def check_model(path: str | os.PathLike[str] | None = None) -> Check:
     """An artifact (default: the embedded model) loads and runs one phantom frame."""
     import sdk
@@ -913,6 +957,7 @@ def environment_report(model: str | os.PathLike[str] | None = None) -> list[Chec
         _guard("GPU (torch.cuda)", check_torch_cuda),
         _guard("TensorRT", check_tensorrt),
         _guard("export tools", check_export_tools),
+        _guard("DICOM", check_dicom),
         _guard("default model", check_model, True),
     ]
     if model is not None:

@@ -17,6 +17,7 @@ __all__ = [
     "Analyzer",
     "Result",
     "__version__",
+    "backends",
     "default_model",
     "errors",
     "kernels",
@@ -24,10 +25,10 @@ __all__ = [
     "synthetic",
 ]
 
-_LAZY_SUBMODULES = {"kernels", "sources", "synthetic"}
+_LAZY_SUBMODULES = {"backends", "kernels", "sources", "synthetic"}
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sdk import kernels, sources, synthetic
+    from sdk import backends, kernels, sources, synthetic
     from sdk.analyzer import Analyzer, default_model
     from sdk.result import Result
 

@@ -235,7 +235,10 @@ class Backend:
         if self._loaded:
             return self
         if not self.path.is_file():
-            raise ModelError(f"{self.path}: no such artifact file")
+            raise ModelError(
+                f"{self.path}: no such artifact file; for the embedded default model use "
+                "sdk.Analyzer() (no path) or sdk.Analyzer(sdk.default_model())"
+            )
         if self.path.suffix.lower() == ".onnx":
             # Before any runtime parses it: a flipped weight byte must be an error, never a
             # silently different diagnosis (one SHA-256 pass, ~1 ms on the default model).
