@@ -25,6 +25,7 @@ from sdk.backends import Backend, choose_backend
 from sdk.errors import InputError, ModelError, SDKError
 from sdk.kernels import _validate as V
 from sdk.result import Lesion, Result
+from sdk.scope import OUT_OF_SCOPE, Scope
 from sdk.stream import MAX_BATCH
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -225,6 +226,10 @@ class Analyzer:
         )
         self._pre = (list(ps.kinds), list(ps.mean), list(ps.inv_std), ps.sigma)
         self._head = K.MLPHead(**md.head) if md.head is not None else None
+        # sdk/scope.py: the fitted out-of-scope model and the probability temperature (None / 1.0
+        # for artifacts without the blocks).
+        self._scope = Scope.from_dict(md.scope, str(self.path)) if md.scope else None
+        self._temperature = float((md.calibration or {}).get("temperature", 1.0))
         # Backends that can preprocess on the device (TensorRT with the CUDA kernels compiled
         # in) take the raw frame; the others get the CPU kernel's tensor.
         self._device_pre = bool(getattr(self._backend, "device_preprocess", False))
@@ -490,14 +495,17 @@ class Analyzer:
             z = cl[0].tolist()
             if not all(map(math.isfinite, z)):
                 raise ModelError(f"{self.path}: the model produced NaN / inf class logits")
-            img = _softmax(z)
+            img = _softmax(z, self._temperature)
         if md.outputs.get("features"):
             h = self._head
             feats = np.ascontiguousarray(out[md.outputs["features"]][0], dtype=np.float32)
-            _, _, pooled_probs = nat.pool_classify_cpu(
+            _, pooled_logits, pooled_probs = nat.pool_classify_cpu(
                 feats, prob, labels, k, 1e-6, h.w1, h.b1, h.w2, h.b2
             )
-            rows = pooled_probs.tolist()
+            if self._temperature == 1.0:
+                rows = pooled_probs.tolist()
+            else:
+                rows = [_softmax(r, self._temperature) for r in pooled_logits.tolist()]
             lesion_rows, per_lesion = rows[1:], True
             if img is None:
                 img = rows[0]
@@ -548,6 +556,27 @@ class Analyzer:
                 key=lambda les: les.probs[MALIGNANT] if mal >= 0 else les.confidence,
             )
             q = list(top.probs.values())
+        in_scope, scope_score = True, None
+        if self._scope is not None:  # sdk/scope.py; no diagnosis is claimed out of scope
+            f_name = md.outputs.get("features")
+            in_scope, scope_score, _ = self._scope.score(
+                out[f_name][0] if f_name else None, cl[0] if cl is not None else None
+            )
+            if not in_scope:  # the EMA skips the frame
+                self._frame_index += 1
+                return Result(
+                    mask=np.zeros(frame_hw, np.uint8),
+                    label=OUT_OF_SCOPE,
+                    probs={},
+                    lesions=[],
+                    frame_index=self._frame_index - 1,
+                    timestamp=None,
+                    timings={},
+                    roi=roi,
+                    raw_probs=dict(zip(names, raw, strict=True)),
+                    in_scope=False,
+                    scope_score=scope_score,
+                )
         if self.smoothing > 0 and self._ema is not None:
             s_ = self.smoothing
             self._ema = [s_ * e + (1 - s_) * r for e, r in zip(self._ema, q, strict=True)]
@@ -566,6 +595,8 @@ class Analyzer:
             timings={},
             roi=roi,
             raw_probs=dict(zip(names, raw, strict=True)),
+            in_scope=in_scope,
+            scope_score=scope_score,
         )
         self._frame_index += 1
         return res
@@ -586,7 +617,9 @@ def _without(p: list[float], i: int) -> list[float]:
     return out
 
 
-def _softmax(z: list[float]) -> list[float]:
+def _softmax(z: list[float], t: float = 1.0) -> list[float]:
+    if t != 1.0:  # the artifact's calibration temperature (sdk/scope.py)
+        z = [v / t for v in z]
     m = max(z)
     e = [math.exp(v - m) for v in z]
     s = sum(e)

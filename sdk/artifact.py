@@ -192,6 +192,12 @@ class Metadata:
     accuracy: dict[str, Any] = field(default_factory=dict)
     tensorrt: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Out-of-scope model (``sdk.scope.Scope.to_dict``), fitted at export; None: every frame is
+    #: in scope (``Result.scope_score`` None). Versioned by its own ``version``.
+    scope: dict[str, Any] | None = None
+    #: Probability calibration: ``{"version": 1, "temperature": T, ...}`` (``sdk.scope``);
+    #: None: T = 1, the model's probabilities as they are.
+    calibration: dict[str, Any] | None = None
 
     # ---- (de)serialization ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -222,6 +228,8 @@ class Metadata:
             "accuracy": copy.deepcopy(self.accuracy),
             "tensorrt": copy.deepcopy(self.tensorrt),
             "extra": copy.deepcopy(self.extra),
+            "scope": copy.deepcopy(self.scope),
+            "calibration": copy.deepcopy(self.calibration),
         }
 
     def to_json(self) -> str:
@@ -454,6 +462,17 @@ class Metadata:
             raise fail("roi.policy 'fixed' needs roi.box = [x, y, w, h]; re-export the model")
 
         tensorrt = section(d, "tensorrt") or None
+        # Optional, versioned blocks (sdk.scope): validated here so a bad one fails at load.
+        from sdk.scope import Scope, check_temperature
+
+        scope = section(d, "scope") or None
+        if scope is not None:
+            Scope.from_dict(scope, source).check_outputs(
+                bool(outputs.get("features")), bool(outputs.get("class_logits")), source
+            )
+        calibration = section(d, "calibration") or None
+        if calibration is not None:
+            check_temperature(calibration.get("temperature", 1.0), source)
         return cls(
             arch=arch,
             class_names=classes,
@@ -474,6 +493,8 @@ class Metadata:
             accuracy=dict(section(d, "accuracy")),
             tensorrt=dict(tensorrt) if tensorrt else None,
             extra=dict(section(d, "extra")),
+            scope=copy.deepcopy(scope),
+            calibration=copy.deepcopy(calibration),
         )
 
 

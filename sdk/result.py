@@ -90,6 +90,22 @@ class Result:
     Models without a ``normal`` class: lesions keep their probabilities, and the image its
     (smoothed) image-level prediction.
 
+    **Scope** (:mod:`sdk.scope`): ``in_scope`` says whether the frame looks like the breast
+    B-mode the model was fitted on; ``scope_score`` in [0, 1] is the fraction of held-out
+    training-distribution phantoms at least as far from the training features as this frame (a
+    conformal p-value: ~uniform on in-distribution frames, near 0 far from them), and
+    ``in_scope`` is False when the frame is farther than the held-out phantoms' 99th percentile
+    (the artifact's ``scope.threshold``; ``scope_score`` below ~0.01). Artifacts without a
+    fitted scope block: ``in_scope`` True, ``scope_score`` None. **When ``in_scope`` is False no
+    diagnosis is claimed**: ``label`` is ``"out_of_scope"``, ``probs`` is empty (``confidence``
+    0.0), ``lesions`` is empty and ``mask`` all zero; ``raw_probs`` still holds the model's
+    image-level probabilities, and the temporal smoothing skips the frame.
+
+    ``probs``, ``raw_probs`` and the lesions' probabilities are **calibrated**: the class logits
+    are divided by the artifact's ``calibration.temperature`` (fitted at export on held-out
+    phantoms; 1.0 for artifacts without the block) before the softmax. ``raw_probs`` are the
+    image-level probabilities before the label rule, after the temperature.
+
     ``timings``: milliseconds per stage (preprocess, infer, postprocess, total;
     for a frame that shared a batched model call -- ``run_batch``, a backlogged ``stream`` --
     ``infer`` is its share of the call).
@@ -104,12 +120,16 @@ class Result:
     timings: dict[str, float]
     roi: tuple[int, int, int, int]
     raw_probs: dict[str, float] = field(default_factory=dict)
+    #: Whether the frame looks like breast B-mode (see the class docstring).
+    in_scope: bool = True
+    #: Scope p-value in [0, 1] (None: the artifact carries no fitted scope).
+    scope_score: float | None = None
     #: The analyzed uint8 frame, only when the stream was asked to keep it (``keep_frames``).
     frame: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def confidence(self) -> float:
-        return self.probs[self.label]
+        return self.probs.get(self.label, 0.0)  # 0.0 for "out_of_scope": nothing is claimed
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (the mask as its size and foreground count, not its pixels)."""
@@ -120,6 +140,8 @@ class Result:
             "confidence": round(self.confidence, 5),
             "probs": {k: round(v, 5) for k, v in self.probs.items()},
             "raw_probs": {k: round(v, 5) for k, v in self.raw_probs.items()},
+            "in_scope": bool(self.in_scope),
+            "scope_score": None if self.scope_score is None else round(self.scope_score, 5),
             "mask": {"shape": list(self.mask.shape), "foreground_px": int(self.mask.sum())},
             "roi": list(self.roi),
             "lesions": [les.to_dict() for les in self.lesions],
@@ -135,6 +157,12 @@ class Result:
             img = np.ascontiguousarray(frame[..., :3]).copy()
         if img.dtype != np.uint8:
             raise TypeError("overlay needs the uint8 frame that was analyzed")
+        if not self.in_scope:  # no lesion, no label: say what the frame is not
+            s = "not breast B-mode"
+            if self.scope_score is not None:
+                s += f" (scope {self.scope_score:.2f})"
+            _text(img, s, (8, 22), (0, 165, 255), 0.7)
+            return img
         colour = _COLOURS.get(self.label, (255, 255, 0))
         if self.mask.any():
             tint = img.copy()
