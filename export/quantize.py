@@ -95,6 +95,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from sdk.artifact import stamp_onnx_digest
 from sdk.errors import InputError, ModelError
 
 __all__ = [
@@ -398,6 +399,7 @@ def quantize(
         part = onnx_out.with_name(onnx_out.name + ".tmp")
         try:
             onnx.save(q, str(part))
+            stamp_onnx_digest(part)  # the copied digest hashed the FP32 graph: a fresh one
             os.replace(part, onnx_out)
         finally:
             part.unlink(missing_ok=True)

@@ -108,6 +108,8 @@ def fp16_onnx(
     import onnx
     from onnxconverter_common import float16
 
+    from sdk.artifact import stamp_onnx_digest
+
     m = onnx.load(str(onnx_in))
     props = list(m.metadata_props)
     h = float16.convert_float_to_float16(
@@ -119,6 +121,7 @@ def fp16_onnx(
     tmp = out.with_name(out.name + ".tmp")
     try:
         onnx.save(h, str(tmp))
+        stamp_onnx_digest(tmp)  # the copied digest hashed the FP32 graph: a fresh one
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
