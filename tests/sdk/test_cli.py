@@ -100,7 +100,9 @@ def test_bench_e2e(tmp_path, tiny_features_onnx) -> None:
     for row in (batched, single):  # throughput against 1 / p50 of the same run
         fps = float(row["note"].split(" frames/s")[0])
         ratio = float(row["note"].split("= ")[1].split("×")[0])
-        assert ratio == pytest.approx(fps * e2e["median_us"] / 1e6, rel=0.01)
+        # The note prints the ratio with 2 decimals (error <= 0.005) and fps with 1 decimal
+        # (relative error < 1e-3 at these rates): a relative bound failed on ratios near 0.35.
+        assert ratio == pytest.approx(fps * e2e["median_us"] / 1e6, abs=0.0051, rel=1e-3)
 
 
 def test_console_script_entry_point() -> None:
