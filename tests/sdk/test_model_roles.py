@@ -140,7 +140,9 @@ def test_short_class_head_is_refused_at_load(tmp_path) -> None:
 
 
 def test_features_of_the_wrong_rank_are_refused_at_load(tmp_path) -> None:
-    p = _model(tmp_path, roles={"features": "class_logits", "class_logits": None})
+    """Pooled (B, F) features where the role is the (B, F, hf, wf) map."""
+    node = helper.make_node("ReduceMean", ["features"], ["f2d"], axes=[2, 3], keepdims=0)
+    p = _model(tmp_path, [node], [_out("f2d", ["batch", 64])], roles={"features": "f2d"})
     with pytest.raises(ModelError, match=r"rank 4"):
         sdk.Analyzer(p, threads=1).load()
 
