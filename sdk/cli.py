@@ -85,6 +85,13 @@ def _cmd_info_artifact(args: argparse.Namespace) -> int:
     d = md.to_dict()
     if d.get("head"):
         d["head"] = {k: v["shape"] for k, v in d["head"].items()}  # shapes, not the weights
+    if d.get("scope"):  # sdk/scope.py: the fitted statistics as shapes, not their values
+        d["scope"] = {
+            k: v["shape"] if isinstance(v, dict) and "data" in v else v
+            for k, v in d["scope"].items()
+        }
+    else:
+        d["scope"] = "none: no out-of-scope model fitted (every frame in_scope, scope_score None)"
     d.update(extra)
     print(json.dumps(d, indent=2))
     if args.extract_plan:
