@@ -64,8 +64,11 @@ class OnnxRuntimeBackend(Backend):
         # No busy-waiting between ops: on a scanner the capture, UI and our kernels share the
         # cores; spinning ORT threads starve them (measured: 2x slower medians on a loaded CPU).
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Outside the try: a missing execution provider (device="cuda" without onnxruntime-gpu)
+        # is a BackendUnavailableError naming it, not a "corrupted model".
+        providers = self._providers(ort)
         try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=self._providers(ort))
+            self.session = ort.InferenceSession(str(self.path), so, providers=providers)
         except Exception as e:  # ORT raises its own exception types for bad files
             raise ModelError(
                 f"{self.path}: ONNX Runtime cannot load it ({type(e).__name__}: "
