@@ -161,27 +161,66 @@ class Result:
             s = "not breast B-mode"
             if self.scope_score is not None:
                 s += f" (scope {self.scope_score:.2f})"
-            _text(img, s, (8, 22), (0, 165, 255), 0.7)
+            _text(img, s, (8, 22), (0, 165, 255), 0.7, [])
             return img
         colour = _COLOURS.get(self.label, (255, 255, 0))
         if self.mask.any():
             tint = img.copy()
             tint[self.mask > 0] = colour
             img = cv2.addWeighted(tint, alpha, img, 1 - alpha, 0)
+        taken: list[tuple[int, int, int, int]] = []  # label boxes drawn so far: never overprint
+        _text(img, f"{self.label} {self.confidence:.0%}", (8, 22), colour, 0.7, taken)
         for les in self.lesions:
             c = _COLOURS.get(les.label, (255, 255, 0))
             # The outline runs through the centres of the region's border pixels: the tint and
             # the line cover the same pixels.
             cs = [les.contour, *les.other_contours]
             cv2.polylines(img, [p.reshape(-1, 1, 2) for p in cs], True, c, 2, cv2.LINE_AA)
-            x, y, _, _ = les.bbox
-            _text(img, f"{les.label} {les.confidence:.0%}", (x, max(y - 6, 14)), c)
-        _text(img, f"{self.label} {self.confidence:.0%}", (8, 22), colour, 0.7)
+            x, y, _, h = les.bbox
+            # Above the lesion, else below it: the first place free of the other labels.
+            _text(img, f"{les.label} {les.confidence:.0%}", (x, y - 6), c, 0.5, taken, y + h + 16)
         return img
 
 
 def _text(
-    img: np.ndarray, s: str, org: tuple[int, int], colour: tuple[int, int, int], scale: float = 0.5
-) -> None:
-    cv2.putText(img, s, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(img, s, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+    img: np.ndarray,
+    s: str,
+    org: tuple[int, int],
+    colour: tuple[int, int, int],
+    scale: float,
+    taken: list[tuple[int, int, int, int]],
+    alt_y: int | None = None,
+) -> tuple[int, int, int, int]:
+    """Draw ``s`` once, on a dark box, with its baseline at ``org`` (else at ``alt_y``, else
+    moved down) so that the box stays inside the image and overlaps no box in ``taken``.
+
+    One pass on a filled box: the usual "black outline, then colour" double pass draws two
+    strings of different widths with OpenCV 5's font rendering ("malignant 1000%")."""
+    H, W = img.shape[:2]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (tw, th), base = cv2.getTextSize(s, font, scale, 1)
+    pad = 3
+    bw, bh = tw + 2 * pad, th + base + 2 * pad
+    x = int(min(max(org[0], 0), max(W - bw, 0)))
+
+    def box_at(y_base: int) -> tuple[int, int, int, int]:
+        top = int(min(max(y_base - th - pad, 0), max(H - bh, 0)))
+        return (x, top, bw, bh)
+
+    def free(b: tuple[int, int, int, int]) -> bool:
+        return all(
+            b[0] >= o[0] + o[2] or o[0] >= b[0] + b[2] or b[1] >= o[1] + o[3] or o[1] >= b[1] + b[3]
+            for o in taken
+        )
+
+    tries = [org[1]] + ([alt_y] if alt_y is not None else [])
+    box = next((b for b in (box_at(y) for y in tries) if free(b)), None)
+    if box is None:  # stack below the lowest overlapping label
+        box = box_at(org[1])
+        while not free(box) and box[1] + bh < H:
+            box = (box[0], max(o[1] + o[3] for o in taken if not free(box)), bw, bh)
+    bx, by = box[0], box[1]
+    cv2.rectangle(img, (bx, by), (bx + bw - 1, by + bh - 1), (0, 0, 0), cv2.FILLED)
+    cv2.putText(img, s, (bx + pad, by + pad + th), font, scale, colour, 1, cv2.LINE_AA)
+    taken.append(box)
+    return box
