@@ -230,6 +230,12 @@ class Analyzer:
         # for artifacts without the blocks).
         self._scope = Scope.from_dict(md.scope, str(self.path)) if md.scope else None
         self._temperature = float((md.calibration or {}).get("temperature", 1.0))
+        if self._head is not None and self._temperature != 1.0:
+            # softmax(z / T) for every pooled row at no per-frame cost: the head's last layer
+            # divided by T once here.
+            h = self._head
+            t = np.float32(self._temperature)
+            self._head = K.MLPHead(h.w1, h.b1, h.w2 / t, h.b2 / t)
         # Backends that can preprocess on the device (TensorRT with the CUDA kernels compiled
         # in) take the raw frame; the others get the CPU kernel's tensor.
         self._device_pre = bool(getattr(self._backend, "device_preprocess", False))
@@ -499,13 +505,10 @@ class Analyzer:
         if md.outputs.get("features"):
             h = self._head
             feats = np.ascontiguousarray(out[md.outputs["features"]][0], dtype=np.float32)
-            _, pooled_logits, pooled_probs = nat.pool_classify_cpu(
+            _, _, pooled_probs = nat.pool_classify_cpu(
                 feats, prob, labels, k, 1e-6, h.w1, h.b1, h.w2, h.b2
             )
-            if self._temperature == 1.0:
-                rows = pooled_probs.tolist()
-            else:
-                rows = [_softmax(r, self._temperature) for r in pooled_logits.tolist()]
+            rows = pooled_probs.tolist()  # calibrated: the head carries 1 / T (load)
             lesion_rows, per_lesion = rows[1:], True
             if img is None:
                 img = rows[0]

@@ -56,6 +56,20 @@ def test_distance_is_mahalanobis_with_shrunk_covariance() -> None:
     assert s.threshold == pytest.approx(np.quantile(ref, 0.99))
 
 
+def test_fast_distance_equals_reference() -> None:
+    rng = np.random.default_rng(7)
+    feats = rng.normal(size=(40, 4, 3, 3)).astype(np.float32)
+    logits = rng.normal(size=(40, 3)).astype(np.float32)
+    zs = np.stack(
+        [summary(f, c, ("gap", "std", "class_logits")) for f, c in zip(feats, logits, strict=True)]
+    )
+    s = fit_scope(zs[:30], zs[30:])
+    assert s._fast
+    for f, c in zip(feats, logits, strict=True):
+        v = s.whiten @ (summary(f, c, s.summaries) - s.mean)
+        assert s.distance(f, c) == pytest.approx(float(v @ v), rel=1e-6, abs=1e-9)
+
+
 def test_p_value_and_threshold() -> None:
     s = Scope(
         mean=[0.0],
