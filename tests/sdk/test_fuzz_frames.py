@@ -232,6 +232,13 @@ def check_result(res: Any, hw: tuple[int, int], names: tuple[str, ...]) -> None:
     assert isinstance(res, Result), type(res)
     assert res.mask.dtype == np.uint8 and res.mask.shape == hw
     assert set(np.unique(res.mask).tolist()) <= {0, 1}
+    if not res.in_scope:  # sdk/result.py: out of scope, no diagnosis (raw_probs kept)
+        assert res.label == "out_of_scope" and res.probs == {} and res.confidence == 0.0
+        assert not res.lesions and not res.mask.any() and 0.0 <= res.scope_score < 1.0
+        p = np.array(list(res.raw_probs.values()))
+        assert tuple(res.raw_probs) == names and abs(p.sum() - 1.0) < 1e-4
+        assert res.timings["total"] >= 0
+        return
     assert tuple(res.probs) == names
     p = np.array(list(res.probs.values()))
     assert np.isfinite(p).all() and (p >= 0).all() and abs(p.sum() - 1.0) < 1e-4
