@@ -4,15 +4,23 @@ Frame path (DESIGN.md): uint8 frame → fused preprocess kernel (straight into t
 input buffer) → model → mask post-process kernel (frame-resolution mask) + connected components
 at model resolution → mask-guided pooling + head kernel (per-lesion labels) → :class:`Result`.
 
-Threading: an Analyzer holds per-stream state (buffers, temporal smoothing) and is meant for one
-thread. To serve several streams, create one Analyzer per stream (each loads its own session;
-ONNX Runtime sessions are cheap to duplicate); they run in parallel since every kernel and
-ONNX Runtime release the GIL.
+Threading: one Analyzer may be called from several threads at once; every call gets its own
+frame's Result. What calls share is guarded, nothing else: the reused input buffer (a call that
+finds it busy preprocesses into a buffer of its own instead of waiting), the backend call for
+backends whose session is not reentrant (all but ONNX Runtime), and the temporal state (the
+smoothing EMA, the frame counter: post-processing runs under one lock, so with smoothing the
+calls are folded into the EMA in the order they reach it). One stream's frames in order, one
+smoothing state per stream: one Analyzer per stream; they run in parallel since every kernel
+and ONNX Runtime release the GIL. ``close()`` is final: later calls raise
+:class:`AnalyzerClosedError`.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -26,12 +34,22 @@ from sdk.errors import InputError, ModelError, SDKError
 from sdk.kernels import _validate as V
 from sdk.result import Lesion, Result
 from sdk.scope import OUT_OF_SCOPE, Scope
+from sdk.sources._base import check_pixel_spacing
 from sdk.stream import MAX_BATCH
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdk.stream import FrameRecord
 
-__all__ = ["Analyzer", "default_model", "to_uint8"]
+__all__ = ["Analyzer", "AnalyzerClosedError", "default_model", "to_uint8"]
+
+#: ``threads`` may be at most this many times the machine's logical CPUs (more only adds
+#: thread start-up and memory: 100000 ONNX Runtime threads took minutes and 4.5 GB to load).
+MAX_THREADS_PER_CPU = 4
+
+
+class AnalyzerClosedError(InputError):
+    """The Analyzer was closed: ``run`` / ``run_batch`` / ``load`` / ``stream`` after ``close()``
+    (or after its ``with`` block), or a stream whose Analyzer was closed under it."""
 
 #: Where the embedded default model lives (made by `sonoedge train --preset demo`).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models"
@@ -78,9 +96,16 @@ def to_uint8(frame: Any, bit_depth: int | None = None) -> np.ndarray:
     """Convert a frame to the uint8 the kernels take, or raise :class:`InputError`.
 
     * uint8: as is.
-    * uint16 / uint32 / int: shifted right by ``bit_depth - 8`` (default: 16 for uint16). Pass the
-      scanner's bit depth (e.g. 12) so a 12-bit frame is not darkened 16-fold. Values above the
-      declared depth raise, never wrap.
+    * uint16: shifted right by ``bit_depth - 8`` (default 16: the full 16-bit range, as 16-bit
+      image files are read). Pass the scanner's bit depth (e.g. 12) so a 12-bit frame is not
+      darkened 16-fold.
+    * every other integer dtype (int8 / int16 / int32 / int64 -- what ``np.array`` makes of Python
+      ints -- uint32 / uint64): without ``bit_depth``, values in [0, 255] are taken as they are
+      (8-bit data in a wider container) and anything above 255 raises :class:`InputError` asking
+      for ``bit_depth``; with ``bit_depth``, shifted right by ``bit_depth - 8`` as uint16 is.
+      Never a guess from the dtype's width (which turned 8-bit int64 frames black).
+    * any integer dtype: negative values, and values at or above ``2**bit_depth``, raise; never
+      clipped, never wrapped.
     * float: must be finite and in [0, 1]; multiplied by 255 and rounded.
     * bool: 0 / 255.
     """
@@ -123,19 +148,28 @@ def to_uint8(frame: Any, bit_depth: int | None = None) -> np.ndarray:
     if frame.dtype == np.bool_:
         return frame.astype(np.uint8) * 255
     if frame.dtype.kind in "ui":
-        bits = bit_depth or (8 * frame.dtype.itemsize if frame.dtype.kind == "u" else 16)
-        if not 8 <= bits <= 32:
-            raise InputError(
-                f"{frame.dtype} frames need their bit depth: pass Analyzer(bit_depth=...) "
-                "in [8, 32] matching the scanner (e.g. 12)"
-            )
         lo, hi = int(frame.min()), int(frame.max())
-        if lo < 0 or hi >= 2**bits:
+        if lo < 0:
             raise InputError(
-                f"frame values [{lo}, {hi}] do not fit the declared {bits}-bit depth; pass "
-                "Analyzer(bit_depth=...) matching the scanner"
+                f"{frame.dtype} frame has negative values (min {lo}): pixel intensities are "
+                "never negative; pass the scanner's unsigned data (uint8, or uint16 with "
+                "Analyzer(bit_depth=...)), not a signed or offset copy"
             )
-        return (frame.astype(np.uint32) >> (bits - 8)).astype(np.uint8)
+        if frame.dtype == np.uint16 or bit_depth is not None:
+            bits = bit_depth or 16
+            if hi >= 2**bits:
+                raise InputError(
+                    f"{frame.dtype} frame values [{lo}, {hi}] do not fit the declared {bits}-bit "
+                    "depth; pass Analyzer(bit_depth=...) matching the scanner"
+                )
+            return (frame.astype(np.uint32) >> (bits - 8)).astype(np.uint8)
+        if hi > 255:
+            raise InputError(
+                f"{frame.dtype} frame values reach {hi}, above 8 bits: pass "
+                "Analyzer(bit_depth=N), N in [9, 32] the scanner's bits per pixel (values must be "
+                "< 2**N; e.g. 12), or convert the frame to uint8 / uint16 yourself"
+            )
+        return frame.astype(np.uint8)
     if frame.dtype.kind == "f":
         if not np.isfinite(frame).all():
             raise InputError("frame contains NaN or inf")
@@ -161,11 +195,17 @@ class Analyzer:
         threshold: mask probability threshold (default: the artifact's).
         smoothing: EMA factor in [0, 1) for image-level probabilities across ``run`` calls
             (0 = none; 0.6 keeps 60 % of the previous estimate).
-        threads: CPU threads of the backend (None: its default). The kernels run on the calling
+        threads: CPU threads of the backend (None: its default), an integer in 1 ..
+            ``MAX_THREADS_PER_CPU`` × the logical CPUs. The kernels run on the calling
             thread: at 256×256 they take well under a millisecond, and OpenMP teams that wait on
             cores the backend or the capture thread hold cost more than they save.
         bit_depth: bit depth of integer frames wider than 8 bits (see :func:`to_uint8`).
-        pixel_spacing_mm: (row, col) spacing for lesion areas in mm² (per call overrides).
+        pixel_spacing_mm: (row, col) spacing for lesion areas in mm² (per call overrides), two
+            finite numbers in ``sdk.sources.SPACING_RANGE_MM``.
+
+    Every argument is checked here (type and range): a bad one raises
+    :class:`~sdk.errors.InputError` naming it and the fix. Thread-safe (see the module
+    docstring); ``close()`` is final.
     """
 
     def __init__(
@@ -179,27 +219,59 @@ class Analyzer:
         bit_depth: int | None = None,
         pixel_spacing_mm: tuple[float, float] | None = None,
     ) -> None:
+        if path is not None and not isinstance(path, str | os.PathLike):
+            raise InputError(
+                f"path must be a str or pathlib.Path of a .onnx / .plan artifact, or None for "
+                f"the embedded default model (sdk.default_model()); got {type(path).__name__}"
+            )
+        for name, value in (("backend", backend), ("device", device)):
+            if not isinstance(value, str):
+                raise InputError(
+                    f"{name} must be a string ('auto', or a name such as 'onnxruntime' / 'cpu'), "
+                    f"got {type(value).__name__} {value!r}"
+                )
+        if threshold is not None:
+            threshold = _check_real(threshold, "threshold", 0.0, 1.0, "the mask probability cut")
+        smoothing = _check_real(smoothing, "smoothing", 0.0, 1.0, "0 = off, 0.6 typical", True)
+        threads = _check_threads(threads)
         self.path = default_model() if path is None else Path(path)
-        if threshold is not None and not (0.0 <= float(threshold) <= 1.0):
-            raise InputError(f"threshold must be in [0, 1], got {threshold}")
-        if not 0.0 <= float(smoothing) < 1.0:
-            raise InputError(f"smoothing must be in [0, 1), got {smoothing}")
-        if threads is not None and int(threads) < 1:
-            raise InputError(f"threads must be >= 1, got {threads}")
         self._threshold = threshold
-        self.smoothing = float(smoothing)
+        self.smoothing = smoothing
         self.threads = threads
         self.bit_depth = _check_bit_depth(bit_depth)
-        self.pixel_spacing_mm = pixel_spacing_mm
+        self.pixel_spacing_mm = check_pixel_spacing(pixel_spacing_mm)
         self._backend: Backend = choose_backend(self.path, backend)(self.path, device, threads)
         self._frame_index = 0
         self._ema: list[float] | None = None
         self._xb: np.ndarray | None = None
+        # Thread safety (module docstring): what concurrent calls share, each behind its lock.
+        self._ready = False  # load() finished (metadata, buffers, settings all set)
+        self._closed = False
+        self._load_lock = threading.Lock()  # load / close
+        self._x_lock = threading.Lock()  # the batch-1 input buffer _x (try-acquired)
+        self._xb_lock = threading.Lock()  # the batch input buffer _xb (try-acquired)
+        self._state_lock = threading.Lock()  # _postprocess: the EMA and the frame counter
+        # ONNX Runtime's InferenceSession.run is reentrant; the others (TensorRT contexts and
+        # CUDA graphs, OpenVINO infer requests, torch's CUDA state) take one call at a time.
+        self._infer_lock = (
+            None if getattr(self._backend, "name", "") == "onnxruntime" else threading.Lock()
+        )
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def load(self) -> Analyzer:
-        if self._backend._loaded:
+        """Load the model (run / run_batch / stream call it on first use). Thread-safe: one
+        thread loads, concurrent callers wait for it. Raises :class:`AnalyzerClosedError` after
+        :meth:`close`."""
+        if self._ready:
             return self
+        with self._load_lock:
+            if self._closed:
+                raise AnalyzerClosedError(self._closed_message())
+            if not self._ready:
+                self._load_locked()
+        return self
+
+    def _load_locked(self) -> None:
         # Outputs checked against their roles at load (the backend) and on every inference:
         # present, rank, dims >= 1, the metadata's sizes, finite features -- a ModelError, never
         # a kernel's InputError or a silently wrong answer.
@@ -241,10 +313,33 @@ class Analyzer:
         self._device_pre = bool(getattr(self._backend, "device_preprocess", False))
         if md.outputs.get("features") and self._head is None:
             raise ModelError(f"{self.path}: a features output needs head weights in the metadata")
-        return self
+        self._ready = True
 
     def close(self) -> None:
-        self._backend.close()
+        """Release the model. Final: ``run`` / ``run_batch`` / ``load`` / ``stream`` afterwards
+        raise :class:`AnalyzerClosedError`, and a stream still running ends with it (no silent
+        reload: closing is how one thread tells the others that this model is gone). Calls
+        already inside the model finish first (ONNX Runtime keeps its session alive for them;
+        other backends are closed after their current call). Idempotent."""
+        with self._load_lock:
+            self._closed = True
+            self._ready = False
+            if self._infer_lock is None:
+                self._backend.close()
+            else:
+                with self._infer_lock:
+                    self._backend.close()
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def _closed_message(self) -> str:
+        return (
+            f"{self.path.name}: this Analyzer was closed (close(), or the end of its with-block); "
+            "create a new sdk.Analyzer to analyze more frames"
+        )
 
     def __enter__(self) -> Analyzer:
         return self.load()
@@ -254,8 +349,9 @@ class Analyzer:
 
     def reset(self) -> None:
         """Forget the temporal state (start of a new cine / patient)."""
-        self._ema = None
-        self._frame_index = 0
+        with self._state_lock:
+            self._ema = None
+            self._frame_index = 0
 
     # ---- the frame path ------------------------------------------------------------------------
     def run(
@@ -267,8 +363,18 @@ class Analyzer:
         pixel_spacing_mm: tuple[float, float] | None = None,
         color: str = "bgr",
     ) -> Result:
-        """Analyze one frame (uint8 (H, W) / (H, W, 3); see :func:`to_uint8` for others)."""
-        self.load()
+        """Analyze one frame (uint8 (H, W) / (H, W, 3); see :func:`to_uint8` for others).
+
+        ``roi`` (x, y, w, h) inside the frame, ``timestamp`` a finite number (seconds),
+        ``pixel_spacing_mm`` as in the constructor (overrides it), ``color`` "bgr" / "rgb":
+        each checked, an :class:`~sdk.errors.InputError` naming it otherwise. Thread-safe."""
+        if not self._ready:
+            self.load()
+        V.check_color(color)
+        if timestamp is not None:
+            timestamp = _check_real(timestamp, "timestamp", what="seconds")
+        if pixel_spacing_mm is not None:
+            pixel_spacing_mm = check_pixel_spacing(pixel_spacing_mm)
         staged = self._front(frame, roi, color)
         return self._back(staged, timestamp, pixel_spacing_mm)
 
@@ -306,7 +412,7 @@ class Analyzer:
                 "color": color,
             }
             t1 = time.perf_counter()
-            out = self._backend.infer_frame(f8, pre)
+            out = self._infer(f8, pre)
         else:
             t1, out = self._host_path(f8, roi_t, color)
         t2 = time.perf_counter()
@@ -338,36 +444,74 @@ class Analyzer:
             )
         res: list[Any] = [None] * len(frames)
         ok: list[tuple[int, tuple[int, int], tuple[int, int, int, int], float]] = []
-        x = self._batch_input(len(frames))
-        for i, f in enumerate(frames):
-            t0 = time.perf_counter()
-            try:
-                f8, hw, roi_t = self._check(f, None)
-                self._preprocess_into(f8, roi_t, color, x[len(ok)])
-            except SDKError as e:
-                res[i] = e
-                continue
-            ok.append((i, hw, roi_t, (time.perf_counter() - t0) * 1e3))
-        if ok:
-            t1 = time.perf_counter()
-            try:
-                out = self._backend.infer(x[: len(ok)])
-            except SDKError as e:
-                for i, *_ in ok:
+        x, held = self._take_input(len(frames))
+        try:
+            for i, f in enumerate(frames):
+                t0 = time.perf_counter()
+                try:
+                    f8, hw, roi_t = self._check(f, None)
+                    self._preprocess_into(f8, roi_t, color, x[len(ok)])
+                except SDKError as e:
                     res[i] = e
-                return res
+                    continue
+                ok.append((i, hw, roi_t, (time.perf_counter() - t0) * 1e3))
+            if ok:
+                t1 = time.perf_counter()
+                try:
+                    out = self._infer(x[: len(ok)])
+                except SDKError as e:
+                    for i, *_ in ok:
+                        res[i] = e
+                    return res
+        finally:
+            if held is not None:
+                held.release()
+        if ok:
             share = (time.perf_counter() - t1) * 1e3 / len(ok)
             for j, (i, hw, roi_t, pre_ms) in enumerate(ok):
-                res[i] = ({k: v[j : j + 1] for k, v in out.items()}, hw, roi_t, pre_ms, share)
+                try:
+                    mine = {k: v[j : j + 1] for k, v in out.items()}
+                    if any(len(v) != 1 for v in mine.values()):
+                        raise IndexError("an output has fewer rows than the batch")
+                except (IndexError, TypeError) as e:  # an output without a batch axis
+                    res[i] = ModelError(
+                        f"{self.path}: the model's outputs have no batch axis of {len(ok)} "
+                        f"({type(e).__name__}: {e}); re-export the model"
+                    )
+                    continue
+                res[i] = (mine, hw, roi_t, pre_ms, share)
         return res
 
-    def _batch_input(self, n: int) -> np.ndarray:
-        """A reused (n, C, h, w) input buffer (grown on demand; ``_x`` serves batch 1)."""
+    def _take_input(self, n: int) -> tuple[np.ndarray, threading.Lock | None]:
+        """An (n, C, h, w) input buffer and the lock to release after the model call: the
+        reused one (``_x`` for batch 1, ``_xb`` grown on demand) when it is free, else -- another
+        thread is preprocessing into it or inferring from it -- a fresh one of this call's own
+        (no waiting: the model call is the long part, and two calls may overlap in it)."""
         if n == 1:
-            return self._x
-        if self._xb is None or self._xb.shape[0] < n:
-            self._xb = np.zeros((n, *self._x.shape[1:]), dtype=self._x.dtype)
-        return self._xb[:n]
+            if self._x_lock.acquire(blocking=False):
+                return self._x, self._x_lock
+        elif self._xb_lock.acquire(blocking=False):
+            if self._xb is None or self._xb.shape[0] < n:
+                self._xb = np.zeros((n, *self._x.shape[1:]), dtype=self._x.dtype)
+            return self._xb[:n], self._xb_lock
+        return np.empty((n, *self._x.shape[1:]), dtype=self._x.dtype), None
+
+    def _infer(self, x: np.ndarray, pre: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """The backend call (``infer``, or ``infer_frame`` with ``pre`` on the device path),
+        one at a time for non-reentrant backends; a call that fails because the Analyzer was
+        closed under it raises :class:`AnalyzerClosedError`."""
+        lock = self._infer_lock
+        try:
+            if lock is None and pre is None:
+                return self._backend.infer(x)
+            with lock or threading.Lock():
+                if pre is None:
+                    return self._backend.infer(x)
+                return self._backend.infer_frame(x, pre)  # type: ignore[attr-defined]
+        except Exception as e:
+            if self._closed:
+                raise AnalyzerClosedError(self._closed_message()) from e
+            raise
 
     def _back(
         self,
@@ -378,8 +522,21 @@ class Analyzer:
         pixel_spacing_mm: tuple[float, float] | None,
     ) -> Result:
         out, hw, roi_t, pre_ms, infer_ms = staged
+        spacing = self.pixel_spacing_mm if pixel_spacing_mm is None else pixel_spacing_mm
         t2 = time.perf_counter()
-        res = self._postprocess(out, hw, roi_t, pixel_spacing_mm or self.pixel_spacing_mm)
+        try:
+            with self._state_lock:  # the EMA and the frame counter (see the module docstring)
+                res = self._postprocess(out, hw, roi_t, spacing)
+        except SDKError:
+            raise
+        except (ArithmeticError, AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+            # Outputs the post-processing cannot read (a short class head, a missing axis, a
+            # wrong role): the model's fault, named as such -- never a raw exception.
+            raise ModelError(
+                f"{self.path}: the model's outputs do not fit its metadata (post-processing "
+                f"failed: {type(e).__name__}: {e}); check the output roles and shapes, or "
+                "re-export the model"
+            ) from e
         post_ms = (time.perf_counter() - t2) * 1e3
         res.timestamp = timestamp
         res.timings = {
@@ -393,10 +550,20 @@ class Analyzer:
     def _host_path(
         self, f8: np.ndarray, roi_t: tuple[int, int, int, int], color: str
     ) -> tuple[float, dict[str, np.ndarray]]:
-        """CPU preprocess into the reused input tensor, then the backend: (t1, outputs)."""
-        self._preprocess_into(f8, roi_t, color, self._x[0])
-        t1 = time.perf_counter()
-        return t1, self._backend.infer(self._x)
+        """CPU preprocess into the reused input tensor (or this call's own when another thread
+        holds it), then the backend: (t1, outputs)."""
+        lock = self._x_lock
+        if lock.acquire(blocking=False):
+            x = self._x
+        else:
+            x, lock = self._take_input(1)
+        try:
+            self._preprocess_into(f8, roi_t, color, x[0])
+            t1 = time.perf_counter()
+            return t1, self._infer(x)
+        finally:
+            if lock is not None:
+                lock.release()
 
     def _preprocess_into(
         self, f8: np.ndarray, roi_t: tuple[int, int, int, int], color: str, out: np.ndarray
@@ -446,7 +613,9 @@ class Analyzer:
         per frame on batch-1 backends); smoothing applies across them. Raises the first bad
         frame's error (the frames before it have updated the temporal state, as with ``run``).
         """
-        self.load()
+        if not self._ready:
+            self.load()
+        V.check_color(color)
         frames = list(frames)
         results: list[Result] = []
         step = self._backend.max_batch
@@ -618,6 +787,50 @@ def _without(p: list[float], i: int) -> list[float]:
     out = [v / rest if rest > 0 else 1.0 / n for v in p]
     out[i] = 0.0
     return out
+
+
+def _check_real(
+    value: Any,
+    name: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    what: str = "",
+    hi_open: bool = False,
+) -> float:
+    """A real number (not a bool, not a string), finite, in [lo, hi] (or [lo, hi)), as float;
+    :class:`InputError` naming ``name`` otherwise."""
+    if lo is None:
+        rng = ""
+    else:
+        rng = f" in [{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    need = f"{name} must be a finite number{rng}" + (f" ({what})" if what else "")
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise InputError(f"{need}, got {type(value).__name__} {value!r}")
+    f = float(value)
+    if not math.isfinite(f) or (
+        lo is not None and hi is not None and not (lo <= f < hi if hi_open else lo <= f <= hi)
+    ):
+        raise InputError(f"{need}, got {value!r}")
+    return f
+
+
+def _check_threads(threads: Any) -> int | None:
+    """None, or an int in 1 .. MAX_THREADS_PER_CPU x the logical CPUs."""
+    if threads is None:
+        return None
+    most = MAX_THREADS_PER_CPU * (os.cpu_count() or 1)
+    if isinstance(threads, bool | np.bool_) or not isinstance(threads, int | np.integer):
+        raise InputError(
+            f"threads must be None or an integer in 1..{most} (the backend's CPU threads; "
+            f"{os.cpu_count() or 1} logical CPUs here), got {type(threads).__name__} {threads!r}"
+        )
+    if not 1 <= int(threads) <= most:
+        raise InputError(
+            f"threads must be in 1..{most} ({MAX_THREADS_PER_CPU} x the {os.cpu_count() or 1} "
+            f"logical CPUs; more only costs start-up time and memory), got {threads}; None "
+            "lets the backend choose"
+        )
+    return int(threads)
 
 
 def _softmax(z: list[float], t: float = 1.0) -> list[float]:
