@@ -68,7 +68,12 @@ WIDE_OPS = [*RECIPE_OPS, "Add", "Resize", "Mul", "Sigmoid", "Concat"]
 # symmetric per-channel weights, 7-bit for dense convs and Gemm, 8-bit for depthwise convs;
 # RECIPE_OPS quantized; graph-output nodes float.
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str], str]] = {
-    "recipe, all convs int8": ({}, {}, "the export's recipe before its budget fallback"),
+    "recipe, all convs int8": (
+        {},
+        {},
+        "the export's recipe before its budget fallback (here the same graph as shipped: no "
+        "node fell back; the two rows show the timing noise)",
+    ),
     "previous recipe (8-bit, ReLU6 not folded)": (
         {"reduce_range": False, "op_types": ["Conv", "ConvTranspose", "MatMul", "Gemm"]},
         {},
@@ -544,6 +549,7 @@ def main() -> None:
 
     sizes = [int(s) for s in args.sizes.split(",")]
     thread_counts = [int(t) for t in str(args.threads).split(",")]
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     timing: dict[int, dict[int, dict[str, dict[str, float]]]] = {}
     for threads in thread_counts:
         timing[threads] = {}
@@ -592,6 +598,11 @@ def main() -> None:
         "machine": machine_info(),
         "onnx": onnx.__version__,
         "threads": thread_counts,
+        # 1-minute load average before / after the timing loops (others' jobs share the cores)
+        "load_average": [
+            None if load_before is None else round(load_before[0], 2),
+            round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        ],
         "fp32": {k: fp[k] for k in ("dice", "accuracy", "frames")},
         "rows": rows,
         # the first thread count's table; "latency_by_threads" holds all of them
@@ -644,7 +655,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- latency: bare `session.run`, batch 1, {doc['threads'][0]} intra-op thread(s), SDK "
         "session options, all rows interleaved in one shuffled loop per size; ratio = "
         "median / FP32 median of the same loop, in brackets the median over rounds of the "
-        "same-round ratio",
+        "same-round ratio; 1-minute load average before / after the timing: "
+        f"{doc['load_average'][0]} / {doc['load_average'][1]} (on {c['cores']} cores)",
         "",
         "| variant | max abs(w − zp) dense / dw | exact (max Δ logit) | sat. pairs | Dice "
         "| ΔDice | accuracy | Δacc "

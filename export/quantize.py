@@ -63,10 +63,10 @@ The same file then computes the exact integer result on every class above. Depth
 quantized, 200 held-out phantoms, the recipe scores Dice 0.873 / accuracy 0.975 (FP32 0.859 /
 0.975) and 7-bit depthwise weights too 0.823 / 0.965 (``benchmarks/results/int8-recipe-*``).
 The alternatives, measured there on an AVX2 EPYC (latency against FP32, 2 threads, 128x128):
-U8U8 weights are exact everywhere but leave MLAS's symmetric-conv kernels (10x); ONNX
-Runtime's session option ``session.x64quantprecision=1`` turns 8-bit weights into U8U8 at load
-on pre-VNNI x86 only (exact there, 1.1x, and a runtime setting every deployment would have to
-remember); S8S8 activations land in the same U8S8 kernels on x86 and cannot fold ReLU6 (1.9x);
+U8U8 weights are exact everywhere but leave MLAS's symmetric-conv kernels (8x); ONNX Runtime's
+session option ``session.x64quantprecision=1`` turns 8-bit weights into U8U8 at load on pre-VNNI
+x86 only (exact there, 1.2x, and a runtime setting every deployment would have to remember);
+S8S8 activations land in the same U8S8 kernels on x86 and cannot fold ReLU6 (1.75x);
 per-tensor weights lose 33 Dice points. TensorRT is unaffected (int8 tensor cores / DP4A
 accumulate in int32): its graphs keep full 8-bit weights, and where ONNX Runtime on a CPU stands
 in for TensorRT (the budget check, the tests) it must run them through exact integer kernels:
@@ -80,7 +80,8 @@ per-channel input DequantizeLinear (same values) that the rewrite does not match
 
 Speed on pre-VNNI x86 is bounded by the same instruction: ``vpmaddubsw`` + ``vpmaddwd`` +
 ``vpaddd`` per 32 multiply-adds against one FMA per 8 in FP32, about 1.33x per instruction; the
-demo model measured 0.85-1.0x its FP32 latency there. VNNI (``vpdpbusd``) does 32 in one.
+demo model measured 0.93x its FP32 latency there at 128x128, 0.73x at 384x384 (2 threads).
+VNNI (``vpdpbusd``) does 32 in one.
 """
 
 from __future__ import annotations
@@ -113,8 +114,8 @@ __all__ = [
 QUANT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the weighted ops the fallback ranks
 # CPU: also Clip / Relu, which the quantizer folds into the preceding node's output quantization
 # (asymmetric uint8 saturates at 0 and at the calibrated max). Left out, every conv -> ReLU6 ran
-# Q -> DQ -> Clip -> Q -> DQ in float between two integer kernels: 1.3-1.5x its FP32 twin's
-# latency on an AVX2 EPYC, against 0.9-1.0x folded (benchmarks/results/int8-recipe-*).
+# Q -> DQ -> Clip -> Q -> DQ in float between two integer kernels: 1.2-1.3x its FP32 twin's
+# latency on an AVX2 EPYC, against 0.73-0.93x folded (benchmarks/results/int8-recipe-*).
 CPU_OP_TYPES = (*QUANT_OP_TYPES, "Clip", "Relu")
 # TensorRT: convolutions only; the classifier head (Gemm / MatMul) stays float, as the issue's
 # TensorRT profile asks (its error lands directly on the class probabilities).
