@@ -452,6 +452,45 @@ def time_variants(
 # --------------------------------------------------------------------------- main
 
 
+def check(path: Path) -> None:
+    """Max |output| difference of ONNX Runtime's fused integer kernels against its op-by-op Q/DQ
+    semantics on 16 phantoms, plainly and with ``session.x64quantprecision=1`` (which re-types
+    weights outside [-64, 63] to uint8 on pre-VNNI x86: U8U8 kernels, no int16 saturation). The
+    same graph either way: a difference that only the plain run shows is saturation."""
+    from sdk import kernels, synthetic
+    from sdk.artifact import read_onnx_file_metadata
+
+    md = read_onnx_file_metadata(path)
+    kinds = ("benign", "malignant", "normal")
+    x = np.stack(
+        [
+            kernels.preprocess(
+                synthetic.phantom(kinds[i % 3], size=(300, 400), seed=100 + i)[0],
+                size=md.input_size,
+                channels=md.channels,
+                sigma=md.sigma,
+                mean=md.mean,
+                std=md.std,
+            )
+            for i in range(16)
+        ]
+    ).astype(np.float32)
+    ref = session(path, 1, False)
+    names = [o.name for o in ref.get_outputs()]
+    want = ref.run(names, {"input": x})
+    print(f"{path} on {cpu_info()['cpu']} ({cpu_info()['class']})")
+    for label, cfg in (("plain", {}), ("session.x64quantprecision=1", EXACT)):
+        got = session(path, 1, True, cfg).run(names, {"input": x})
+        diffs = {
+            n: round(float(np.abs(a - b).max()), 3)
+            for n, a, b in zip(names, got, want, strict=True)
+        }
+        print(f"  fused integer kernels vs op-by-op Q/DQ, {label}: {diffs}")
+
+
+EXACT = {"session.x64quantprecision": "1"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="128,256,384")
@@ -461,7 +500,17 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "runs/int8-recipe")
     ap.add_argument("--tag", default=None)
     ap.add_argument("--only", default=None, help="';'-separated variant names (debugging)")
+    ap.add_argument(
+        "--check",
+        type=Path,
+        default=None,
+        help="only print one INT8 file's exactness here, with and without ONNX Runtime's exact "
+        "U8U8 path (e.g. the previous default: git show 07e11e8~1:sdk/models/default-int8.onnx)",
+    )
     args = ap.parse_args()
+    if args.check is not None:
+        check(args.check)
+        return
     args.work = args.work.resolve()
     t_start = time.time()
 
