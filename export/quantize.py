@@ -41,8 +41,8 @@ the same kernels there). A U8S8 dot product of length K is, per CPU class:
   near 255 next to a large weight clips -- common, not a corner case. Measured on an AMD EPYC
   (AVX2, no VNNI) with the previous, 8-bit default: mask logits off by 4.2 from the exact integer
   result, 0.38 through ONNX Runtime's exact U8U8 kernels on the same graph
-  (``python benchmarks/int8_recipe.py --check FILE``). U8U8 kernels (``vpmaddwd`` on words widened from bytes) are
-  exact, and so are the depthwise ones (below).
+  (``python benchmarks/int8_recipe.py --check FILE``). U8U8 kernels (``vpmaddwd`` on words
+  widened from bytes) are exact, and so are the depthwise ones (below).
 * **x86 with AVX512-VNNI or AVX-VNNI** (Cascade Lake+, Ice Lake, Sapphire Rapids, Alder Lake,
   Zen 4+), and AMX: ``vpdpbusd(s)`` / tile ops add four u8*s8 products straight into int32:
   exact for any weight range.
