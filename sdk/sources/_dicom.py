@@ -19,6 +19,7 @@ Patient identifiers never reach metadata, reprs or logs unless ``include_phi=Tru
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator, MutableSequence
 from pathlib import Path
@@ -26,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from sdk.errors import SourceError
-from sdk.sources._base import Frame, FrameSource, convert_color
+from sdk.errors import InputError, SourceError
+from sdk.sources._base import Frame, FrameSource, check_pixel_spacing, convert_color
+
+log = logging.getLogger(__name__)
 
 __all__ = ["PHI_KEYWORDS", "DicomSource", "is_dicom"]
 
@@ -155,7 +158,21 @@ def _regions(ds: Any) -> list[dict[str, Any]]:
 
 
 def _spacing(ds: Any, regions: list[dict[str, Any]]) -> tuple[tuple[float, float] | None, str]:
-    """Pixel spacing (dy, dx) mm: the largest 2-D tissue region, else Pixel Spacing."""
+    """Pixel spacing (dy, dx) mm: the largest 2-D tissue region, else Pixel Spacing. A value
+    the header holds but no frame could use (0, NaN, out of range: see
+    :func:`~sdk.sources.check_pixel_spacing`) gives no spacing, with one warning and the source
+    ``"<attribute> (invalid: ...)"`` -- areas in mm² are then absent, the frames still analyzed."""
+    value, source = _spacing_raw(ds, regions)
+    if value is None:
+        return None, source
+    try:
+        return check_pixel_spacing(value), source
+    except (InputError, TypeError, ValueError):
+        log.warning("DICOM %s spacing %r is not usable: lesion areas in mm² left out", source, value)
+        return None, f"{source} (invalid: {value!r})"
+
+
+def _spacing_raw(ds: Any, regions: list[dict[str, Any]]) -> tuple[Any, str]:
     best = None
     for r in regions:
         if r["pixel_spacing_mm"] is None or r["bbox"] is None:

@@ -495,3 +495,23 @@ def test_dicom_corrupt_compressed_frame_is_damaged_data_not_a_missing_decoder(
     with pytest.raises(SourceError, match=r"frame 1 cannot be decoded \(damaged") as e:
         next(it)
     assert "pip install" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_dicom_unusable_pixel_spacing_is_dropped_not_fatal(tmp_path: Path, caplog) -> None:
+    """A header spacing no frame can use (0, NaN) gives no mm² areas, one warning, and frames
+    that still analyze -- not an error record per frame."""
+    import sdk
+
+    src = get_testdata_file("US1_UNCR.dcm") or get_testdata_file("CT_small.dcm")
+    ds = pydicom.dcmread(src)
+    ds.PixelSpacing = [0, 0]
+    if "SequenceOfUltrasoundRegions" in ds:
+        del ds.SequenceOfUltrasoundRegions
+    out = tmp_path / "zero_spacing.dcm"
+    ds.save_as(out)
+    with caplog.at_level(logging.WARNING):
+        frames = list(open_source(out))
+    assert frames and all(f.pixel_spacing_mm is None for f in frames)
+    assert any("not usable" in r.getMessage() for r in caplog.records)
+    r = sdk.Analyzer().run(frames[0].image)
+    assert r.label
