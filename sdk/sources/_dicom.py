@@ -168,7 +168,9 @@ def _spacing(ds: Any, regions: list[dict[str, Any]]) -> tuple[tuple[float, float
     try:
         return check_pixel_spacing(value), source
     except (InputError, TypeError, ValueError):
-        log.warning("DICOM %s spacing %r is not usable: lesion areas in mm² left out", source, value)
+        log.warning(
+            "DICOM %s spacing %r is not usable: lesion areas in mm² left out", source, value
+        )
         return None, f"{source} (invalid: {value!r})"
 
 
