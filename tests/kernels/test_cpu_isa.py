@@ -77,7 +77,9 @@ def test_binding_refuses_a_level_the_cpu_cannot_run() -> None:
     assert int(_kernels.cpu_isa_active()) <= top
 
 
-def _run_child(env_value: str) -> subprocess.CompletedProcess[str]:
+def _run_child(env_value: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    # cwd outside the checkout: `python -c` puts the working directory first on sys.path, and a
+    # source tree's sdk/ (no compiled module in a non-editable install) would shadow the install.
     env = dict(os.environ, SONOEDGE_CPU_ISA=env_value)
     code = (
         "import numpy as np, sdk.kernels as K\n"
@@ -85,19 +87,24 @@ def _run_child(env_value: str) -> subprocess.CompletedProcess[str]:
         "print(K.cpu_isa()['active'])\n"
     )
     return subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
     )
 
 
-def test_environment_variable_caps_the_variant() -> None:
+def test_environment_variable_caps_the_variant(tmp_path: Path) -> None:
     lowest = K.cpu_isa()["supported"][0]
-    r = _run_child(lowest)
+    r = _run_child(lowest, tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == lowest
 
 
-def test_environment_variable_naming_an_unavailable_variant_is_an_error() -> None:
-    r = _run_child("avx1024")
+def test_environment_variable_naming_an_unavailable_variant_is_an_error(tmp_path: Path) -> None:
+    r = _run_child("avx1024", tmp_path)
     assert r.returncode != 0
     assert "SONOEDGE_CPU_ISA='avx1024'" in r.stderr and "InputError" in r.stderr
 

@@ -376,6 +376,7 @@ def test_sigint_keeps_records_and_finalizes_the_video(tmp_path, tiny_onnx) -> No
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=tmp_path,  # not the checkout: its sdk/ would shadow a non-editable install
     )
     try:
         deadline = time.monotonic() + 120
