@@ -38,9 +38,10 @@ from sdk.synthetic._acoustics import (
 )
 from sdk.synthetic._anatomy import build_tissue
 from sdk.synthetic._anatomy_fields import build_breast_fields, specular_raster
-from sdk.synthetic._factors import draw_frame_factors, draw_lesion_descriptors
+from sdk.synthetic._factors import FRAME_FACTORS, draw_frame_factors, draw_lesion_descriptors
 from sdk.synthetic._geometry import Pose, make_geometry
 from sdk.synthetic._lesions import Lesion, draw_lesion_birads
+from sdk.synthetic._scene import no_room, try_place
 from sdk.synthetic._splits import Split
 
 __all__ = ["ScannerSetup", "build_scanner_scene", "render_scanner"]
@@ -52,34 +53,9 @@ _N_BANDS = 8
 _EDGE_SHADOW_ATTEN = 3.0  # extra dB/cm/MHz in the refraction strips at a mass's lateral edges
 _SRI = {"off": None, "low": (15.0, 1.5, 1), "mid": (28.0, 2.0, 1), "high": (40.0, 2.5, 2)}
 
-#: Frame factors a caller may fix through phantom keywords of the same name.
-FACTOR_KNOBS: tuple[str, ...] = (
-    "geometry",
-    "depth_mm",
-    "frequency_mhz",
-    "fractional_bandwidth",
-    "f_number",
-    "focal_depth_mm",
-    "harmonic",
-    "scatterer_density",
-    "specular_db",
-    "attenuation_db_cm_mhz",
-    "tgc_compensation",
-    "tgc_sliders_db",
-    "gain_db",
-    "dynamic_range_db",
-    "gray_gamma",
-    "noise_db",
-    "tgc_range_db",
-    "compounding",
-    "steer_deg",
-    "speckle_reduction",
-    "haze_db",
-    "composition",
-    "skin_mm",
-    "fat_mm",
-    "muscle_mm",
-)
+#: Frame factors a caller may fix through phantom keywords of the same name: every frame factor
+#: but the label (which has its own argument).
+FACTOR_KNOBS: tuple[str, ...] = tuple(f for f in FRAME_FACTORS if f != "label")
 
 
 @dataclass(eq=False)
@@ -327,23 +303,10 @@ def _place(
                 bottom = min(deep, p.depth_mm - half_h - 2.0)
                 cz = rng.uniform(min(top, bottom), max(top, bottom))
             cz = max(cz, half_h + skin + 0.5)
-            lo, hi = x_range
-            if p.geometry == "curvilinear" and fit_fan:
-                half = 0.6 * (p.radius_mm + cz) * math.sin(math.radians(p.sector_deg) / 2.0)
-                lo, hi = max(lo, -half), min(hi, half)
-            cx = rng.uniform(lo, hi) if hi > lo else 0.5 * (lo + hi)
-            les.cx, les.cz = float(cx), float(cz)
-            if all(
-                math.hypot(les.cx - o.cx, les.cz - o.cz) > 0.8 * (les.bound + o.bound) + 1.0
-                for o in lesions
-            ):
-                lesions.append(les)
+            if try_place(rng, p, les, cz, x_range, fit_fan, lesions):
                 break
         else:
-            raise InputError(
-                f"could not fit {len(descs)} lesions without overlap; use fewer or smaller "
-                "lesions (n_lesions / lesion_size_mm) or a larger frame (depth_mm)"
-            )
+            raise no_room(len(descs))
     return lesions
 
 

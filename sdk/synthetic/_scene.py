@@ -277,25 +277,45 @@ def _place_lesions(
             else:
                 cz = rng.uniform(0.3 * p.depth_mm, 0.6 * p.depth_mm)
             cz = max(cz, half_h + (layers.get("skin_mm", 1.0) + 0.5))
-            lo, hi = x_range
-            if p.geometry == "curvilinear" and fit_fan:
-                # The fan is narrow near the face: keep the lesion centre well inside it.
-                half = 0.6 * (p.radius_mm + cz) * math.sin(math.radians(p.sector_deg) / 2.0)
-                lo, hi = max(lo, -half), min(hi, half)
-            cx = rng.uniform(lo, hi) if hi > lo else 0.5 * (lo + hi)
-            les.cx, les.cz = float(cx), float(cz)
-            if all(
-                math.hypot(les.cx - o.cx, les.cz - o.cz) > 0.8 * (les.bound + o.bound) + 1.0
-                for o in lesions
-            ):
-                lesions.append(les)
+            if try_place(rng, p, les, cz, x_range, fit_fan, lesions):
                 break
         else:
-            raise InputError(
-                f"could not fit {len(labels)} lesions without overlap; use fewer or smaller "
-                "lesions (n_lesions / lesion_size_mm) or a larger frame (depth_mm)"
-            )
+            raise no_room(len(labels))
     return lesions
+
+
+def try_place(
+    rng: np.random.Generator,
+    p: Any,
+    les: Lesion,
+    cz: float,
+    x_range: tuple[float, float],
+    fit_fan: bool,
+    placed: list[Lesion],
+) -> bool:
+    """Draw the lateral centre of ``les`` at depth ``cz`` (inside a curvilinear fan when
+    ``fit_fan``) and append it to ``placed`` when it overlaps none of them (both phantom
+    styles place lesions this way)."""
+    lo, hi = x_range
+    if p.geometry == "curvilinear" and fit_fan:
+        # The fan is narrow near the face: keep the lesion centre well inside it.
+        half = 0.6 * (p.radius_mm + cz) * math.sin(math.radians(p.sector_deg) / 2.0)
+        lo, hi = max(lo, -half), min(hi, half)
+    cx = rng.uniform(lo, hi) if hi > lo else 0.5 * (lo + hi)
+    les.cx, les.cz = float(cx), float(cz)
+    if all(
+        math.hypot(les.cx - o.cx, les.cz - o.cz) > 0.8 * (les.bound + o.bound) + 1.0 for o in placed
+    ):
+        placed.append(les)
+        return True
+    return False
+
+
+def no_room(n: int) -> InputError:
+    return InputError(
+        f"could not fit {n} lesions without overlap; use fewer or smaller "
+        "lesions (n_lesions / lesion_size_mm) or a larger frame (depth_mm)"
+    )
 
 
 def _finish_lesion(les: Lesion, tissue: Tissue, power: np.ndarray, p: PhantomParams) -> None:
