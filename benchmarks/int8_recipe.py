@@ -139,10 +139,9 @@ def use_classic_phantoms() -> None:
 
 
 def cpu_info() -> dict[str, Any]:
-    txt = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"^model name\s*:\s*(.+)$", txt, re.M)
-    flags_m = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", txt, re.M)
-    flags = set(flags_m.group(1).split()) if flags_m else set()
+    from sdk import _cpu
+
+    flags = _cpu.cpu_flags()
     want = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8"]
     want += ["asimd", "asimddp", "i8mm"]
     isa = {f: (f in flags) for f in want}
@@ -159,7 +158,7 @@ def cpu_info() -> dict[str, Any]:
         klass = "avx2"
     else:
         klass = "x86-sse"
-    name = model.group(1).strip() if model else platform.processor() or arch
+    name = _cpu.cpu_model()
     maker = next(
         (k for k in ("epyc", "ryzen", "xeon", "core", "graviton", "neoverse") if k in name.lower()),
         re.sub(r"[^a-z0-9]+", "", name.lower())[:8] or arch,

@@ -54,6 +54,12 @@ def cpu_model() -> str:
     return _cpuinfo()[0]
 
 
+def cpu_flags() -> frozenset[str]:
+    """Every feature flag of /proc/cpuinfo (``flags`` on x86, ``Features`` on Arm); empty when
+    the file cannot be read."""
+    return _cpuinfo()[1]
+
+
 def cpu_features() -> list[str]:
     """The reported ISA features this CPU has (see ``_REPORTED``)."""
     flags = _cpuinfo()[1]

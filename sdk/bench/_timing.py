@@ -107,22 +107,15 @@ class Table:
 
 
 def machine_info(device: str | None = None) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from sdk import _cpu
+
+    cpu = _cpu.cpu_model()
     versions = [f"python {platform.python_version()}", f"numpy {np.__version__}"]
     for mod in ("cv2", "scipy", "onnxruntime", "cupy", "torch"):
         try:
             versions.append(f"{mod} {__import__(mod).__version__}")
         except Exception:
             continue
-    from sdk import _cpu
-
     try:
         from sdk import kernels
 

@@ -20,19 +20,10 @@ import numpy as np
 import pytest
 
 import sdk.kernels as K
-from sdk import _kernels
+from sdk import _cpu, _kernels
 from sdk.errors import InputError
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    m = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
-    return set(m.group(1).split()) if m else set()
 
 
 def test_reports_active_supported_and_build() -> None:
@@ -49,7 +40,7 @@ def test_supported_variants_follow_the_cpu_flags() -> None:
     info = K.cpu_isa()
     if info["supported"] == ["native"]:
         pytest.skip("single-variant build (SONOEDGE_NATIVE=ON)")
-    flags = _cpu_flags()
+    flags = _cpu.cpu_flags()
     avx2 = {"avx2", "fma", "f16c"} <= flags
     avx512 = avx2 and {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"} <= flags
     want = ["baseline"] + (["avx2"] if avx2 else []) + (["avx512"] if avx512 else [])
