@@ -8,11 +8,11 @@ Threading: one Analyzer may be called from several threads at once; every call g
 frame's Result. What calls share is guarded, nothing else: the reused input buffer (a call that
 finds it busy preprocesses into a buffer of its own instead of waiting), the backend call for
 backends whose session is not reentrant (all but ONNX Runtime), and the temporal state (the
-smoothing EMA, the frame counter: post-processing runs under one lock, so with smoothing the
-calls are folded into the EMA in the order they reach it). One stream's frames in order, one
-smoothing state per stream: one Analyzer per stream; they run in parallel since every kernel
-and ONNX Runtime release the GIL. ``close()`` is final: later calls raise
-:class:`AnalyzerClosedError`.
+smoothing EMA, the frame counter: their update is the only part of post-processing under a
+lock, so with smoothing the calls are folded into the EMA in the order they reach it). One
+stream's frames in order, one smoothing state per stream: one Analyzer per stream; they run in
+parallel since every kernel and ONNX Runtime release the GIL. ``close()`` is final: later calls
+raise :class:`AnalyzerClosedError`.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ MAX_THREADS_PER_CPU = 4
 class AnalyzerClosedError(InputError):
     """The Analyzer was closed: ``run`` / ``run_batch`` / ``load`` / ``stream`` after ``close()``
     (or after its ``with`` block), or a stream whose Analyzer was closed under it."""
+
 
 #: Where the embedded default model lives (made by `sonoedge train --preset demo`).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models"
@@ -250,7 +251,7 @@ class Analyzer:
         self._load_lock = threading.Lock()  # load / close
         self._x_lock = threading.Lock()  # the batch-1 input buffer _x (try-acquired)
         self._xb_lock = threading.Lock()  # the batch input buffer _xb (try-acquired)
-        self._state_lock = threading.Lock()  # _postprocess: the EMA and the frame counter
+        self._state_lock = threading.Lock()  # the EMA and the frame counter (in _postprocess)
         # ONNX Runtime's InferenceSession.run is reentrant; the others (TensorRT contexts and
         # CUDA graphs, OpenVINO infer requests, torch's CUDA state) take one call at a time.
         self._infer_lock = (
@@ -525,8 +526,7 @@ class Analyzer:
         spacing = self.pixel_spacing_mm if pixel_spacing_mm is None else pixel_spacing_mm
         t2 = time.perf_counter()
         try:
-            with self._state_lock:  # the EMA and the frame counter (see the module docstring)
-                res = self._postprocess(out, hw, roi_t, spacing)
+            res = self._postprocess(out, hw, roi_t, spacing)
         except SDKError:
             raise
         except (ArithmeticError, AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
@@ -649,7 +649,15 @@ class Analyzer:
             # logits with the cells of components too small for a lesion at -inf, so the frame
             # mask holds the lesions only.
             prob, labels, stats, _ = nat.components_cpu(
-                lg, self.threshold, sx, sy, float(md.min_lesion_area_px), False, 0.0, 0.0, False,
+                lg,
+                self.threshold,
+                sx,
+                sy,
+                float(md.min_lesion_area_px),
+                False,
+                0.0,
+                0.0,
+                False,
                 kept,
             )
         except InputError as e:
@@ -735,13 +743,15 @@ class Analyzer:
                 out[f_name][0] if f_name else None, cl[0] if cl is not None else None
             )
             if not in_scope:  # the EMA skips the frame
-                self._frame_index += 1
+                with self._state_lock:
+                    index = self._frame_index
+                    self._frame_index += 1
                 return Result(
                     mask=np.zeros(frame_hw, np.uint8),
                     label=OUT_OF_SCOPE,
                     probs={},
                     lesions=[],
-                    frame_index=self._frame_index - 1,
+                    frame_index=index,
                     timestamp=None,
                     timings={},
                     roi=roi,
@@ -749,12 +759,17 @@ class Analyzer:
                     in_scope=False,
                     scope_score=scope_score,
                 )
-        if self.smoothing > 0 and self._ema is not None:
-            s_ = self.smoothing
-            self._ema = [s_ * e + (1 - s_) * r for e, r in zip(self._ema, q, strict=True)]
-        else:
-            self._ema = q
-        ema = self._ema
+        # The temporal state, under its lock: concurrent calls fold into the EMA and take frame
+        # indices in the order they reach it (everything above is per call).
+        with self._state_lock:
+            if self.smoothing > 0 and self._ema is not None:
+                s_ = self.smoothing
+                self._ema = [s_ * e + (1 - s_) * r for e, r in zip(self._ema, q, strict=True)]
+            else:
+                self._ema = q
+            ema = self._ema
+            index = self._frame_index
+            self._frame_index += 1
         if nrm >= 0:
             ema = _without(ema, nrm) if lesions else q
         res = Result(
@@ -762,7 +777,7 @@ class Analyzer:
             label=names[ema.index(max(ema))],
             probs=dict(zip(names, ema, strict=True)),
             lesions=lesions,
-            frame_index=self._frame_index,
+            frame_index=index,
             timestamp=None,
             timings={},
             roi=roi,
@@ -770,7 +785,6 @@ class Analyzer:
             in_scope=in_scope,
             scope_score=scope_score,
         )
-        self._frame_index += 1
         return res
 
 
