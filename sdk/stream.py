@@ -165,10 +165,14 @@ class _Shared:
 
     def get(self, q: queue.Queue[Any], name: str, producer: str) -> Any:
         """The next item; None after one poll interval; _PARKED for a worker that should park.
-        A producer that ended without its end marker is a SourceError, not a wait without end."""
+        A producer that ended without its end marker is a SourceError, not a wait without end --
+        unless the stream was stopped: then the producer left on ``stop`` and the caller's loop
+        ends (a close() from another thread raced a consumer waiting here)."""
         try:
             return q.get(timeout=_POLL_S)
         except queue.Empty:
+            if self.stop.is_set():
+                return None
             if not self.running(producer) and q.empty():
                 raise SourceError(f"the {producer} thread ended without an end marker") from None
             if name != "consumer" and self.wants_park(name):
