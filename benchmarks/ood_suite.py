@@ -40,14 +40,17 @@ def _splits() -> list[tuple[str, synthetic.Split]]:
 
 
 def evaluate(model: Path, n: int, size: tuple[int, int], threads: int = 1) -> list[dict[str, Any]]:
-    """One row per split: ``split``, ``n``, ``dice``, ``accuracy``, ``macro_auc``, ``seconds``."""
+    """One row per split: ``split``, ``n``, ``dice``, ``accuracy``, ``macro_auc``, ``flagged``
+    (fraction of frames the model called out of scope), ``seconds``. Every phantom is breast
+    B-mode, so an out-of-scope verdict counts as a wrong label and its empty mask enters Dice;
+    AUC reads ``raw_probs``, which an out-of-scope Result keeps."""
     analyzer = Analyzer(model, threads=threads)
     analyzer.load()
     rows = []
     for s_i, (name, split) in enumerate(_splits()):
         labels = split.labels or synthetic.LABELS
         names = list(analyzer.class_names) if hasattr(analyzer, "class_names") else None
-        y_true, y_pred, scores, dices = [], [], [], []
+        y_true, y_pred, scores, dices, flagged = [], [], [], [], 0
         t0 = time.perf_counter()
         for i in range(n):
             label = labels[i % len(labels)]
@@ -58,7 +61,9 @@ def evaluate(model: Path, n: int, size: tuple[int, int], threads: int = 1) -> li
             res = analyzer.run(image)
             names = names or list(res.raw_probs)
             y_true.append(names.index(info["label"]))
-            y_pred.append(names.index(res.label))
+            flagged += not res.in_scope
+            # Out of scope: no diagnosis, an id no true label has (a wrong answer).
+            y_pred.append(names.index(res.label) if res.in_scope else len(names))
             scores.append([res.raw_probs[c] for c in names])
             if mask.any():
                 dices.append(metrics.dice(res.mask > 0, mask > 0))
@@ -71,12 +76,14 @@ def evaluate(model: Path, n: int, size: tuple[int, int], threads: int = 1) -> li
                 "dice": float(np.mean(dices)) if dices else math.nan,
                 "accuracy": metrics.accuracy(y_true, y_pred),
                 "macro_auc": float(auc),
+                "flagged": flagged / n,
                 "seconds": round(time.perf_counter() - t0, 2),
             }
         )
         print(
             f"{name:16s} dice {rows[-1]['dice']:.3f} acc {rows[-1]['accuracy']:.3f} "
-            f"auc {rows[-1]['macro_auc']:.3f} ({rows[-1]['seconds']} s)",
+            f"auc {rows[-1]['macro_auc']:.3f} out of scope {rows[-1]['flagged']:.2f} "
+            f"({rows[-1]['seconds']} s)",
             flush=True,
         )
     return rows
@@ -89,12 +96,14 @@ def _markdown(model: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> 
         f"- Frames: {meta['n']} per split at {meta['size'][0]}x{meta['size'][1]}, "
         f'`style="scanner"` phantoms, seed stream {SEED}; CPU class {meta["cpu_class"]}.',
         "- Dice: mean over frames with a lesion (`Result.mask` vs the exact mask); accuracy:"
-        " `Result.label`; macro AUC: `Result.raw_probs` one-vs-rest (classes present).",
+        " `Result.label` (an out-of-scope verdict counts as wrong); macro AUC:"
+        " `Result.raw_probs` one-vs-rest (classes present); out of scope: fraction of frames"
+        " `Result.in_scope` is False.",
         f"- Reproduce: `python benchmarks/ood_suite.py {meta['model_arg']} --n {meta['n']} "
         f"--size {meta['size'][0]} {meta['size'][1]}`",
         "",
-        "| split | held out (test region) | n | Dice | accuracy | macro AUC |",
-        "|---|---|---:|---:|---:|---:|",
+        "| split | held out (test region) | n | Dice | accuracy | macro AUC | out of scope |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         d = r["definition"]
@@ -103,7 +112,7 @@ def _markdown(model: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> 
         )
         lines.append(
             f"| {r['split']} | `{region}` | {r['n']} | {r['dice']:.3f} | {r['accuracy']:.3f} "
-            f"| {r['macro_auc']:.3f} |"
+            f"| {r['macro_auc']:.3f} | {r['flagged']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
