@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from sdk import Analyzer, metrics, synthetic
-from sdk._cpu import cpu_class
+from sdk._cpu import cpu_class, describe
 
 SEED = 20_261_202  # fresh seed stream: not the training (0...) nor the report streams
 
@@ -94,7 +94,7 @@ def _markdown(model: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> 
         f"# OOD suite: `{model.name}`",
         "",
         f"- Frames: {meta['n']} per split at {meta['size'][0]}x{meta['size'][1]}, "
-        f'`style="scanner"` phantoms, seed stream {SEED}; CPU class {meta["cpu_class"]}.',
+        f'`style="scanner"` phantoms, seed stream {SEED}; CPU: {meta["cpu"]}.',
         "- Dice: mean over frames with a lesion (`Result.mask` vs the exact mask); accuracy:"
         " `Result.label` (an out-of-scope verdict counts as wrong); macro AUC:"
         " `Result.raw_probs` one-vs-rest (classes present); out of scope: fraction of frames"
@@ -133,6 +133,7 @@ def main() -> None:
         "n": args.n,
         "size": list(size),
         "cpu_class": cpu_class(),
+        "cpu": describe(),
     }
     stem = f"ood-{args.model.stem}-{meta['cpu_class']}"
     args.out.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from sdk import Analyzer, synthetic
-from sdk._cpu import cpu_class
+from sdk._cpu import cpu_class, describe
 from sdk.scope import ece, softmax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -259,6 +259,7 @@ def evaluate(model: Path, n: int, ood_n: int) -> dict[str, Any]:
     return {
         "model": model.name,
         "cpu_class": cpu_class(),
+        "cpu": describe(),
         "scope": {
             k: v
             for k, v in md.scope.items()
@@ -298,7 +299,7 @@ def _markdown(doc: dict[str, Any], model_arg: str, n: int, ood_n: int) -> str:
         f" {sc['quantile']:.2f} quantile). Temperature T = {doc['temperature']:.3f}. Fitted by"
         " `export.pipeline.fit_scope_and_temperature` (seed streams of its own; nothing below"
         " was used).",
-        f"- CPU class {doc['cpu_class']}. Reproduce: `python benchmarks/scope_eval.py"
+        f"- CPU: {doc['cpu']}. Reproduce: `python benchmarks/scope_eval.py"
         f" {model_arg} --n {n} --ood-n {ood_n}`",
         "",
         f"## Non-breast frames: {nb['flagged']:.1%} of {nb['n']} flagged",
