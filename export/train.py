@@ -44,6 +44,7 @@ from export.data import (
     SyntheticFrames,
     describe,
     open_frames,
+    resolve_split,
     stratified_split,
 )
 from export.data import frame_sizes as data_frame_sizes
@@ -71,6 +72,7 @@ _RESUME_KEYS = (
     "class_weighting",
     "augment",
     "model_kwargs",
+    "split",
 )
 
 
@@ -317,18 +319,34 @@ def _data(
     n_val: int | None,
     val_fraction: float,
     seed: int,
+    split: Any = None,
 ) -> tuple[FrameProvider, FrameProvider]:
     """(train, validation) frames; ``size`` is the phantoms' size or size mix."""
     if str(data) == "synthetic":
         nv = n_val if n_val is not None else max(len(class_names), round(n_train * val_fraction))
         # Validation phantoms come from another seed stream: no frame is shared with training.
         return (
-            SyntheticFrames(n_train, size, seed, class_names),
-            SyntheticFrames(_positive_int(nv, "n_val"), size, seed + 7_919_003, class_names),
+            SyntheticFrames(n_train, size, seed, class_names, split=split),
+            SyntheticFrames(
+                _positive_int(nv, "n_val"), size, seed + 7_919_003, class_names, split=split
+            ),
         )
     frames = open_frames(data, class_names, seed=seed)
     tr, va = stratified_split(frames.labels, val_fraction, seed)
     return FrameSubset(frames, tr), FrameSubset(frames, va)
+
+
+def _split_json(split: Any, data: str | os.PathLike[str]) -> Any:
+    """``split`` as the run records it (None, a name, or the split's dict); refused for
+    folder data, whose frames have no generator factors to select."""
+    if split is None:
+        return None
+    if str(data) != "synthetic":
+        raise InputError(f"split selects synthetic phantoms; {data} is a dataset folder")
+    if isinstance(split, str):
+        resolve_split(split)  # an unknown name fails here, before anything is written
+        return split
+    return json.loads(json.dumps(resolve_split(split).to_dict()))
 
 
 def _resume_point(
@@ -378,6 +396,7 @@ def train(
     threads: int | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    split: Any = None,
 ) -> Path:
     """Train ``arch`` on ``data`` and return the JSON of its best checkpoint.
 
@@ -411,6 +430,10 @@ def train(
         progress: tqdm progress bars.
         stop_after: train at most this many epochs in this call, then return (a time-sliced
             job continues with ``resume=True``).
+        split: synthetic data only: draw training and validation phantoms inside this region
+            of the generator's factors (a :class:`sdk.synthetic.Split`, its dict, or a name
+            such as ``"ood-train"``: every factor the OOD suite tests held out, so
+            ``benchmarks/ood_suite.py`` scores the run on regions it never saw).
 
     Returns:
         Path of ``out_dir/best.json`` (load it with :func:`export.checkpoint.load_checkpoint`).
@@ -470,12 +493,13 @@ def train(
             "augment": augment if isinstance(augment, str) else bool(augment),
             "model_kwargs": json.loads(json.dumps(model_kwargs)),
             "epochs": epochs,
+            "split": _split_json(split, data),
         }
         start, history, best = _resume_point(resumed, run, out)
         out.mkdir(parents=True, exist_ok=True)
 
         train_frames, val_frames = _data(
-            data, model.class_names, frame_sizes or hw, n_train, n_val, val_fraction, seed
+            data, model.class_names, frame_sizes or hw, n_train, n_val, val_fraction, seed, split
         )
         if len(train_frames) == 0 or len(val_frames) == 0:
             raise InputError(f"{data}: no frame to train or validate on; add data")
