@@ -16,6 +16,7 @@ from export.models._efficientnet import (  # noqa: E402
     _map_key,
     lite0_weights_path,
 )
+from export.models.edge_s import mask_guided_pool  # noqa: E402
 from sdk import kernels  # noqa: E402
 from sdk.errors import InputError, ModelError  # noqa: E402
 
@@ -81,6 +82,21 @@ def test_extra_channels_start_at_zero() -> None:
     with torch.no_grad():
         out = model(torch.rand(1, 2, 64, 64))
     assert out["mask_logits"].shape == (1, 1, 16, 16)
+
+
+def test_mask_stride_two_gives_a_half_resolution_mask() -> None:
+    """mask_stride=2: the mask at h/2 x w/2 (decoder down to the stride-2 map), features and
+    the mask-guided class logits as at stride 4; anything but 2 or 4 is refused."""
+    m = create_model("edge_s", pretrained=False, mask_stride=2).eval()
+    with torch.no_grad():
+        out = m(torch.rand(2, 1, 64, 96))
+    assert out["mask_logits"].shape == (2, 1, 32, 48)
+    assert out["features"].shape == (2, 64, 4, 6)
+    pooled = mask_guided_pool(out["features"], torch.sigmoid(out["mask_logits"]))
+    torch.testing.assert_close(m.head(pooled), out["class_logits"])
+    for bad in (1, 3, 8):
+        with pytest.raises(InputError, match="mask_stride"):
+            create_model("edge_s", mask_stride=bad)
 
 
 def test_missing_weights_wheel(monkeypatch) -> None:

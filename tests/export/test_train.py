@@ -178,6 +178,28 @@ def test_train_errors(tmp_path: Path) -> None:
     with pytest.raises(SourceError):
         train("edge_s", tmp_path / "missing", tmp_path / "z", **TINY)
     assert not (tmp_path / "x").exists()  # nothing written by a refused run
+    with pytest.raises(InputError, match="unknown split"):
+        train("edge_s", "synthetic", tmp_path / "s", **{**TINY, "split": "nope-train"})
+    with pytest.raises(InputError, match="dataset folder"):
+        train("edge_s", empty, tmp_path / "s2", **{**TINY, "split": "ood-train"})
+    assert not (tmp_path / "s").exists() and not (tmp_path / "s2").exists()
+
+
+def test_split_run_draws_inside_the_region(tmp_path: Path) -> None:
+    """train(split="ood-train"): training and validation phantoms are drawn inside the split,
+    the run records it, and resuming with another split is refused."""
+    from export.train import _data
+
+    names = ("benign", "malignant", "normal")
+    for frames in _data("synthetic", names, (64, 64), 8, 3, 0.2, 0, "ood-train"):
+        assert frames.split is not None
+        assert frames.split.to_dict() == synthetic.OOD_TRAIN.to_dict()
+    out = tmp_path / "ood"
+    kw = {**TINY, "epochs": 1, "n_train": 8, "n_val": 3, "split": "ood-train"}
+    train("edge_s", "synthetic", out, **kw)
+    assert load_checkpoint(out / "best.json").train["run"]["split"] == "ood-train"
+    with pytest.raises(InputError, match="settings differ"):
+        train("edge_s", "synthetic", out, resume=True, **{**kw, "epochs": 2, "split": None})
 
 
 def _busi(root: Path, per_class: dict[str, int]) -> None:

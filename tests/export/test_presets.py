@@ -1,0 +1,70 @@
+"""export.presets: the recipes as data, and a tiny teacher-less preset run end to end (train the
+student alone, export it as is: ONNX, report, preset.json)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from export import presets
+from export.checkpoint import load_checkpoint
+from sdk.errors import InputError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_demo_presets_are_the_documented_recipes() -> None:
+    demo, ood = presets.PRESETS["demo"], presets.PRESETS["demo-ood"]
+    assert demo.teacher is None and demo.student == "edge_s"
+    assert demo.student_kwargs == {"mask_stride": 2} and demo.split is None
+    assert "onnx-int8" in demo.formats and demo.report_size == (600, 800)
+    # The OOD twin differs from the demo only by where it trains and what it exports.
+    same = {f.name for f in dataclasses.fields(demo)} - {
+        "name",
+        "description",
+        "formats",
+        "report_frames",
+        "targets",
+        "split",
+    }
+    assert all(getattr(demo, k) == getattr(ood, k) for k in same)
+    assert ood.split == "ood-train" and ood.formats == ("onnx",)
+
+
+def test_unknown_preset(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown preset 'nope'"):
+        presets.run_preset("nope", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_teacherless_preset_runs_end_to_end(tmp_path: Path, monkeypatch) -> None:
+    tiny = dataclasses.replace(
+        presets.PRESETS["demo-ood"],
+        name="tiny",
+        student_kwargs={"mask_stride": 2, "pretrained": False},
+        student_epochs=1,
+        size=(64, 64),
+        frame_sizes=((64, 64), (96, 128)),
+        report_size=(96, 128),
+        n_train=6,
+        n_val=3,
+        batch_size=3,
+        eval_frames=3,
+        report_frames=6,
+    )
+    monkeypatch.setitem(presets.PRESETS, "tiny", tiny)
+    summary = presets.run_preset("tiny", tmp_path / "run", progress=False)
+    out = tmp_path / "run"
+    run = load_checkpoint(out / "student" / "best.json").train["run"]
+    assert run["split"] == "ood-train" and run["model_kwargs"]["mask_stride"] == 2
+    assert (out / "edge_s.onnx").is_file() and not (out / "teacher").exists()
+    saved = json.loads((out / "preset.json").read_text())
+    assert saved == json.loads(json.dumps(summary))
+    assert saved["seconds"]["teacher"] == 0.0 and saved["seconds"]["training"] > 0
+    assert [r["name"] for r in saved["rows"]] == ["edge_s fp32"]
