@@ -68,3 +68,4 @@ def test_teacherless_preset_runs_end_to_end(tmp_path: Path, monkeypatch) -> None
     assert saved == json.loads(json.dumps(summary))
     assert saved["seconds"]["teacher"] == 0.0 and saved["seconds"]["training"] > 0
     assert [r["name"] for r in saved["rows"]] == ["edge_s fp32"]
+    assert saved["scope"] == {}  # demo-ood fits no scope (see the preset)
