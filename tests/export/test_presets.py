@@ -69,3 +69,21 @@ def test_teacherless_preset_runs_end_to_end(tmp_path: Path, monkeypatch) -> None
     assert saved["seconds"]["teacher"] == 0.0 and saved["seconds"]["training"] > 0
     assert [r["name"] for r in saved["rows"]] == ["edge_s fp32"]
     assert saved["scope"] == {}  # demo-ood fits no scope (see the preset)
+
+    # The demo's last step on this artifact: scope + temperature fitted into its metadata (a
+    # small fit here), the digest re-stamped, and the Analyzer serving both.
+    import numpy as np
+
+    import sdk
+    from export.pipeline import fit_scope_and_temperature
+    from sdk.artifact import read_onnx_file_metadata
+
+    fit = fit_scope_and_temperature(
+        out / "edge_s.onnx", n_fit=12, n_heldout=8, styles=("scanner",), frame_sizes=((64, 64),)
+    )
+    assert fit["written"] and fit["temperature"] > 0
+    md = read_onnx_file_metadata(out / "edge_s.onnx")
+    assert md.scope is not None and md.calibration["temperature"] == round(fit["temperature"], 6)
+    with sdk.Analyzer(out / "edge_s.onnx", threads=1) as an:
+        res = an.run(np.zeros((96, 128), np.uint8))
+    assert res.scope_score is not None and 0.0 <= res.scope_score <= 1.0
