@@ -611,3 +611,24 @@ def quantize_with_budget(
                     f"output error): {worst}. Calibrate on more representative frames or keep FP32."
                 )
             k *= 2
+
+
+# --------------------------------------------------------------------------- export.quantize(...)
+# Issue #16 asks for ``export.quantize(src, dst, *, data, target, budget, calib_frames)``, and
+# ``export.quantize`` is this module: once imported, the import system binds the submodule to
+# that attribute of the package, replacing any function of the same name there. So the module
+# itself is callable and hands the call to export.importer.quantize; ``from export.quantize
+# import quantize`` (the recipe-level function above) and ``export.quantize.recipe`` are
+# unchanged. tests/export/test_importer.py checks every import order in a fresh interpreter.
+
+
+class _CallableModule(type(os)):  # types.ModuleType
+    def __call__(self, *args: Any, **kwargs: Any) -> Path:
+        from export.importer import quantize as quantize_artifact
+
+        return quantize_artifact(*args, **kwargs)
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _CallableModule
