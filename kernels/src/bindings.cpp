@@ -26,6 +26,7 @@
 #include "sonoedge/mask_pool.h"
 #include "sonoedge/mask_post.h"
 #include "sonoedge/preprocess.h"
+#include "sonoedge/scope.h"
 
 namespace py = pybind11;
 using namespace sonoedge;
@@ -374,6 +375,40 @@ py::tuple components_cpu_py(const py::array& logits, float threshold, double sx,
   return py::make_tuple(prob, labels, st, contours);
 }
 
+// -> d2 (sonoedge/scope.h). features float32 (F, hf, wf) C-contiguous; logits float32 (K,) or
+// None; whiten float64 (D, D) C-contiguous with D = 2F + K; wm float64 (D,).
+double scope_distance_cpu_py(const py::array& features, const py::object& logits,
+                             const py::array& whiten, const py::array& wm) {
+  require(features.ndim() == 3 && features.dtype().is(py::dtype::of<float>()) &&
+              is_c_contiguous(features),
+          "features must be a C-contiguous float32 (F, h, w) array");
+  require_sizes(features, "features");
+  const int64_t F = features.shape(0), cells = features.shape(1) * features.shape(2);
+  const float* lp = nullptr;
+  int64_t K = 0;
+  py::array lg;
+  if (!logits.is_none()) {
+    lg = py::reinterpret_borrow<py::array>(logits);
+    require(py::isinstance<py::array>(logits) && lg.ndim() == 1 &&
+                lg.dtype().is(py::dtype::of<float>()) && is_c_contiguous(lg),
+            "class_logits must be a C-contiguous float32 (K,) array or None");
+    require_sizes(lg, "class_logits");
+    K = lg.shape(0);
+    lp = static_cast<const float*>(lg.data());
+  }
+  const int64_t D = 2 * F + K;
+  require(whiten.ndim() == 2 && whiten.dtype().is(py::dtype::of<double>()) &&
+              is_c_contiguous(whiten) && whiten.shape(0) == D && whiten.shape(1) == D,
+          "whiten must be a C-contiguous float64 (D, D) array with D = 2F + K = " + str(D));
+  require(wm.ndim() == 1 && wm.dtype().is(py::dtype::of<double>()) && is_c_contiguous(wm) &&
+              wm.shape(0) == D,
+          "wm must be a C-contiguous float64 (D,) array with D = " + str(D));
+  const float* fp = static_cast<const float*>(features.data());
+  const double* w = static_cast<const double*>(whiten.data());
+  const double* m = static_cast<const double*>(wm.data());
+  return scope_distance_cpu(fp, static_cast<int>(F), cells, lp, static_cast<int>(K), w, m);
+}
+
 // -> (boxes int32 (K, 4) x, y, w, h; areas int64 (K,); contours: K lists of int32 (N, 2)).
 py::tuple lesion_outlines_cpu_py(const py::array& mask, const py::array& labels, int64_t num_labels,
                                  std::array<int, 4> roi) {
@@ -582,6 +617,8 @@ PYBIND11_MODULE(_kernels, m) {
         py::arg("kept_logits") = py::none());
   m.def("lesion_outlines_cpu", &lesion_outlines_cpu_py, py::arg("mask"), py::arg("labels"),
         py::arg("num_labels"), py::arg("roi"));
+  m.def("scope_distance_cpu", &scope_distance_cpu_py, py::arg("features"), py::arg("logits"),
+        py::arg("whiten"), py::arg("wm"));
   m.def("mask_post_cpu", &mask_post_cpu_py, py::arg("logits"), py::arg("out"), py::arg("roi"),
         py::arg("threshold"), py::arg("value"), py::arg("num_threads"));
 #if defined(SONOEDGE_WITH_CUDA)

@@ -64,10 +64,53 @@ def test_fast_distance_equals_reference() -> None:
         [summary(f, c, ("gap", "std", "class_logits")) for f, c in zip(feats, logits, strict=True)]
     )
     s = fit_scope(zs[:30], zs[30:])
-    assert s._fast
+    assert s._fast and s._native is not None  # the compiled kernel serves this scope
+    numpy_path = fit_scope(zs[:30], zs[30:])
+    numpy_path._native = None
     for f, c in zip(feats, logits, strict=True):
         v = s.whiten @ (summary(f, c, s.summaries) - s.mean)
         assert s.distance(f, c) == pytest.approx(float(v @ v), rel=1e-6, abs=1e-9)
+        assert numpy_path.distance(f, c) == pytest.approx(float(v @ v), rel=1e-6, abs=1e-9)
+        # Non-contiguous / float64 inputs take the same values through the kernel.
+        f64 = np.asfortranarray(f.astype(np.float64))
+        assert s.distance(f64, c.astype(np.float64)) == pytest.approx(float(v @ v), rel=1e-6)
+    # Without class logits in the summaries (gap + std only) the kernel gets None.
+    zs2 = zs[:, : 2 * feats.shape[1]]
+    s2 = fit_scope(zs2[:30], zs2[30:], summaries=("gap", "std"))
+    assert s2._native is not None
+    v = s2.whiten @ (summary(feats[0], None, ("gap", "std")) - s2.mean)
+    assert s2.distance(feats[0], None) == pytest.approx(float(v @ v), rel=1e-6)
+    with pytest.raises(ValueError, match="class_logits"):
+        s.distance(feats[0], None)
+
+
+def test_scope_distance_kernel_refuses_bad_arrays() -> None:
+    """The binding checks every shape and dtype (a wrong call is an InputError, never a read
+    past an array)."""
+    from sdk.errors import InputError
+    from sdk.kernels import _native
+
+    k = _native().scope_distance_cpu
+    f = np.zeros((4, 3, 3), np.float32)
+    c = np.zeros(3, np.float32)
+    w, wm = np.eye(11), np.zeros(11)
+    assert k(f, c, w, wm) == 0.0
+    bad = [
+        (f.astype(np.float64), c, w, wm),  # features dtype
+        (f[:, :, ::2], c, w, wm),  # not contiguous
+        (f[0], c, w, wm),  # rank
+        (f, c.astype(np.float64), w, wm),  # logits dtype
+        (f, c[None], w, wm),  # logits rank
+        (f, c, np.eye(10), wm),  # D != 2F + K
+        (f, c, w.astype(np.float32), wm),  # whiten dtype
+        (f, c, np.asfortranarray(np.ones((11, 11))), wm),  # whiten layout
+        (f, c, w, np.zeros(10)),  # wm size
+        (np.zeros((0, 3, 3), np.float32), None, np.eye(0), np.zeros(0)),  # empty
+    ]
+    for args in bad:
+        with pytest.raises(InputError):
+            k(*args)
+    assert k(f, None, np.eye(8), np.zeros(8)) == 0.0
 
 
 def test_p_value_and_threshold() -> None:
