@@ -626,6 +626,29 @@ class Analyzer:
                 results.append(self._back(staged, None, None))
         return results
 
+    def _raw_probs_out_of_scope(
+        self, out: dict[str, np.ndarray], cl: np.ndarray | None
+    ) -> list[float]:
+        """The model's own image-level probabilities of a frame the scope refused (its class
+        head, else the pooled image row), after the same finiteness checks as the full path."""
+        md = self.metadata
+        lg = out[md.outputs["mask_logits"]][0, 0]
+        if not np.isfinite(lg).all():
+            raise ModelError(f"{self.path}: the model produced NaN / inf mask logits")
+        if cl is not None:
+            z = cl[0].tolist()
+            if not all(map(math.isfinite, z)):
+                raise ModelError(f"{self.path}: the model produced NaN / inf class logits")
+            return _softmax(z, self._temperature)
+        h = self._head
+        feats = np.ascontiguousarray(out[md.outputs["features"]][0], dtype=np.float32)
+        prob = (1.0 / (1.0 + np.exp(-lg.astype(np.float64)))).astype(np.float32)
+        labels = np.zeros(prob.shape, np.int32)
+        _, _, probs = K._native().pool_classify_cpu(
+            feats, prob, labels, 0, 1e-6, h.w1, h.b1, h.w2, h.b2
+        )
+        return probs[0].tolist()
+
     def _postprocess(
         self,
         out: dict[str, np.ndarray],
@@ -639,6 +662,35 @@ class Analyzer:
         # normalized below), and the bindings still refuse a wrong call. Measured on the 2-core
         # Xeon: the checks cost ~60 us of a ~400 us post-process.
         md = self.metadata
+        names = self.class_names
+        cl_name = md.outputs.get("class_logits")
+        cl = out.get(cl_name) if cl_name else None
+        in_scope, scope_score = True, None
+        if self._scope is not None:  # sdk/scope.py; no diagnosis is claimed out of scope
+            # First, from the outputs alone: an out-of-scope frame skips the mask and lesion
+            # work below (its Result carries an empty mask and no lesions).
+            f_name = md.outputs.get("features")
+            in_scope, scope_score, _ = self._scope.score(
+                out[f_name][0] if f_name else None, cl[0] if cl is not None else None
+            )
+            if not in_scope:  # the EMA skips the frame
+                raw_out = self._raw_probs_out_of_scope(out, cl)
+                with self._state_lock:
+                    index = self._frame_index
+                    self._frame_index += 1
+                return Result(
+                    mask=np.zeros(frame_hw, np.uint8),
+                    label=OUT_OF_SCOPE,
+                    probs={},
+                    lesions=[],
+                    frame_index=index,
+                    timestamp=None,
+                    timings={},
+                    roi=roi,
+                    raw_probs=dict(zip(names, raw_out, strict=True)),
+                    in_scope=False,
+                    scope_score=scope_score,
+                )
         nat = K._native()
         lg = np.ascontiguousarray(out[md.outputs["mask_logits"]][0, 0], dtype=np.float32)
         hm, wm = lg.shape
@@ -671,8 +723,6 @@ class Analyzer:
 
         # Image-level probabilities as Python floats: for 3 classes, math on lists costs a
         # fraction of NumPy's per-call overhead.
-        cl_name = md.outputs.get("class_logits")
-        cl = out.get(cl_name) if cl_name else None
         img: list[float] | None = None
         if cl is not None:
             z = cl[0].tolist()
@@ -699,7 +749,6 @@ class Analyzer:
         # smooths that decision's probabilities; with lesions the smoothed ones are renormalized
         # over the lesion classes again. raw_probs: the model's own image-level output.
         raw = img
-        names = self.class_names
         nrm = names.index(NORMAL) if NORMAL in names else -1
         mal = names.index(MALIGNANT) if MALIGNANT in names else -1
         lesions = []
@@ -736,29 +785,6 @@ class Analyzer:
                 key=lambda les: les.probs[MALIGNANT] if mal >= 0 else les.confidence,
             )
             q = list(top.probs.values())
-        in_scope, scope_score = True, None
-        if self._scope is not None:  # sdk/scope.py; no diagnosis is claimed out of scope
-            f_name = md.outputs.get("features")
-            in_scope, scope_score, _ = self._scope.score(
-                out[f_name][0] if f_name else None, cl[0] if cl is not None else None
-            )
-            if not in_scope:  # the EMA skips the frame
-                with self._state_lock:
-                    index = self._frame_index
-                    self._frame_index += 1
-                return Result(
-                    mask=np.zeros(frame_hw, np.uint8),
-                    label=OUT_OF_SCOPE,
-                    probs={},
-                    lesions=[],
-                    frame_index=index,
-                    timestamp=None,
-                    timings={},
-                    roi=roi,
-                    raw_probs=dict(zip(names, raw, strict=True)),
-                    in_scope=False,
-                    scope_score=scope_score,
-                )
         # The temporal state, under its lock: concurrent calls fold into the EMA and take frame
         # indices in the order they reach it (everything above is per call).
         with self._state_lock:

@@ -201,6 +201,11 @@ def test_blank_frame_flagged_phantom_in_scope() -> None:
     assert set(r.raw_probs) == set(a.class_names) and 0.0 <= r.scope_score < 0.01
     d = r.to_dict()
     assert d["in_scope"] is False and d["label"] == OUT_OF_SCOPE
+    # The early out-of-scope return (no mask / lesion work) keeps the model's own image-level
+    # probabilities: the same as the full post-processing gives for that frame.
+    full = sdk.Analyzer(sdk.default_model()).load()
+    full._scope = None
+    assert full.run(np.zeros((480, 640), np.uint8)).raw_probs == pytest.approx(r.raw_probs)
     img, _, _ = synthetic.phantom("malignant", (600, 800), seed=123)
     r = a.run(img)
     assert r.in_scope and r.label in a.class_names and 0.0 < r.scope_score <= 1.0
