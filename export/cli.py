@@ -93,6 +93,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     from export import doctor  # `sonoedge doctor`: light to import (no torch, no TensorRT)
 
     doctor.add_parser(subparsers)
+    from export import importer_cli  # `sonoedge import` / `sonoedge quantize` (issue #16)
+
+    importer_cli.add_parser(subparsers)
     return p
 
 

@@ -77,14 +77,16 @@ The module object is made callable (``export/quantize.py``, last lines) and call
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
 import re
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1168,6 +1170,25 @@ def import_torch(
         module.train(was_training)
 
 
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """File descriptor 1 to /dev/null for the block (C++ output that sys.stdout never sees)."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1 (an embedded interpreter): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _export_torch(wrapped: Any, x: Any, path: Path, out_names: list[str], opset: int) -> str:
     """Export with the TorchScript exporter, else the dynamo one; the exporter's name."""
     import importlib.util
@@ -1177,8 +1198,12 @@ def _export_torch(wrapped: Any, x: Any, path: Path, out_names: list[str], opset:
 
     axes = {n: {0: "batch"} for n in ["input", *out_names]}
     first: BaseException | None = None
+    # The TorchScript exporter prints the whole IR graph on a failure (C++, to file descriptor 1,
+    # whatever its ONNX log setting): the error below names the op, so that output is dropped.
+    log_was = bool(torch._C._jit_is_onnx_log_enabled())
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        torch._C._jit_set_onnx_log_enabled(False)
+        with warnings.catch_warnings(), torch.no_grad(), _quiet_stdout():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 wrapped,
@@ -1194,6 +1219,8 @@ def _export_torch(wrapped: Any, x: Any, path: Path, out_names: list[str], opset:
         return "torch.onnx.export (TorchScript), dynamic batch"
     except Exception as exc:  # the exporter raises many types (UnsupportedOperatorError, ...)
         first = exc
+    finally:
+        torch._C._jit_set_onnx_log_enabled(log_was)
     op = _unsupported_op(first)
     second = "not tried: it needs onnxscript (pip install onnxscript)"
     if importlib.util.find_spec("onnxscript") is not None:
@@ -1264,19 +1291,6 @@ def quantize(
         InputError: bad arguments, too few frames. ModelError: not an FP32 sonoedge artifact, or
             INT8 misses the budget even with every quantized node back in float.
     """
-    from export.pipeline import (
-        Artifact,
-        build_trt,
-        calibration_frames,
-        heldout_set,
-        quantize_cpu,
-        quantize_trt,
-        report,
-    )
-    from export.pipeline import report_frames as _report_frames
-    from sdk import synthetic
-    from sdk.artifact import read_onnx_file_metadata
-
     target = _choice(target, "target", ("cpu", "tensorrt"))
     for name, v, lo in (
         ("calib_frames", calib_frames, 1),
@@ -1290,7 +1304,29 @@ def quantize(
     src = Path(src)
     if not src.is_file():
         raise ModelError(f"{src}: no such artifact; import the model first (export.import_onnx)")
-    md = read_onnx_file_metadata(src)
+    # torch comes with export.pipeline (its data layer): imported once the arguments hold.
+    from export.pipeline import (
+        Artifact,
+        build_trt,
+        calibration_frames,
+        heldout_set,
+        quantize_cpu,
+        quantize_trt,
+        report,
+    )
+    from export.pipeline import report_frames as _report_frames
+    from sdk import synthetic
+    from sdk.artifact import read_onnx_file_metadata
+
+    try:
+        md = read_onnx_file_metadata(src)
+    except ModelError as exc:
+        if "carries no sonoedge metadata" not in str(exc):
+            raise
+        raise ModelError(
+            f"{src} is a plain ONNX model, not a sonoedge artifact: import it first "
+            "(export.import_onnx / `sonoedge import`), then quantize the artifact"
+        ) from exc
     if md.precision != "fp32":
         raise InputError(f"{src.name} is a {md.precision} artifact; quantize the FP32 one")
     out = _dst(dst, src)

@@ -492,8 +492,13 @@ class QuantResult:
     sensitivity: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
 
-    def drops(self) -> dict[str, float]:
-        return {k: self.fp32[k] - self.int8[k] for k in self.fp32 if k in self.int8}
+    def drops(self) -> dict[str, float | None]:
+        # None where a metric is undefined (macro AUC of held-out frames of one class).
+        return {
+            k: None if self.fp32[k] is None or self.int8[k] is None else self.fp32[k] - self.int8[k]
+            for k in self.fp32
+            if k in self.int8
+        }
 
 
 def node_sensitivity(
