@@ -343,6 +343,27 @@ def test_dynamic_batch_runs_batches_and_static_runs_one(imported):
         assert len(a.run_batch(frames)) == 3
 
 
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_other_backends_run_imported_artifacts(imported, backend):
+    """The adapter is plain ONNX: the torch interpreter and OpenVINO run every imported case
+    (the Reduce* / Gather / Log nodes of the seg-only and classification-only adapters too) and
+    agree with ONNX Runtime."""
+    names = list(imported)
+    if backend == "openvino":  # its compile is slow: the two synthesized-head adapters
+        pytest.importorskip("openvino")
+        names = ["basicunet-seg-only-nhwc-2logits", "classifier-only-softmax"]
+    frame = _frames(1)[0]
+    for name in names:
+        art = imported[name][3]
+        with Analyzer(art, threads=1, smoothing=0.0) as a:
+            want = a.run(frame)
+        with Analyzer(art, backend=backend, threads=1, smoothing=0.0) as a:
+            got = a.run(frame)
+        for k, v in want.raw_probs.items():
+            assert got.raw_probs[k] == pytest.approx(v, abs=1e-4), (name, k)
+        assert (got.mask != want.mask).mean() < 1e-3, name
+
+
 def test_import_torch_monai_module(tmp_path, cv2_exact):
     """An nn.Module returning a dict, RGB NCHW with a per-channel normalization: exported by
     import_torch and checked against the eager module on the documented preprocessing."""
@@ -531,6 +552,29 @@ def test_model_errors_name_the_tensor_and_the_fix(tmp_path, graph, kwargs, match
     # No half-written artifact, no temporary left behind.
     assert not dst.exists()
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_float16_input_and_classification_without_normal(tmp_path, cv2_exact):
+    """A float16 input gets a Cast; a classifier without a 'normal' class makes every frame one
+    whole-frame lesion carrying the classifier's label."""
+    src = _tiny(tmp_path / "h.onnx", in_type=onnx.TensorProto.FLOAT16)
+    art = import_onnx(src, tmp_path / "h16.onnx", **OK)
+    assert read_onnx_file_metadata(art).provenance["import"]["input"]["dtype"] == "float16"
+    names = ("cyst", "fibroadenoma", "carcinoma")
+    art = import_onnx(
+        _tiny(tmp_path / "c.onnx"), tmp_path / "c.onnx.out.onnx", classes=names,
+        mask_output=None, class_output="cls",
+    )  # fmt: skip
+    sess = ort.InferenceSession(str(tmp_path / "c.onnx"), providers=["CPUExecutionProvider"])
+    frame = _frames(1)[0]
+    with Analyzer(art, threads=1, smoothing=0.0) as a:
+        r = a.run(frame)
+    # The documented preprocessing with scale 1, mean 0, std 1: the resized gray pixels.
+    pix = cv2_exact.resize(frame.astype(np.float32), SIZE[::-1], interpolation=cv2_exact.INTER_AREA)
+    z = sess.run(["cls"], {"x": pix[None, None]})[0][0].astype(np.float64)
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    np.testing.assert_allclose([r.raw_probs[c] for c in names], p, atol=1e-4, rtol=0)
+    assert r.mask.all() and len(r.lesions) == 1 and r.label == names[int(p.argmax())]
 
 
 def test_dynamic_size_works_with_size(tmp_path):
