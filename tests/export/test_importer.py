@@ -653,6 +653,13 @@ def test_cli_import(tmp_path, capsys):
         [sys.executable, "-m", "sdk.cli", "import", "--help"], capture_output=True, text=True
     )
     assert r.returncode == 0 and "--mask-output" in r.stdout and "--mean" in r.stdout
+    # sonoedge quantize: a plain ONNX is refused with the fix (exit 1), a bad target is usage.
+    assert main(["quantize", str(src), "--out", str(tmp_path / "q.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "import it first" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as e:
+        main(["quantize", str(dst), "--out", str(tmp_path / "q.onnx"), "--target", "gpu"])
+    assert e.value.code == 2
 
 
 # --------------------------------------------------------------------------- export.quantize
