@@ -32,9 +32,11 @@ def test_demo_presets_are_the_documented_recipes() -> None:
         "report_frames",
         "targets",
         "split",
+        "scope",
     }
     assert all(getattr(demo, k) == getattr(ood, k) for k in same)
     assert ood.split == "ood-train" and ood.formats == ("onnx",)
+    assert demo.scope and not ood.scope
 
 
 def test_unknown_preset(tmp_path: Path) -> None:

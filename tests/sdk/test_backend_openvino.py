@@ -56,8 +56,13 @@ def test_fp32_outputs_match_onnxruntime() -> None:
     ref.close()
 
 
+# INT8: OpenVINO runs the Q/DQ graph through its own low-precision transformations (some
+# DQ -> op -> Q chains stay in float with its own rounding), ONNX Runtime through integer
+# kernels that are exact for this recipe; a requantized activation may differ by one uint8 step,
+# which moves the calibrated probabilities by a few 1e-3 on these frames (2.3e-3 measured on the
+# 2026-12-02 default, 1.4e-3 on its predecessor; up to 3e-2 on frames near a decision edge).
 @pytest.mark.parametrize(
-    ("model", "atol", "max_mask_diff"), [(FP32, 1e-6, 0.0), (INT8, 2e-3, 5e-3)]
+    ("model", "atol", "max_mask_diff"), [(FP32, 1e-6, 0.0), (INT8, 5e-3, 5e-3)]
 )
 def test_analyzer_end_to_end_matches_onnxruntime(frames, model, atol, max_mask_diff) -> None:
     with (
@@ -77,7 +82,8 @@ def test_batches_compile_once_per_size_and_outputs_are_owned(frames) -> None:
     assert ov.max_batch == 8  # dynamic batch axis in the graph
     x3 = _input(3, seed=1)
     out3 = ov.infer(x3)
-    assert out3["mask_logits"].shape == (3, 1, 32, 32)
+    grid = OnnxRuntimeBackend(FP32, threads=1).load().infer(x3)["mask_logits"].shape
+    assert out3["mask_logits"].shape == grid and grid[0] == 3
     singles = [ov.infer(x3[i : i + 1])["mask_logits"][0] for i in range(3)]
     for i, s in enumerate(singles):
         np.testing.assert_allclose(out3["mask_logits"][i], s, rtol=0, atol=1e-4)

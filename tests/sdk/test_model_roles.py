@@ -31,7 +31,9 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 def frame() -> np.ndarray:
     from sdk import synthetic
 
-    img, _, _ = synthetic.phantom("malignant", size=(120, 160), seed=2)
+    # A phantom the shipped default finds its lesion in (the default is retrained from time to
+    # time; the roles tests need a frame with a lesion, not this particular one).
+    img, _, _ = synthetic.phantom("malignant", size=(120, 160), seed=3)
     return img
 
 
