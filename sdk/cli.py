@@ -378,12 +378,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     out = _out_folder(args.out)
     if not args.kernels and any(DEFAULT_MODEL_DIR.glob("default-*.onnx")):
-        return demo.model_demo(out, seed=args.seed, frames=args.frames)
+        seed = demo.DEMO_CINE_SEED if args.seed is None else args.seed
+        return demo.model_demo(out, seed=seed, frames=args.frames)
     if not args.kernels:
         print(
             "no embedded default model in this install: showing the kernels alone", file=sys.stderr
         )
-    return demo.kernels_demo(out, seed=args.seed, size=args.size)
+    return demo.kernels_demo(out, seed=7 if args.seed is None else args.seed, size=args.size)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -416,7 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
         "run the fused kernels on one phantom and write an annotated PNG with their timings.",
     )
     demo.add_argument("--out", default="sonoedge-demo", help="output folder (sonoedge-demo)")
-    demo.add_argument("--seed", type=_seed, default=7, help="phantom seed, 0..2^32-1 (7)")
+    demo.add_argument(
+        "--seed",
+        type=_seed,
+        default=None,
+        help="phantom seed, 0..2^32-1 (model demo 8, --kernels 7)",
+    )
     demo.add_argument(
         "--size",
         type=int_type(16, 1024, "a size"),

@@ -148,9 +148,15 @@ def kernels_demo(out_dir: Path, seed: int = 7, size: int = 256) -> int:
     return 0
 
 
+#: The model demo's cine: scanner-style phantoms (what the default is trained on); seed 8 draws
+#: a typical malignant mass (irregular, not parallel, microlobulated, shadowing), in view in 36
+#: of 48 frames. Chosen by its drawn descriptors, not by the model's answers.
+DEMO_CINE_SEED = 8
+
+
 def model_demo(
     out_dir: Path,
-    seed: int = 7,
+    seed: int = DEMO_CINE_SEED,
     frames: int = 48,
     size: tuple[int, int] = (480, 640),
     progress: bool = True,
@@ -160,7 +166,9 @@ def model_demo(
     from sdk.analyzer import Analyzer
     from sdk.runner import run_source
 
-    cine = [f for f, _, _ in synthetic.cine(frames, "malignant", size=size, seed=seed)]
+    cine = [
+        f for f, _, _ in synthetic.cine(frames, "malignant", size=size, seed=seed, style="scanner")
+    ]
     with Analyzer(smoothing=0.5) as a:
         s = run_source(a, cine, out_dir, fps=15.0, progress=progress)
         name = a.path.name
