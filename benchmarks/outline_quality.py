@@ -113,7 +113,9 @@ def before(a: sdk.Analyzer, out: dict[str, np.ndarray], hw: tuple[int, int], roi
     return {"mask": mask, "contours": list(borders), "k": len(stats)}
 
 
-def run(n: int, model: str | None, seed_base: int) -> tuple[list[dict], list[tuple]]:
+def run(
+    n: int, model: str | None, seed_base: int, style: str = "scanner"
+) -> tuple[list[dict], list[tuple]]:
     seeds = [seed_base + i for i in range(n)]
     clash = set(seeds) & used_seeds()
     if clash:
@@ -125,7 +127,7 @@ def run(n: int, model: str | None, seed_base: int) -> tuple[list[dict], list[tup
     with sdk.Analyzer(model, threads=1) as a:
         for i, seed in enumerate(seeds):
             label = LABELS[i % 3]
-            img, truth, _ = phantom(label, size=(600, 800), seed=seed)
+            img, truth, _ = phantom(label, size=(600, 800), seed=seed, style=style)
             staged = a._front(img, None, "bgr")
             old = before(a, staged[0], staged[1], staged[2])
             t0 = time.perf_counter()
@@ -242,14 +244,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed-base", type=int, default=SEED_BASE)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--picture", type=Path, default=None, help="write a before / after PNG")
+    ap.add_argument(
+        "--style",
+        choices=("scanner", "classic"),
+        default="scanner",
+        help="phantom style (scanner: what the default is trained on since issue #13)",
+    )
     args = ap.parse_args(argv)
     t0 = time.time()
-    rows, keep = run(args.n, args.model, args.seed_base)
+    rows, keep = run(args.n, args.model, args.seed_base, args.style)
     res = {
         "what": "outline quality on fresh 600x800 phantoms (benchmarks/outline_quality.py)",
         "cpu": describe(),
         "model": args.model or str(sdk.default_model()),
         "frames": args.n,
+        "style": args.style,
         "seeds": [args.seed_base, args.seed_base + args.n - 1],
         "before": _stats(rows, "before"),
         "after": _stats(rows, "after"),
@@ -288,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         ("mask Dice vs true mask, mean / median", "dice_mean", "dice_median"),
     ]
     lines = [
-        f"# Outline quality: {args.n} fresh 600×800 phantoms "
+        f"# Outline quality: {args.n} fresh 600×800 {args.style}-style phantoms "
         f"(seeds {res['seeds'][0]}..{res['seeds'][1]})",
         "",
         f"`python benchmarks/outline_quality.py --n {args.n}`; model "
