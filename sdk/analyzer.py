@@ -705,7 +705,7 @@ class Analyzer:
                 self.threshold,
                 sx,
                 sy,
-                float(md.min_lesion_area_px),
+                max(float(md.min_lesion_area_px), md.min_lesion_area_frac * roi[2] * roi[3]),
                 False,
                 0.0,
                 0.0,

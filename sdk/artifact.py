@@ -184,6 +184,10 @@ class Metadata:
     head: dict[str, np.ndarray] | None = None
     mask_threshold: float = 0.5
     min_lesion_area_px: int = 16
+    #: Also drop lesions smaller than this fraction of the ROI's area (0: off): a floor that
+    #: scales with the frame, which an absolute pixel count cannot (a 5 mm lesion covers ~2000
+    #: px of a 600x800 frame and ~130 of a 128x128 one). The larger of the two floors applies.
+    min_lesion_area_frac: float = 0.0
     roi_policy: str = "full"  # "full": the whole frame; "fixed": roi_box; set per call otherwise
     roi_box: tuple[int, int, int, int] | None = None
     precision: str = "fp32"
@@ -221,6 +225,7 @@ class Metadata:
             "thresholds": {
                 "mask": self.mask_threshold,
                 "min_lesion_area_px": self.min_lesion_area_px,
+                "min_lesion_area_frac": self.min_lesion_area_frac,
             },
             "roi": {"policy": self.roi_policy, "box": list(self.roi_box) if self.roi_box else None},
             "precision": self.precision,
@@ -443,6 +448,11 @@ class Metadata:
         if not 0.0 <= mask_threshold <= 1.0:
             raise fail(f"thresholds.mask {mask_threshold} must be in [0, 1]; re-export the model")
         min_area = integer(th.get("min_lesion_area_px", 16), "thresholds.min_lesion_area_px", 0)
+        min_frac = real(th.get("min_lesion_area_frac", 0.0), "thresholds.min_lesion_area_frac")
+        if not 0.0 <= min_frac < 1.0:
+            raise fail(
+                f"thresholds.min_lesion_area_frac {min_frac} must be in [0, 1); re-export the model"
+            )
 
         roi = section(d, "roi")
         roi_policy = roi.get("policy", "full")
@@ -485,6 +495,7 @@ class Metadata:
             head=head,
             mask_threshold=mask_threshold,
             min_lesion_area_px=min_area,
+            min_lesion_area_frac=min_frac,
             roi_policy=roi_policy,
             roi_box=box,  # type: ignore[arg-type]
             precision=str(d.get("precision", "fp32")),

@@ -456,3 +456,43 @@ def test_run_after_close_raises_instead_of_reloading(tiny_onnx, phantom_frame) -
         b.run(img)
     with pytest.raises(AnalyzerClosedError):
         b.run(img)
+
+
+def test_relative_lesion_floor_scales_with_the_roi(tiny_onnx, phantom_frame, monkeypatch) -> None:
+    """thresholds.min_lesion_area_frac: a lesion smaller than that fraction of the ROI is not
+    reported (the larger of it and min_lesion_area_px applies); 0 keeps everything."""
+    img, _ = phantom_frame
+    with sdk.Analyzer(tiny_onnx, threads=1) as a:
+        a.load()
+        assert a.metadata.min_lesion_area_frac == 0.0
+        base = a.run(img)
+        assert base.lesions
+        largest = max(les.area_px for les in base.lesions)
+        roi_area = img.shape[0] * img.shape[1]
+        # Just above the largest lesion's share of the frame: every lesion goes, the mask empties.
+        a.metadata.min_lesion_area_frac = min(0.999, 1.5 * largest / roi_area)
+        r = a.run(img)
+        assert not r.lesions and not r.mask.any() and r.label == "normal"
+        # The floor is a share of the ROI, not of the frame: the area handed to the components
+        # kernel is max(min_lesion_area_px, frac * roi_w * roi_h).
+        import sdk.analyzer as A
+
+        real = A.K._native()
+        seen: list[float] = []
+
+        class Spy:
+            def __getattr__(self, name):  # everything else: the real module
+                return getattr(real, name)
+
+            def components_cpu(self, *args, **kw):
+                seen.append(args[4])
+                return real.components_cpu(*args, **kw)
+
+        a.metadata.min_lesion_area_frac = 0.01
+        monkeypatch.setattr(A.K, "_native", lambda: Spy())
+        a.run(img)
+        a.run(img, roi=(10, 20, 200, 100))
+        a.metadata.min_lesion_area_frac = 1e-6
+        a.run(img, roi=(10, 20, 200, 100))
+        px = a.metadata.min_lesion_area_px
+        assert seen == [0.01 * roi_area, 0.01 * 200 * 100, float(px)]

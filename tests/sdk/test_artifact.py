@@ -64,6 +64,13 @@ def test_metadata_round_trip() -> None:
     for k in m.head:
         np.testing.assert_array_equal(back.head[k], m.head[k])
     assert back.to_dict() == Metadata.from_dict(back.to_dict()).to_dict()
+    # The relative lesion floor: 0 (off) by default, absent in older artifacts, round-trips.
+    assert back.min_lesion_area_frac == 0.0
+    d = m.to_dict()
+    d["thresholds"].pop("min_lesion_area_frac")
+    assert Metadata.from_dict(d).min_lesion_area_frac == 0.0
+    d["thresholds"]["min_lesion_area_frac"] = 0.002
+    assert Metadata.from_json(Metadata.from_dict(d).to_json()).min_lesion_area_frac == 0.002
 
 
 @pytest.mark.parametrize(
@@ -126,6 +133,9 @@ def test_metadata_from_numpy_typed_values() -> None:
         (lambda d: d["outputs"].update(features=3), "outputs.features"),
         (lambda d: d["roi"].update(policy="fixed", box=[0, 0, 0, 5]), r"roi\.box\[2\]"),
         (lambda d: d["thresholds"].update(min_lesion_area_px=-1), "min_lesion_area_px"),
+        (lambda d: d["thresholds"].update(min_lesion_area_frac=1.0), "min_lesion_area_frac"),
+        (lambda d: d["thresholds"].update(min_lesion_area_frac=-0.1), "min_lesion_area_frac"),
+        (lambda d: d["thresholds"].update(min_lesion_area_frac="x"), "min_lesion_area_frac"),
         (lambda d: d.update(provenance=[1]), "provenance"),
         (
             lambda d: d.update(extra={"x": [[[[]]]]} | {"y": json.loads("[" * 70 + "]" * 70)}),
