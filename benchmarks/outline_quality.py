@@ -9,8 +9,9 @@ disjoint from every phantom seed the demo preset trains, validates, calibrates a
 * **after** -- what ``Analyzer.run`` returns now: outlines traced on the frame-resolution mask
   (:func:`sdk.kernels.lesion_outlines`) and the label rule of :class:`sdk.Result`;
 * **before** -- the previous post-process rebuilt from the same model outputs: the mask of the raw
-  logits, each grid component's border traced on the 32×32 grid and mapped to cell centres in
-  frame pixels, labels = argmax of the classifier's own probabilities (``raw_probs``).
+  logits, each grid component's border traced on the model's mask grid (32×32 or 64×64) and
+  mapped to cell centres in frame pixels, labels = argmax of the classifier's own
+  probabilities (``raw_probs``).
 
 Metrics: filled outline vs ``Result.mask`` IoU (median, 5th percentile; frames where either is
 non-empty), HD95 of the filled outline against the true mask (median, p90; frames where both are
@@ -220,7 +221,14 @@ def picture(keep: list[tuple], path: Path) -> None:
         for v in (bef, after):  # the true mask, thin white
             cv2.polylines(v, gt, True, (255, 255, 255), 1, cv2.LINE_AA)
         cv2.putText(
-            bef, "before: grid border (32x32)", (8, 590), 0, 0.8, (0, 255, 255), 2, cv2.LINE_AA
+            bef,
+            "before: grid border (model's mask grid)",
+            (8, 590),
+            0,
+            0.8,
+            (0, 255, 255),
+            2,
+            cv2.LINE_AA,
         )
         cv2.putText(
             after, "after: traced on Result.mask", (8, 590), 0, 0.8, (0, 255, 255), 2, cv2.LINE_AA
