@@ -717,7 +717,7 @@ def contact_sheet(frames, preds_by_model: dict[str, list[dict]], per_class: int 
             for name, preds in preds_by_model.items():
                 p = preds[i]
                 conf = p["raw_probs"].get(p["label"], None)
-                c = "" if conf is None else f" {conf:.2f}"
+                c = "" if conf is None else f" (raw p {conf:.2f})"
                 lines.append(f"{name}: {p['label']}{c}")
             for k, txt in enumerate(lines):
                 y = 14 + 14 * k
@@ -742,6 +742,7 @@ def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         " (its docstring lists what the frames model and what they do not).",
         "",
         f"- Command: `{meta['command']}`",
+        *(f"- {note}" for note in meta.get("notes", [])),
         f"- CPU: {meta['cpu']}",
         f"- Frames: {meta['n_frames']} ({meta['n_per_class']} normal / benign / malignant), "
         f"{cfg['out_size'][0]}x{cfg['out_size'][1]} uint8, {meta['pixel_mm']} mm pixels; seed"
@@ -789,7 +790,8 @@ def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         lines.append("")
     lines.append(
         f"Contact sheet: `independent-check.png` (true mask green, `{rows[0]['model']}`'s mask"
-        " red; labels of every model)."
+        " red; every model's `Result.label` with its `raw_probs` value for that label -- a"
+        " lesion label follows the mask, so it can come with a low raw probability)."
     )
     return "\n".join(lines) + "\n"
 
@@ -819,6 +821,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--simulate-only", action="store_true", help="fill the cache and stop")
+    ap.add_argument(
+        "--cached-only", action="store_true", help="score cached frames only (never simulate)"
+    )
+    ap.add_argument("--note", action="append", default=[], help="a report line (repeatable)")
     args = ap.parse_args(argv)
     from tqdm import tqdm
 
@@ -831,6 +837,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     frames = []
     for label, seed in tqdm(frame_seeds(args.n), desc="pymust frames", unit="frame"):
+        path = args.cache / f"{cfg.key()}-{label}-{seed}.npz"
+        if args.cached_only and not path.exists():
+            raise SystemExit(f"{path} is not cached (--cached-only)")
         frames.append(cached_frame(label, seed, cfg, args.cache))
     sim_s = [f[2]["seconds"] for f in frames]
     sim_cpu = [f[2].get("cpu_seconds", math.nan) for f in frames]
@@ -875,6 +884,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "sim_cpu_seconds_per_frame_mean": float(np.mean(sim_cpu)),
         "sim_cpu_seconds_total": float(np.sum(sim_cpu)),
         "seed_stream": SEED,
+        "notes": list(args.note),
     }
     per_frame = []
     for i, (_, mask, info) in enumerate(frames):
