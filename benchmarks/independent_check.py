@@ -697,8 +697,11 @@ def run_model(path: Path, frames: Frames, threads: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- reporting
 
 
-def contact_sheet(frames, preds_by_model: dict[str, list[dict]], per_class: int = 4) -> np.ndarray:
-    """Rows = classes, columns = frames: true mask green, the first model's mask red, labels."""
+def contact_sheet(
+    frames, preds_by_model: dict[str, list[dict]], per_class: int = 4, scale: float = 0.75
+) -> np.ndarray:
+    """Rows = classes, columns = frames (``scale`` x their size): true mask green, the first
+    model's mask red, every model's label."""
     first = next(iter(preds_by_model))
     tiles = []
     for label in LABELS:
@@ -706,11 +709,13 @@ def contact_sheet(frames, preds_by_model: dict[str, list[dict]], per_class: int 
         row = []
         for i in idx:
             image, mask, info = frames[i]
-            rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+            h, w = (round(scale * n) for n in image.shape)
+            rgb = cv2.cvtColor(
+                cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_GRAY2BGR
+            )
             for m, color in ((preds_by_model[first][i]["mask"], (0, 0, 255)), (mask, (0, 255, 0))):
-                cs, _ = cv2.findContours(
-                    (np.asarray(m) > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
-                )
+                m = cv2.resize((np.asarray(m) > 0).astype(np.uint8), (w, h), cv2.INTER_NEAREST)
+                cs, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
                 cv2.drawContours(rgb, cs, -1, color, 1)
             kind = (info.get("lesion") or {}).get("kind", "")
             lines = [f"true: {label} {kind}".rstrip()]
@@ -720,10 +725,10 @@ def contact_sheet(frames, preds_by_model: dict[str, list[dict]], per_class: int 
                 c = "" if conf is None else f" (raw p {conf:.2f})"
                 lines.append(f"{name}: {p['label']}{c}")
             for k, txt in enumerate(lines):
-                y = 14 + 14 * k
-                cv2.putText(rgb, txt, (5, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 3)
+                y = 12 + 12 * k
+                cv2.putText(rgb, txt, (5, y), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 3)
                 color = (0, 255, 0) if k == 0 else (80, 180, 255)
-                cv2.putText(rgb, txt, (5, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, color, 1)
+                cv2.putText(rgb, txt, (5, y), cv2.FONT_HERSHEY_SIMPLEX, 0.36, color, 1)
             row.append(cv2.copyMakeBorder(rgb, 2, 2, 2, 2, cv2.BORDER_CONSTANT, value=(40, 40, 40)))
         while len(row) < per_class:
             row.append(np.zeros_like(row[0]))
