@@ -40,8 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--preset",
         default=None,
-        help="run a whole recipe instead (teacher, distillation, export, report): 'demo' "
-        "(see export/presets.py); uses --out, --threads, --device, --resume, --quiet",
+        help="run a whole recipe instead (training, export, INT8, report, shipping step): "
+        "'demo' (the embedded default) or 'demo-ood' (its OOD-suite twin; see "
+        "export/presets.py); uses --out, --threads, --device, --resume, --quiet",
     )
     p.add_argument(
         "--data",
