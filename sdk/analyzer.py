@@ -636,18 +636,29 @@ class Analyzer:
         if not np.isfinite(lg).all():
             raise ModelError(f"{self.path}: the model produced NaN / inf mask logits")
         if cl is not None:
-            z = cl[0].tolist()
-            if not all(map(math.isfinite, z)):
-                raise ModelError(f"{self.path}: the model produced NaN / inf class logits")
-            return _softmax(z, self._temperature)
-        h = self._head
-        feats = np.ascontiguousarray(out[md.outputs["features"]][0], dtype=np.float32)
+            return self._image_probs(cl)
         prob = (1.0 / (1.0 + np.exp(-lg.astype(np.float64)))).astype(np.float32)
-        labels = np.zeros(prob.shape, np.int32)
+        return self._pooled_rows(out, prob, np.zeros(prob.shape, np.int32), 0)[0]
+
+    def _image_probs(self, cl: np.ndarray) -> list[float]:
+        """Calibrated image-level probabilities from the class logits, as Python floats (for 3
+        classes, math on lists costs a fraction of NumPy's per-call overhead)."""
+        z = cl[0].tolist()
+        if not all(map(math.isfinite, z)):
+            raise ModelError(f"{self.path}: the model produced NaN / inf class logits")
+        return _softmax(z, self._temperature)
+
+    def _pooled_rows(
+        self, out: dict[str, np.ndarray], prob: np.ndarray, labels: np.ndarray, k: int
+    ) -> list[list[float]]:
+        """Mask-guided pooling + head (the compiled kernel): row 0 the image, rows 1..k the
+        lesions; calibrated (the head carries 1 / T from load)."""
+        h = self._head
+        feats = np.ascontiguousarray(out[self.metadata.outputs["features"]][0], dtype=np.float32)
         _, _, probs = K._native().pool_classify_cpu(
-            feats, prob, labels, 0, 1e-6, h.w1, h.b1, h.w2, h.b2
+            feats, prob, labels, k, 1e-6, h.w1, h.b1, h.w2, h.b2
         )
-        return probs[0].tolist()
+        return probs.tolist()
 
     def _postprocess(
         self,
@@ -721,21 +732,9 @@ class Analyzer:
         # and outer borders in frame pixels: the filled outlines are the mask.
         boxes, areas, outlines = nat.lesion_outlines_cpu(mask, labels, k, roi)
 
-        # Image-level probabilities as Python floats: for 3 classes, math on lists costs a
-        # fraction of NumPy's per-call overhead.
-        img: list[float] | None = None
-        if cl is not None:
-            z = cl[0].tolist()
-            if not all(map(math.isfinite, z)):
-                raise ModelError(f"{self.path}: the model produced NaN / inf class logits")
-            img = _softmax(z, self._temperature)
+        img = self._image_probs(cl) if cl is not None else None
         if md.outputs.get("features"):
-            h = self._head
-            feats = np.ascontiguousarray(out[md.outputs["features"]][0], dtype=np.float32)
-            _, _, pooled_probs = nat.pool_classify_cpu(
-                feats, prob, labels, k, 1e-6, h.w1, h.b1, h.w2, h.b2
-            )
-            rows = pooled_probs.tolist()  # calibrated: the head carries 1 / T (load)
+            rows = self._pooled_rows(out, prob, labels, k)
             lesion_rows, per_lesion = rows[1:], True
             if img is None:
                 img = rows[0]
