@@ -190,6 +190,18 @@ def run_preset(
         threads=threads,
         progress=progress,
     )
+    train_kw: dict[str, Any] = dict(resume=resume, augment=p.augment, split=p.split, **common)
+    export_kw: dict[str, Any] = dict(
+        data="synthetic",
+        formats=p.formats,
+        calib_frames=p.calib_frames,
+        eval_frames=p.eval_frames,
+        n_report=p.report_frames,
+        report_size=p.report_size,
+        budget=p.budget,
+        threads=threads,
+        progress=progress,
+    )
     if p.teacher is None:
         # No teacher: the student learns the task alone and is exported as is.
         student_ck = train(
@@ -199,27 +211,11 @@ def run_preset(
             epochs=p.student_epochs,
             lr=p.student_lr,
             model_kwargs=p.student_kwargs,
-            resume=resume,
-            augment=p.augment,
-            split=p.split,
-            **common,
+            **train_kw,
         )
         t_teacher = 0.0
         t_train = time.perf_counter() - t0
-        res = run_export(
-            student_ck,
-            out,
-            data="synthetic",
-            student=None,
-            formats=p.formats,
-            calib_frames=p.calib_frames,
-            eval_frames=p.eval_frames,
-            n_report=p.report_frames,
-            report_size=p.report_size,
-            budget=p.budget,
-            threads=threads,
-            progress=progress,
-        )
+        res = run_export(student_ck, out, student=None, **export_kw)
     else:
         teacher_dir = out / "teacher"
         if resume and (teacher_dir / "best.json").is_file() and (out / "student").exists():
@@ -232,19 +228,14 @@ def run_preset(
                 epochs=p.teacher_epochs,
                 lr=p.teacher_lr,
                 model_kwargs=p.teacher_kwargs,
-                resume=resume,
-                augment=p.augment,
-                split=p.split,
-                **common,
+                **train_kw,
             )
         t_teacher = time.perf_counter() - t0
         t_train = t_teacher
         res = run_export(
             teacher,
             out,
-            data="synthetic",
             student=p.student,
-            formats=p.formats,
             baseline=p.baseline,
             distill_kwargs={
                 "epochs": p.student_epochs,
@@ -256,13 +247,7 @@ def run_preset(
                 "batch_size": p.batch_size,
                 "resume": resume,
             },
-            calib_frames=p.calib_frames,
-            eval_frames=p.eval_frames,
-            n_report=p.report_frames,
-            report_size=p.report_size,
-            budget=p.budget,
-            threads=threads,
-            progress=progress,
+            **export_kw,
         )
     t_scope = time.perf_counter()
     scopes = {}

@@ -45,22 +45,34 @@ def test_unknown_preset(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
-def test_teacherless_preset_runs_end_to_end(tmp_path: Path, monkeypatch) -> None:
+def _tiny(base: str, name: str, monkeypatch, **kw) -> presets.Preset:
+    """Preset ``base`` shrunk to seconds (6 frames, 1 epoch, no ImageNet weights), registered
+    as ``name`` for this test."""
     tiny = dataclasses.replace(
-        presets.PRESETS["demo-ood"],
-        name="tiny",
+        presets.PRESETS[base],
+        name=name,
         student_kwargs={"mask_stride": 2, "pretrained": False},
         student_epochs=1,
         size=(64, 64),
-        frame_sizes=((64, 64), (96, 128)),
-        report_size=(96, 128),
         n_train=6,
         n_val=3,
         batch_size=3,
         eval_frames=3,
+        **kw,
+    )
+    monkeypatch.setitem(presets.PRESETS, name, tiny)
+    return tiny
+
+
+def test_teacherless_preset_runs_end_to_end(tmp_path: Path, monkeypatch) -> None:
+    _tiny(
+        "demo-ood",
+        "tiny",
+        monkeypatch,
+        frame_sizes=((64, 64), (96, 128)),
+        report_size=(96, 128),
         report_frames=6,
     )
-    monkeypatch.setitem(presets.PRESETS, "tiny", tiny)
     summary = presets.run_preset("tiny", tmp_path / "run", progress=False)
     out = tmp_path / "run"
     run = load_checkpoint(out / "student" / "best.json").train["run"]
@@ -85,22 +97,15 @@ def test_shipping_step_writes_floor_scope_and_temperature(tmp_path: Path, monkey
     import sdk
     from sdk.artifact import read_onnx_file_metadata
 
-    tiny = dataclasses.replace(
-        presets.PRESETS["demo"],
-        name="tiny-ship",
-        student_kwargs={"mask_stride": 2, "pretrained": False},
-        student_epochs=1,
-        size=(64, 64),
+    tiny = _tiny(
+        "demo",
+        "tiny-ship",
+        monkeypatch,
         frame_sizes=((64, 64),),
         report_size=(64, 64),
-        n_train=6,
-        n_val=3,
-        batch_size=3,
-        eval_frames=3,
         report_frames=3,
         formats=("onnx",),
     )
-    monkeypatch.setitem(presets.PRESETS, "tiny-ship", tiny)
     small = functools.partial(
         P.fit_scope_and_temperature,
         n_fit=12,
