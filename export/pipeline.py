@@ -893,6 +893,7 @@ def fit_scope_and_temperature(
     quantile: float = 0.99,
     threads: int | None = 1,
     write: bool = True,
+    frames_cache: dict[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit the out-of-scope model and the probability temperature of an ``.onnx`` artifact on
     its own outputs, and (``write``) embed both in its metadata through
@@ -906,6 +907,8 @@ def fit_scope_and_temperature(
     never seen by that fit, give the reference distances, the threshold (their ``quantile``)
     and the temperature (:func:`sdk.scope.fit_temperature`: NLL of the image-level logits).
     No MUST / SIMUS-family frame is used. Nothing about the model's graph or weights changes.
+    ``frames_cache``: a dict shared by several calls (e.g. the FP32 and INT8 files of one
+    export): the phantoms are drawn once, kept there, and reused by the next call.
 
     Returns: a summary (threshold, temperature, held-out flag rate and ECE before / after).
     """
@@ -924,14 +927,16 @@ def fit_scope_and_temperature(
         ("heldout", n_heldout, SCOPE_HOLDOUT_SEED),
     ):
         for k, style in enumerate(styles):
-            frames = SyntheticFrames(
-                int(n),
-                [tuple(s) for s in frame_sizes],
-                seed + offset + k,
-                md.class_names,
-                cache=False,
-                style=style,
-            )
+            sizes = [tuple(s) for s in frame_sizes]
+            key = (int(n), tuple(sizes), seed + offset + k, tuple(md.class_names), style)
+            frames = None if frames_cache is None else frames_cache.get(key)
+            if frames is None:
+                cache = frames_cache is not None  # keep the drawn frames only to share them
+                frames = SyntheticFrames(
+                    int(n), sizes, seed + offset + k, md.class_names, cache=cache, style=style
+                )
+                if frames_cache is not None:
+                    frames_cache[key] = frames
             sets[role].append(_scope_outputs(path, md, frames, threads))
     fz = np.concatenate([z for z, _, _ in sets["fit"]])
     hz = np.concatenate([z for z, _, _ in sets["heldout"]])

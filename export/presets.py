@@ -254,12 +254,15 @@ def run_preset(
     if p.scope:
         from export.pipeline import fit_scope_and_temperature
 
+        shared: dict[Any, Any] = {}  # the phantoms drawn once for every artifact
         for a in res.artifacts:
             # Every shipped ONNX Runtime artifact; not the distillation's teacher.
             if a.format in ("onnx", "onnx-int8") and a.path is not None:
                 if not a.name.startswith("teacher "):
                     set_min_lesion_area_frac(a.path, p.min_lesion_area_frac)
-                    scopes[a.name] = fit_scope_and_temperature(a.path, threads=threads)
+                    scopes[a.name] = fit_scope_and_temperature(
+                        a.path, threads=threads, frames_cache=shared
+                    )
     t_scope = time.perf_counter() - t_scope
     rows = json.loads(res.report[1].read_text(encoding="utf-8"))["rows"]
     summary = {

@@ -126,3 +126,9 @@ def test_shipping_step_writes_floor_scope_and_temperature(tmp_path: Path, monkey
     assert res.scope_score is not None and 0.0 <= res.scope_score <= 1.0
     with pytest.raises(InputError, match="min_lesion_area_frac"):
         presets.set_min_lesion_area_frac(path, 1.0)
+    # Phantoms drawn once and shared between artifacts give the same fit as drawing them anew.
+    shared: dict = {}
+    first = small(path, write=False, frames_cache=shared)
+    assert len(shared) == 2  # fit + held-out sets of the one style
+    again = small(path, write=False, frames_cache=shared)
+    assert first == again == small(path, write=False) == {**fit, "written": False}
