@@ -1150,7 +1150,9 @@ def _markdown(doc: dict[str, Any]) -> str:
         f"frames); drops against **{doc['reference']}** on the same frames "
         "(positive = worse). Dice / IoU at frame resolution, both-empty frames count 1.",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['device']}; {m['versions']}; {m['date']}.",
+        f"Machine: {m['cpu']} ({m.get('cpu_class', '?')}: {m.get('isa', '?')}; sonoedge "
+        f"kernels {m.get('kernels_isa', '?')}), {m['cores']} cores, {m['device']}; "
+        f"{m['versions']}; {m['date']}.",
         "",
         "| artifact | format | status | size MB | Dice | IoU | accuracy | macro AUC | ms/frame "
         "| FPS | ΔDice | ΔIoU | Δaccuracy | ΔAUC |",
