@@ -46,6 +46,9 @@ __all__ = ["Analyzer", "AnalyzerClosedError", "default_model", "to_uint8"]
 #: thread start-up and memory: 100000 ONNX Runtime threads took minutes and 4.5 GB to load).
 MAX_THREADS_PER_CPU = 4
 
+#: Model strings that name a `sonoedge serve` endpoint instead of a file (sdk/remote.py).
+REMOTE_SCHEMES = ("grpc://", "http://", "https://")
+
 
 class AnalyzerClosedError(InputError):
     """The Analyzer was closed: ``run`` / ``run_batch`` / ``load`` / ``stream`` after ``close()``
@@ -208,6 +211,16 @@ class Analyzer:
     :class:`~sdk.errors.InputError` naming it and the fix. Thread-safe (see the module
     docstring); ``close()`` is final.
     """
+
+    def __new__(cls, path: Any = None, *args: Any, **kwargs: Any) -> Any:
+        # ``Analyzer("grpc://HOST:PORT/MODEL")`` / ``http://``: a client of `sonoedge serve`
+        # (sdk/remote.py) with the same run / run_batch / close API and the same Result. It is
+        # not an Analyzer subclass, so Python does not call __init__ on it a second time.
+        if cls is Analyzer and isinstance(path, str) and path.startswith(REMOTE_SCHEMES):
+            from sdk.remote import RemoteAnalyzer
+
+            return RemoteAnalyzer(path, *args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
