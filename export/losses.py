@@ -13,10 +13,36 @@ frequency, ``w_k = N / (K n_k)`` (:func:`balanced_class_weights`).
 
 Shapes: ``mask_logits`` / ``mask`` float ``(B, 1, h, w)`` (targets in [0, 1]; soft targets from
 area-resized masks are fine), ``class_logits`` ``(B, K)``, ``labels`` int64 ``(B,)``.
+
+:class:`TrainingLoss` is what :func:`export.train.train` minimizes, with or without a teacher::
+
+    L = L_total                                   (above, on the ground truth)
+      + aux_weight · mean_i L_seg(aux_i, mask↓)   deep supervision (``aux_mask_logits`` of
+                                                  ``forward_train``: NMTNet's side outputs,
+                                                  MTL-OCA's soft object regions, α = 0.4)
+      + alpha_kd · T² · KL(softmax(z_t/T) ‖ softmax(z_s/T))     class KD (Hinton et al. 2015)
+      + beta_pixel · KL(Bern(σ(m_t)↓) ‖ Bern(σ(m_s)))           pixel KD on the mask
+      + gamma_feat · ‖G_s - G_t‖² / B²                          feature KD (similarity-preserving,
+                                                  Tung & Mori 2019) on the lesion-pooled features
+
+Pixel KD: the teacher's lesion probability, resampled to the student's mask grid (area averaging
+when shrinking, bilinear when enlarging), is a soft target for the student's logits under a
+**binary cross-entropy**, reported minus the target's entropy (the per-pixel binary KL: 0 when
+the student matches, same gradient as BCE). BCE rather than MSE on logits: it compares
+probabilities, so background pixels where the teacher says -15 and the student -8 cost ~nothing
+(MSE would spend the student's small capacity on confidence it cannot use); it is bounded per
+pixel and on the task BCE's scale, so ``beta_pixel`` ~ 1 needs no tuning; teachers with a finer
+mask are averaged in probability space, which is what the student's coarser cell should predict.
+
+Feature KD compares, within the batch, which frames' pooled features look alike (the B×B
+cosine-similarity matrices of student and teacher): no projection layer to train and keep, and
+any two feature widths compare. The features are pooled over the ground-truth lesion (over the
+whole map on frames without one), as the SDK's mask-guided head pools them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -28,10 +54,16 @@ from sdk.errors import InputError
 __all__ = [
     "DICE_EPS",
     "MultiTaskLoss",
+    "TrainingLoss",
     "balanced_class_weights",
     "bce_loss",
     "ce_loss",
+    "class_kd_loss",
     "dice_loss",
+    "feature_kd_loss",
+    "lesion_pooled",
+    "pixel_kd_loss",
+    "resize_probs",
     "seg_loss",
 ]
 
@@ -134,3 +166,189 @@ class MultiTaskLoss(nn.Module):
         total = self.lam * seg + (1.0 - self.lam) * cls
         parts = {"bce": bce, "dice": dsc, "seg": seg, "cls": cls, "total": total}
         return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def resize_probs(probs: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resample probabilities ``(B, 1, h, w)`` to ``size``: area averaging when shrinking (the
+    fraction of a coarse cell that is lesion), bilinear when enlarging."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(probs.shape[-2:]) == size:
+        return probs
+    if probs.shape[-2] >= size[0] and probs.shape[-1] >= size[1]:
+        return F.interpolate(probs, size=size, mode="area")
+    return F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+
+
+def pixel_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Pixel-mean binary KL ``KL(Bern(p_t) ‖ Bern(σ(s)))`` with ``p_t = σ(teacher)`` resized to
+    the student's grid.
+
+    Args:
+        student_logits: float ``(B, 1, hs, ws)``.
+        teacher_logits: float ``(B, 1, ht, wt)`` (any size; no gradient flows into it).
+
+    Returns:
+        scalar >= 0 (0 iff the student's probabilities equal the teacher's on every cell).
+    """
+    if student_logits.ndim != 4 or teacher_logits.ndim != 4:
+        raise InputError(
+            f"mask logits must be (B, 1, h, w); got student {tuple(student_logits.shape)}, "
+            f"teacher {tuple(teacher_logits.shape)}"
+        )
+    p = resize_probs(torch.sigmoid(teacher_logits.detach().float()), student_logits.shape[-2:])
+    p = p.clamp(0.0, 1.0)
+    bce = F.binary_cross_entropy_with_logits(student_logits.float(), p)
+    # Subtracting the target's entropy turns BCE into the binary KL: same gradient, but the
+    # logged value reads 0 at a perfect match instead of the teacher's own uncertainty.
+    eps = 1e-7
+    pc = p.clamp(eps, 1.0 - eps)
+    entropy = -(pc * pc.log() + (1.0 - pc) * (1.0 - pc).log()).mean()
+    return bce - entropy
+
+
+def class_kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
+) -> torch.Tensor:
+    """``T² · KL(softmax(t / T) ‖ softmax(s / T))``, mean over the batch.
+
+    Args:
+        student_logits, teacher_logits: float ``(B, K)``.
+        T: temperature > 0.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise InputError(
+            f"student class logits {tuple(student_logits.shape)} and teacher "
+            f"{tuple(teacher_logits.shape)} differ; both must be (B, K) over the same classes"
+        )
+    log_s = F.log_softmax(student_logits.float() / T, dim=1)
+    log_t = F.log_softmax(teacher_logits.detach().float() / T, dim=1)
+    return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * (T * T)
+
+
+def lesion_pooled(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, F)``: ``features`` ``(B, F, h, w)`` averaged over the lesion of ``mask``
+    ``(B, 1, H, W)`` (area-resized to the feature grid), over the whole map where the frame
+    has no lesion."""
+    w = resize_probs(mask.to(features.dtype), features.shape[-2:])
+    area = w.sum(dim=(2, 3))  # (B, 1)
+    w = torch.where(area > 1e-3, w, torch.ones_like(w))[:, :1]
+    return (features * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3))
+
+
+def feature_kd_loss(student_pooled: torch.Tensor, teacher_pooled: torch.Tensor) -> torch.Tensor:
+    """Similarity-preserving KD: ``‖G_s - G_t‖²_F / B²`` with ``G`` the batch's cosine
+    similarity matrix of the pooled features (``(B, Fs)`` and ``(B, Ft)``, widths may differ).
+    0 for a batch of one frame (nothing to relate)."""
+    if student_pooled.ndim != 2 or teacher_pooled.ndim != 2:
+        raise InputError(
+            f"pooled features must be (B, F); got student {tuple(student_pooled.shape)}, "
+            f"teacher {tuple(teacher_pooled.shape)}"
+        )
+    if student_pooled.shape[0] != teacher_pooled.shape[0]:
+        raise InputError("student and teacher features must cover the same batch")
+    s = F.normalize(student_pooled.float(), dim=1)
+    t = F.normalize(teacher_pooled.detach().float(), dim=1)
+    b = s.shape[0]
+    return ((s @ s.T - t @ t.T) ** 2).sum() / (b * b)
+
+
+class TrainingLoss(nn.Module):
+    """The trainer's loss (module docstring): the task loss plus optional deep supervision and
+    knowledge distillation.
+
+    ``forward(outputs, mask, labels, teacher_out=None)`` → ``(total, parts)``. ``outputs`` may
+    carry ``aux_mask_logits`` (a sequence of ``(B, 1, h_i, w_i)``) and ``features``;
+    ``teacher_out`` is needed when a KD weight is > 0. ``parts`` holds the detached floats of
+    the task loss (``bce``, ``dice``, ``seg``, ``cls``), ``task``, then ``aux`` when
+    ``aux_weight`` > 0, ``kd_cls`` / ``kd_pixel`` / ``kd_feat`` when ``report_kd`` (a teacher is
+    attached, even at zero weights: the no-teacher baseline logs zeros), and ``total``.
+    """
+
+    def __init__(
+        self,
+        task: MultiTaskLoss,
+        *,
+        T: float = 4.0,
+        alpha_kd: float = 0.0,
+        beta_pixel: float = 0.0,
+        gamma_feat: float = 0.0,
+        aux_weight: float = 0.0,
+        report_kd: bool = False,
+    ) -> None:
+        super().__init__()
+        weights = (
+            ("alpha_kd", alpha_kd),
+            ("beta_pixel", beta_pixel),
+            ("gamma_feat", gamma_feat),
+            ("aux_weight", aux_weight),
+        )
+        for name, v in weights:
+            if isinstance(v, bool) or not (
+                isinstance(v, int | float) and math.isfinite(v) and v >= 0
+            ):
+                raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
+        if isinstance(T, bool) or not (isinstance(T, int | float) and math.isfinite(T) and T > 0):
+            raise InputError(f"T (temperature) must be a positive number, got {T!r}")
+        self.task, self.T = task, float(T)
+        self.alpha_kd, self.beta_pixel = float(alpha_kd), float(beta_pixel)
+        self.gamma_feat, self.aux_weight = float(gamma_feat), float(aux_weight)
+        self.report_kd = bool(report_kd) or self.uses_teacher
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether the teacher must run (some KD weight > 0)."""
+        return self.alpha_kd > 0 or self.beta_pixel > 0 or self.gamma_feat > 0
+
+    def forward(
+        self,
+        outputs: dict[str, torch.Tensor],
+        mask: torch.Tensor,
+        labels: torch.Tensor,
+        teacher_out: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        task, parts = self.task(outputs, mask, labels)
+        total = task
+        out = {k: v for k, v in parts.items() if k != "total"}
+        out["task"] = parts["total"]
+        if self.aux_weight > 0:
+            aux_logits = outputs.get("aux_mask_logits") or ()
+            if not aux_logits:
+                raise InputError(
+                    "aux_weight > 0 but the model returns no aux_mask_logits from forward_train; "
+                    "set aux_weight=0 for this architecture"
+                )
+            aux = sum(
+                seg_loss(a, resize_probs(mask.to(a.dtype), a.shape[-2:])) for a in aux_logits
+            ) / len(aux_logits)
+            total = total + self.aux_weight * aux
+            out["aux"] = float(aux.detach())
+        if self.report_kd:
+            zero = task.new_zeros(())
+            kd_cls = kd_pix = kd_feat = zero
+            if self.uses_teacher:
+                if teacher_out is None:
+                    raise InputError("KD weights are non-zero but no teacher outputs were given")
+                if self.alpha_kd > 0:
+                    kd_cls = class_kd_loss(
+                        outputs["class_logits"], teacher_out["class_logits"], self.T
+                    )
+                if self.beta_pixel > 0:
+                    kd_pix = pixel_kd_loss(outputs["mask_logits"], teacher_out["mask_logits"])
+                if self.gamma_feat > 0:
+                    kd_feat = feature_kd_loss(
+                        lesion_pooled(outputs["features"], mask),
+                        lesion_pooled(teacher_out["features"], mask),
+                    )
+            total = (
+                total
+                + self.alpha_kd * kd_cls
+                + self.beta_pixel * kd_pix
+                + self.gamma_feat * kd_feat
+            )
+            out.update(
+                kd_cls=float(kd_cls.detach()),
+                kd_pixel=float(kd_pix.detach()),
+                kd_feat=float(kd_feat.detach()),
+            )
+        out["total"] = float(total.detach())
+        return total, out

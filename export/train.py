@@ -1,4 +1,6 @@
-"""Multi-task training of any registered architecture (teachers and the edge student).
+"""Multi-task training of any registered architecture, with or without a teacher: the one
+trainer of the export stage (teachers, the edge student, its distillation, the no-teacher
+baseline; :func:`export.distill.distill` is this function with a teacher).
 
 ``train(arch, data, out_dir, ...)`` writes into ``out_dir``:
 
@@ -9,8 +11,14 @@
   confusion matrix, learning rate, seconds), all through :mod:`sdk.metrics`;
 * ``curves.png``: losses and validation metrics per epoch.
 
-Loss: ``λ (BCE + Dice) + (1 - λ) CE`` with balanced class weights (:mod:`export.losses`).
-AdamW, cosine learning-rate decay per epoch. Validation: a stratified held-out split of a folder,
+Loss (:class:`export.losses.TrainingLoss`): ``λ (BCE + Dice) + (1 - λ) CE`` with balanced class
+weights; optionally deep supervision on the ``aux_mask_logits`` a model's ``forward_train``
+returns (``aux_weight``) and, with a ``teacher`` checkpoint, class KD (``alpha_kd``, temperature
+``T``), pixel KD on the mask (``beta_pixel``) and feature KD on the lesion-pooled features
+(``gamma_feat``). The teacher is frozen (eval mode, no gradient) and sees the very augmented
+frame the student sees, preprocessed for its own input (channels, normalization, size).
+AdamW, cosine learning-rate decay per epoch, optional linear warm-up over the first
+``warmup_steps`` optimizer steps. Validation: a stratified held-out split of a folder,
 or phantoms with other seeds for ``"synthetic"``; masks compared at the model's mask resolution
 (prediction = ``sigmoid > 0.5``, target = lesion fraction > 0.5 per cell).
 
@@ -32,7 +40,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from export.checkpoint import checkpoint_paths, load_checkpoint, normalization, save_checkpoint
@@ -48,8 +57,8 @@ from export.data import (
     stratified_split,
 )
 from export.data import frame_sizes as data_frame_sizes
-from export.losses import MultiTaskLoss, balanced_class_weights
-from export.models import create_model, list_models
+from export.losses import MultiTaskLoss, TrainingLoss, balanced_class_weights
+from export.models import create_model, list_models, model_defaults
 from sdk import metrics
 from sdk.errors import BackendUnavailableError, InputError
 
@@ -73,6 +82,13 @@ _RESUME_KEYS = (
     "augment",
     "model_kwargs",
     "split",
+    "teacher",
+    "T",
+    "alpha_kd",
+    "beta_pixel",
+    "gamma_feat",
+    "aux_weight",
+    "warmup_steps",
 )
 
 
@@ -186,7 +202,7 @@ def evaluate(
     probs: list[np.ndarray] = []
     sums: dict[str, float] = {}
     n = 0
-    for x, m, y in loader:
+    for x, m, y, *_ in loader:
         x, m, y = x.to(dev), m.to(dev), y.to(dev)
         out = model(x)
         if criterion is not None:
@@ -229,32 +245,115 @@ def evaluate(
     return res
 
 
+class _PairDataset(Dataset):
+    """Items ``(x, mask, label, x_teacher)``; ``x_teacher`` is an empty tensor when there is no
+    teacher to run or it takes exactly the student's input (no second preprocessing)."""
+
+    def __init__(self, student: MultiTaskDataset, teacher: MultiTaskDataset | None) -> None:
+        self.student, self.teacher = student, teacher
+
+    def set_epoch(self, epoch: int) -> None:
+        self.student.set_epoch(epoch)
+        if self.teacher is not None:
+            self.teacher.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.student)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        x, m, y = self.student[index]
+        xt = self.teacher[index][0] if self.teacher is not None else torch.empty(0)
+        return x, m, y, xt
+
+
+def _outputs(model: nn.Module, x: torch.Tensor, train_outputs: bool) -> dict[str, torch.Tensor]:
+    """``forward_train`` (the contract's outputs plus ``aux_mask_logits``) when deep
+    supervision asks for it, else ``forward``."""
+    return model.forward_train(x) if train_outputs else model(x)
+
+
 def _train_epoch(
-    model: torch.nn.Module,
+    model: nn.Module,
+    teacher: nn.Module | None,
     loader: DataLoader,
-    criterion: MultiTaskLoss,
+    criterion: TrainingLoss,
     opt: torch.optim.Optimizer,
     dev: torch.device,
     desc: str,
     progress: bool,
+    lr_at: Any,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns the sample-weighted mean of each loss part."""
+    """One pass over ``loader``; returns the sample-weighted mean of each loss part.
+    ``lr_at(i)`` is the learning rate of the epoch's ``i``-th step (warm-up, cosine)."""
     model.train()
     sums: dict[str, float] = {}
     seen = 0
     pin = dev.type == "cuda"
+    aux = criterion.aux_weight > 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch")
-    for x, m, y in bar:
+    for i, (x, m, y, xt) in enumerate(bar):
         x, m, y = x.to(dev, non_blocking=pin), m.to(dev, non_blocking=pin), y.to(dev)
-        total, parts = criterion(model(x), m, y)
+        t_out = None
+        if teacher is not None:
+            # Frozen teacher (eval mode, no graph): gradients reach the student only.
+            with torch.no_grad():
+                t_out = teacher(x if xt.numel() == 0 else xt.to(dev))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(i)
+        total, parts = criterion(_outputs(model, x, aux), m, y, t_out)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v * len(y)
         seen += len(y)
-        bar.set_postfix(loss=f"{parts['total']:.3f}")
+        post = {"loss": f"{parts['total']:.3f}"}
+        if "kd_pixel" in parts and teacher is not None:
+            post["kd"] = f"{parts['kd_pixel']:.3f}"
+        bar.set_postfix(**post)
     return {k: v / max(seen, 1) for k, v in sums.items()}
+
+
+def _frozen_teacher(path: Path, dev: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """The teacher checkpoint in eval mode without gradients, and its record for the run."""
+    ck = load_checkpoint(path, device=dev)  # ModelError for a config that does not fit
+    teacher = ck.model.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    x0 = teacher.example_input(1, tuple(teacher.input_size))
+    if isinstance(x0, tuple):
+        raise InputError(
+            f"teacher {ck.meta['arch']} takes {len(x0)} inputs; distillation feeds "
+            "single-input teachers only"
+        )
+    info = {
+        "path": str(path),
+        "arch": ck.meta["arch"],
+        "config": ck.meta.get("config", {}),
+        "epoch": ck.epoch,
+        "weights_sha256": ck.meta.get("weights_sha256"),
+        "input_size": list(teacher.input_size),
+        "input_channels": list(teacher.input_channels),
+        "val_at_training": ck.train.get("val"),
+    }
+    return teacher, info
+
+
+def _lr_schedule(lr: float, epochs: int, steps_per_epoch: int, warmup_steps: int) -> Any:
+    """``lr_at(epoch)(i)``: cosine decay per epoch times a linear warm-up over the first
+    ``warmup_steps`` optimizer steps of the run; a pure function of (epoch, step), so a
+    resumed run follows the same schedule."""
+
+    def at_epoch(epoch: int) -> Any:
+        base = lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+        def at(i: int) -> float:
+            step = epoch * steps_per_epoch + i
+            return base * min(1.0, (step + 1) / warmup_steps) if warmup_steps else base
+
+        return at
+
+    return at_epoch
 
 
 def _summary_line(desc: str, record: dict[str, Any]) -> str:
@@ -283,8 +382,8 @@ def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
     FigureCanvasAgg(fig)
     ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(ep, [h["train"]["total"] for h in history], "o-", label="train")
-    ax1.plot(ep, [h["val"]["loss_total"] for h in history], "o-", label="validation")
-    ax1.set(xlabel="epoch", ylabel="λ(BCE + Dice) + (1 - λ)CE", title="loss")
+    ax1.plot(ep, [h["val"]["loss_total"] for h in history], "o-", label="validation (task)")
+    ax1.set(xlabel="epoch", ylabel="training loss (task + aux + KD)", title="loss")
     ax1.legend()
     for key in ("dice", "iou", "accuracy", "macro_auc"):
         vals = [np.nan if h["val"][key] is None else h["val"][key] for h in history]
@@ -397,8 +496,16 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     split: Any = None,
+    teacher: str | os.PathLike[str] | None = None,
+    T: float = 4.0,
+    alpha_kd: float | None = None,
+    beta_pixel: float | None = None,
+    gamma_feat: float = 0.0,
+    aux_weight: float = 0.0,
+    warmup_steps: int = 0,
 ) -> Path:
-    """Train ``arch`` on ``data`` and return the JSON of its best checkpoint.
+    """Train ``arch`` on ``data`` (optionally distilling ``teacher``); return the JSON of its
+    best checkpoint.
 
     Args:
         arch: a registered architecture (:func:`export.models.list_models`).
@@ -410,8 +517,9 @@ def train(
         resume: continue from ``out_dir/last`` with the same settings (``epochs`` may grow);
             starts afresh when ``out_dir`` holds no checkpoint yet.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda[:N]"``.
-        size: input side or ``(h, w)`` (default: the model's ``input_size``); synthetic frames
-            are drawn at this size unless ``frame_sizes`` says otherwise.
+        size: input side or ``(h, w)`` (default: the teacher's input size with a teacher, else
+            the model's ``input_size``); synthetic frames are drawn at this size unless
+            ``frame_sizes`` says otherwise.
         frame_sizes: phantom sizes ``[(H, W), ...]`` to draw synthetic frames at (each frame
             one of them, by its seed), e.g. scanner sizes, so the model learns from what the
             serving path makes of such frames (default: ``size``).
@@ -422,7 +530,8 @@ def train(
         augment: random flips / rotation / crop / gain / speckle on the training frames;
             ``"ultrasound"`` adds :class:`export.us_augment.UltrasoundAugment`
             (:meth:`export.data.Augment.from_option`).
-        model_kwargs: factory options (e.g. ``{"pretrained": False}``).
+        model_kwargs: factory options (e.g. ``{"pretrained": False}``); with a teacher,
+            ``class_names`` default to the teacher's.
         num_workers: DataLoader worker processes (0 = in the main process).
         threads: torch CPU threads for this call (restored after); None keeps torch's setting.
             On a CPU shared with other jobs, 1 is often fastest: OpenMP threads that wait on
@@ -434,13 +543,27 @@ def train(
             of the generator's factors (a :class:`sdk.synthetic.Split`, its dict, or a name
             such as ``"ood-train"``: every factor the OOD suite tests held out, so
             ``benchmarks/ood_suite.py`` scores the run on regions it never saw).
+        teacher: a checkpoint of this function (stem, ``.json`` or ``.safetensors``) to
+            distill; it is evaluated on the validation frames (``teacher_val`` in
+            ``metrics.json``) and, when some KD weight is > 0, run frozen on every batch.
+        T: softmax temperature of the class KD (> 0).
+        alpha_kd, beta_pixel: weights of the class KD and the pixel KD (>= 0); default 1.0
+            with a teacher, 0 without (both 0 with a teacher: the no-teacher baseline that
+            records the teacher as its reference, on the same frames and budget).
+        gamma_feat: weight of the feature KD (>= 0; both models must return ``features``).
+        aux_weight: weight of the deep supervision on ``forward_train``'s ``aux_mask_logits``
+            (>= 0; 0 trains on the contract's outputs alone).
+        warmup_steps: linear learning-rate warm-up over this many first optimizer steps (0:
+            none).
 
     Returns:
         Path of ``out_dir/best.json`` (load it with :func:`export.checkpoint.load_checkpoint`).
 
     Raises:
-        InputError: unknown arch, bad settings, empty data, an occupied ``out_dir``, settings
-            that differ from the run being resumed.
+        InputError: unknown arch, bad settings, KD weights without a teacher, teacher / student
+            class names that differ, empty data, an occupied ``out_dir``, settings that differ
+            from the run being resumed.
+        ModelError: a teacher checkpoint that is missing, corrupt or does not fit its config.
         sdk.errors.SourceError: dataset folder problems.
         BackendUnavailableError: CUDA asked for and absent.
     """
@@ -456,11 +579,31 @@ def train(
         stop_after = _positive_int(stop_after, "stop_after")
     if threads is not None:
         threads = _positive_int(threads, "threads")
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise InputError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+    default_kd = 1.0 if teacher is not None else 0.0
+    alpha_kd = default_kd if alpha_kd is None else alpha_kd
+    beta_pixel = default_kd if beta_pixel is None else beta_pixel
+    loss_args = dict(
+        T=T, alpha_kd=alpha_kd, beta_pixel=beta_pixel, gamma_feat=gamma_feat, aux_weight=aux_weight
+    )
+    uses_teacher = TrainingLoss(MultiTaskLoss(lam), **loss_args).uses_teacher  # validates
+    if uses_teacher and teacher is None:
+        raise InputError(
+            "alpha_kd / beta_pixel / gamma_feat > 0 need a teacher checkpoint; pass teacher, or "
+            "set them to 0 to train without one"
+        )
     with _torch_threads(threads):
         dev = resolve_device(device)
         out = Path(out_dir)
         _, last_js = checkpoint_paths(out / "last")
         model_kwargs = dict(model_kwargs or {})
+        t_model: nn.Module | None = None
+        t_info: dict[str, Any] | None = None
+        if teacher is not None:
+            t_model, t_info = _frozen_teacher(Path(teacher), dev)
+            if "class_names" in model_defaults(arch):
+                model_kwargs.setdefault("class_names", list(t_model.class_names))
 
         resumed = None
         if last_js.exists():
@@ -474,7 +617,18 @@ def train(
         else:
             torch.manual_seed(seed)
             model = create_model(arch, **model_kwargs)
-        hw = _size(size, tuple(model.input_size), int(getattr(model, "size_divisor", 32)))
+        if t_model is not None and tuple(model.class_names) != tuple(t_model.class_names):
+            raise InputError(
+                f"student classes {list(model.class_names)} differ from the teacher's "
+                f"{list(t_model.class_names)}; KD needs the same classes in the same order "
+                "(pass model_kwargs={'class_names': ...})"
+            )
+        if aux_weight > 0 and not hasattr(model, "forward_train"):
+            raise InputError(
+                f"{arch} has no forward_train (no auxiliary mask outputs): aux_weight must be 0"
+            )
+        default_hw = tuple(t_model.input_size) if t_model is not None else model.input_size
+        hw = _size(size, default_hw, int(getattr(model, "size_divisor", 32)))
         model.input_size = hw
         run = {
             "arch": arch,
@@ -494,6 +648,13 @@ def train(
             "model_kwargs": json.loads(json.dumps(model_kwargs)),
             "epochs": epochs,
             "split": _split_json(split, data),
+            "teacher": None if t_info is None else t_info["path"],
+            "T": float(T),
+            "alpha_kd": float(alpha_kd),
+            "beta_pixel": float(beta_pixel),
+            "gamma_feat": float(gamma_feat),
+            "aux_weight": float(aux_weight),
+            "warmup_steps": warmup_steps,
         }
         start, history, best = _resume_point(resumed, run, out)
         out.mkdir(parents=True, exist_ok=True)
@@ -512,21 +673,39 @@ def train(
         model.eval()
         with torch.no_grad():
             mask_hw = tuple(model(x0.to(dev))["mask_logits"].shape[-2:])
-        norm = normalization(model)
-        ds_args = dict(
-            input_size=hw,
-            input_channels=model.input_channels,
-            mean=norm["mean"],
-            std=norm["std"],
-            mask_size=mask_hw,
-            seed=seed,
-        )
-        train_ds = MultiTaskDataset(train_frames, augment=Augment.from_option(augment), **ds_args)
-        val_ds = MultiTaskDataset(val_frames, augment=None, **ds_args)
+        aug = Augment.from_option(augment)
+
+        def dataset(net: nn.Module, frames: Any, augmentation: Augment | None) -> MultiTaskDataset:
+            norm = normalization(net)
+            return MultiTaskDataset(
+                frames,
+                input_size=tuple(net.input_size),
+                input_channels=net.input_channels,
+                mean=norm["mean"],
+                std=norm["std"],
+                mask_size=mask_hw,
+                augment=augmentation,
+                seed=seed,
+            )
+
+        run_teacher = t_model if uses_teacher else None
+        t_train_ds = None
+        if run_teacher is not None:
+            same_input = (
+                tuple(run_teacher.input_size) == hw
+                and tuple(run_teacher.input_channels) == tuple(model.input_channels)
+                and normalization(run_teacher) == normalization(model)
+            )
+            # Same seed + same augmentation: the teacher sees the very frame the student sees.
+            t_train_ds = None if same_input else dataset(run_teacher, train_frames, aug)
+        train_ds = _PairDataset(dataset(model, train_frames, aug), t_train_ds)
+        val_ds = dataset(model, val_frames, None)
 
         counts = np.bincount(np.asarray(train_frames.labels), minlength=len(model.class_names))
         weights = balanced_class_weights(counts.tolist()) if class_weighting else None
-        criterion = MultiTaskLoss(lam, weights).to(dev)
+        criterion = TrainingLoss(
+            MultiTaskLoss(lam, weights), report_kd=t_model is not None, **loss_args
+        ).to(dev)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         if resumed is not None and resumed.optimizer_state is not None:
             opt.load_state_dict(resumed.optimizer_state)
@@ -534,38 +713,63 @@ def train(
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
         pin = dev.type == "cuda"
-        summary = {
+        summary: dict[str, Any] = {
             "train": describe(train_frames),
             "val": describe(val_frames),
             "class_weights": None if weights is None else weights.tolist(),
             "mask_size": list(mask_hw),
             "device": str(dev),
         }
+        info_extra: dict[str, Any] = {}
+        if t_model is not None:
+            # The reference the report compares with: the teacher on the same val frames.
+            t_val = evaluate(
+                t_model,
+                _loader(dataset(t_model, val_frames, None), batch_size, False, seed, 0, 0, pin),
+                None,
+                dev,
+            )
+            summary.update(teacher=t_info, teacher_val=t_val)
+            info_extra["distillation"] = {
+                "teacher": t_info,
+                "T": float(T),
+                "alpha_kd": float(alpha_kd),
+                "beta_pixel": float(beta_pixel),
+                "gamma_feat": float(gamma_feat),
+                "pixel_kd": "binary KL of sigma(student) to area-resized sigma(teacher)",
+                "class_kd": "T^2 KL(softmax(t/T) || softmax(s/T))",
+                "feature_kd": "similarity-preserving KD on lesion-pooled features",
+                "teacher_val": t_val,
+            }
 
+        kind = "" if t_model is None else ("distill " if uses_teacher else "baseline ")
+        steps = len(_loader(train_ds, batch_size, True, seed, 0, 0, pin))
+        lr_at = _lr_schedule(float(lr), epochs, steps, warmup_steps)
         end = epochs if stop_after is None else min(epochs, start + stop_after)
         for epoch in range(start, end):
             t0 = time.perf_counter()
-            # Cosine decay, a pure function of the epoch: nothing to restore on resume.
-            lr_e = lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
-            for g in opt.param_groups:
-                g["lr"] = lr_e
             torch.manual_seed(seed * 1_000_003 + epoch)
             train_ds.set_epoch(epoch)
             loader = _loader(train_ds, batch_size, True, seed, epoch, num_workers, pin)
-            desc = f"{arch} epoch {epoch + 1}/{epochs}"
-            train_loss = _train_epoch(model, loader, criterion, opt, dev, desc, progress)
+            desc = f"{kind}{arch} epoch {epoch + 1}/{epochs}"
+            train_loss = _train_epoch(
+                model, run_teacher, loader, criterion, opt, dev, desc, progress, lr_at(epoch)
+            )
             val = evaluate(
-                model, _loader(val_ds, batch_size, False, seed, 0, num_workers, pin), criterion, dev
+                model,
+                _loader(val_ds, batch_size, False, seed, 0, num_workers, pin),
+                criterion.task,
+                dev,
             )
             record = {
                 "epoch": epoch,
-                "lr": lr_e,
+                "lr": lr_at(epoch)(steps - 1),
                 "seconds": time.perf_counter() - t0,
                 "train": train_loss,
                 "val": val,
             }
             history.append(record)
-            info = {"run": run, "val": val}
+            info = {"run": run, "val": val, **info_extra}
             save_checkpoint(out / "last", model, epoch=epoch, optimizer=opt, train=info)
             if _score(val) > best:
                 best = _score(val)
@@ -575,9 +779,16 @@ def train(
                 out / "metrics.json",
                 {"run": run, "data": summary, "best_epoch": best_epoch, "epochs": history},
             )
-            _plot(history, out / "curves.png", f"{arch} on {data}")
+            _plot(history, out / "curves.png", _title(arch, data, t_info, run))
             if progress:
                 tqdm.write(_summary_line(desc, record))
         if not (out / "best.json").exists():
             raise InputError(f"{out}: no epoch was trained (epochs={epochs} already reached?)")
         return out / "best.json"
+
+
+def _title(arch: str, data: Any, t_info: dict[str, Any] | None, run: dict[str, Any]) -> str:
+    if t_info is None:
+        return f"{arch} on {data}"
+    kd = f"T={run['T']:g}, α={run['alpha_kd']:g}, β={run['beta_pixel']:g}, γ={run['gamma_feat']:g}"
+    return f"{arch} from teacher {t_info['arch']} ({kd}) on {data}"
