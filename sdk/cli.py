@@ -619,6 +619,12 @@ Tables print to stdout; --out writes STEM.md and STEM.json (and the PNGs) there.
     from sdk.synthetic import cli as phantom_cli
 
     phantom_cli.add_parser(sub)
+    from export import triton_repo
+    from sdk import batch as batch_cli
+    from sdk.serve import cli as serve_cli
+
+    for extra_cli in (serve_cli, batch_cli, triton_repo):  # issue #18: serve, batch, triton-repo
+        extra_cli.add_parser(sub)
     try:  # `sonoedge train` lives in the export stage; the runtime install does not have it
         from export import cli as export_cli
     except ImportError:  # pragma: no cover - export is always packaged with sdk
