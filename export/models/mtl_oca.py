@@ -244,7 +244,9 @@ class MTLOCA(MultiTaskModel):
 
     def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The contract's outputs plus ``region_logits`` ``(B, K, H, W)`` for L_soft (class 0 =
-        background, 1 = lesion) and ``relation`` ``(B, H·W, K)``."""
+        background, 1 = lesion), ``relation`` ``(B, H·W, K)`` and ``aux_mask_logits`` (the soft
+        regions as one lesion logit map, for :class:`export.losses.TrainingLoss`; the paper's
+        α = 0.4 is ``aux_weight=0.4``)."""
         feats, bottleneck = self.backbone(x)
         augmented, region_logits, relation = self.oca(feats)
         pooled = torch.cat([bottleneck.mean(dim=(2, 3)), feats.mean(dim=(2, 3))], dim=1)
@@ -253,6 +255,9 @@ class MTLOCA(MultiTaskModel):
             "class_logits": self.classifier(pooled),
             "region_logits": region_logits,
             "relation": relation,
+            # L_soft as the trainer's deep supervision: a 2-class softmax is the sigmoid of the
+            # logit difference, so the soft regions' CE is a BCE on this one logit map.
+            "aux_mask_logits": (region_logits[:, 1:2] - region_logits[:, 0:1],),
         }
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

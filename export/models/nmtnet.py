@@ -211,7 +211,8 @@ class NMTNet(MultiTaskModel):
 
     def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The contract's outputs plus the LRE priors for deep supervision: ``side_logits_16``
-        ``(B, 1, H/16, W/16)``, ``side_logits_8`` and ``side_logits_4``."""
+        ``(B, 1, H/16, W/16)``, ``side_logits_8`` and ``side_logits_4``, also as the tuple
+        ``aux_mask_logits`` (:class:`export.losses.TrainingLoss` deep supervision)."""
         stem, c1, c2, c3, c4 = self.encoder(x)
         d = self.mfcr([c2, c3, c4])
         levels = [d]
@@ -234,6 +235,7 @@ class NMTNet(MultiTaskModel):
             "mask_logits": _up2(mask_half),
             "class_logits": self.classifier(torch.cat(pooled, dim=1)),
             **{f"side_logits_{r}": s for r, s in zip((16, 8, 4), sides, strict=True)},
+            "aux_mask_logits": tuple(sides),
         }
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
