@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from sdk.analyzer import AnalyzerClosedError, _check_bit_depth, to_uint8
+from sdk.analyzer import AnalyzerClosedError, to_uint8
 from sdk.errors import InputError, ModelError, SDKError
 from sdk.result import Result
 from sdk.serve._wire import (
@@ -293,6 +293,18 @@ def _server_error(where: str, name: str, status: Any, text: str) -> SDKError:
     if "inputerror" in low or "sdk.errors" in low:
         return InputError(f"{where}: the server refused the frame: {text}")
     return RemoteError(f"{where}: the server failed the call (status {status}): {text}")
+
+
+def _check_bit_depth(bit_depth: Any) -> int | None:
+    """None or an integer in [8, 32] (what sdk.Analyzer accepts), else InputError."""
+    if bit_depth is None:
+        return None
+    if isinstance(bit_depth, bool) or not isinstance(bit_depth, int) or not 8 <= bit_depth <= 32:
+        raise InputError(
+            f"bit_depth must be None or an integer in [8, 32] (the scanner's bits per pixel), "
+            f"got {bit_depth!r}"
+        )
+    return bit_depth
 
 
 class RemoteAnalyzer:

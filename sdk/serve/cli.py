@@ -64,7 +64,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 0
     if args.host not in LOOPBACK_HOSTS:
         if not args.allow_remote:
-            raise InputError(
+            from sdk.cli import UsageError
+
+            raise UsageError(
                 f"--host {args.host} would serve other machines; pass --allow-remote as well "
                 "(the server has no authentication and no TLS: trusted networks only)"
             )
@@ -74,7 +76,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if not args.name.replace("_", "").replace("-", "").isalnum():
-        raise InputError(f"--name {args.name!r}: letters, digits, '-' and '_' only")
+        from sdk.cli import UsageError
+
+        raise UsageError(f"--name {args.name!r}: letters, digits, '-' and '_' only")
     if args.model is not None and not os.path.isfile(args.model):
         raise InputError(f"--model {args.model}: no such file; give an exported .onnx / .plan")
     python = serve_python(args.venv)
