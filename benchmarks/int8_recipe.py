@@ -122,8 +122,9 @@ def use_classic_phantoms() -> None:
     """Draw the export stage's synthetic frames in ``style="classic"``: the default model was
     trained, calibrated and reported on those phantoms (sdk/models/REPORT.md), and
     ``export.data.open_frames("synthetic")`` draws ``style="scanner"`` ones since 2026-12-02.
-    Applied to ``export.pipeline``'s calibration / held-out / report frames."""
-    import export.pipeline as P
+    Applied to ``export.pipeline``'s calibration / held-out / report frames (drawn in
+    ``export._pipeline.frames``)."""
+    import export._pipeline.frames as P
     from export.data import SyntheticFrames, open_frames
 
     def classic(data: Any, class_names: Any = None, **kw: Any) -> Any:

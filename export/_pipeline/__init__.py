@@ -1,0 +1,1 @@
+"""The steps of the export pipeline (:mod:`export.pipeline` orchestrates them)."""
