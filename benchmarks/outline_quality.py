@@ -102,7 +102,7 @@ def before(a: sdk.Analyzer, out: dict[str, np.ndarray], hw: tuple[int, int], roi
     """The previous post-process from the same outputs: raw-logit mask, grid borders at cell
     centres, argmax labels of the classifier's own probabilities."""
     md = a.metadata
-    nat = sdk.kernels._native()
+    nat = sdk.kernels.native()
     lg = np.ascontiguousarray(out[md.outputs["mask_logits"]][0, 0], dtype=np.float32)
     hm, wm = lg.shape
     sx, sy = roi[2] / wm, roi[3] / hm
@@ -129,10 +129,11 @@ def run(
         for i, seed in enumerate(seeds):
             label = LABELS[i % 3]
             img, truth, _ = phantom(label, size=(600, 800), seed=seed, style=style)
-            staged = a._front(img, None, "bgr")
-            old = before(a, staged[0], staged[1], staged[2])
+            pipe = a.pipeline  # the public stages: prepare → infer, then finish timed alone
+            staged = pipe.infer(pipe.prepare(img, None, "bgr"))
+            old = before(a, staged.outputs, staged.size, staged.roi)
             t0 = time.perf_counter()
-            r = a._back(staged, None, None)
+            r = pipe.finish(staged)
             post_ms = (time.perf_counter() - t0) * 1e3
             new_fill = fill(
                 r.mask.shape, [c for les in r.lesions for c in (les.contour, *les.other_contours)]
@@ -328,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{a['hd95_frames']} frames where both the outline and the true mask are non-empty. An "
         "outline can be no closer to the truth than the mask it encloses: HD95 of the mask "
         "itself is the floor of any outline that is the mask.",
-        f"Post-process (Analyzer._back) median {res['postprocess_ms_median']} ms per frame, "
+        f"Post-process (FramePipeline.finish) median {res['postprocess_ms_median']} ms per frame, "
         "1 thread, in this run (a noisy shared machine).",
     ]
     (args.out / f"{tag}.md").write_text("\n".join(lines) + "\n")

@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Analyzer",
+    "FramePipeline",
     "Result",
     "__version__",
     "backends",
@@ -30,10 +31,16 @@ _LAZY_SUBMODULES = {"backends", "kernels", "sources", "synthetic"}
 if TYPE_CHECKING:  # pragma: no cover
     from sdk import backends, kernels, sources, synthetic
     from sdk.analyzer import Analyzer, default_model
+    from sdk.pipeline import FramePipeline
     from sdk.result import Result
 
 
-_LAZY_ATTRS = {"Analyzer": "sdk.analyzer", "Result": "sdk.result", "default_model": "sdk.analyzer"}
+_LAZY_ATTRS = {
+    "Analyzer": "sdk.analyzer",
+    "FramePipeline": "sdk.pipeline",
+    "Result": "sdk.result",
+    "default_model": "sdk.analyzer",
+}
 
 
 def __getattr__(name: str) -> Any:

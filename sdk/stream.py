@@ -1,8 +1,9 @@
-"""Streaming: capture → preprocess + inference → post-processing, three pipelined stages.
+"""Streaming: capture → prepare + infer → finish, three pipelined stages.
 
-Capture (decoding a video / DICOM cine, camera reads) runs on its own thread; preprocessing and
-inference of frame n+1 run on a second thread while the caller's thread post-processes frame n
-(mask at frame resolution, lesions, pooling, the temporal EMA, in frame order). Bounded queues
+Capture (decoding a video / DICOM cine, camera reads) runs on its own thread; the
+:class:`sdk.pipeline.FramePipeline`'s ``prepare`` and ``infer`` stages of frame n+1 run on a
+second thread while the caller's thread runs ``finish`` of frame n (mask at frame resolution,
+lesions, pooling, the temporal EMA, in frame order). Bounded queues
 join the stages (back-pressure, no unbounded memory). Frames already waiting when the inference
 stage is free go through one model call (``max_batch``, never waiting to fill a batch), so a
 source that is ahead is caught up with batched calls. ``pipeline=False`` keeps preprocessing and
@@ -290,7 +291,7 @@ class _ArrayFrames(_LenientFrames):
         self.a, self.bit_depth, self.color = a, bit_depth, color
 
     def __iter__(self) -> Iterator[Any]:
-        from sdk.analyzer import to_uint8
+        from sdk.pipeline import to_uint8
         from sdk.sources import Frame, convert_color
 
         md = {"source": "array", "path": f"<array {self.a.shape}>", "pixel_spacing_mm": None}
@@ -414,11 +415,13 @@ def _run(
     max_batch: int,
 ) -> Iterator[Result | FrameRecord]:
     """The consumer's side of a stream (runs inside ``Stream.__next__``)."""
-    from sdk.analyzer import AnalyzerClosedError
+    from sdk.pipeline import AnalyzerClosedError
     from sdk.sources import Frame, open_source
 
     try:
-        analyzer.load()  # a model that cannot load fails here, before any thread starts
+        # A model that cannot load fails here, before any thread starts; the stages below are
+        # the bound pipeline's public ones, the same that Analyzer.run composes.
+        pipe = analyzer.load().pipeline
         src = _lenient(source, analyzer.bit_depth, color) or open_source(source, color=color)
         sh.src = src
         q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
@@ -484,9 +487,7 @@ def _run(
 
         if pipeline:
             # drop="latest" wants the newest frame next, not a batch of the waiting (older) ones.
-            batch_cap = (
-                1 if drop == "latest" else max(1, min(max_batch, analyzer._backend.max_batch))
-            )
+            batch_cap = 1 if drop == "latest" else max(1, min(max_batch, pipe.max_batch))
             q2: queue.Queue[Any] = queue.Queue(maxsize=STAGE_QUEUE)
             out: list[tuple[Any, Any]] = []  # (item, staged) in hand, kept across a park
 
@@ -515,7 +516,9 @@ def _run(
                     end = batch.pop() if isinstance(batch[-1], _End) else None
                     if batch:
                         try:
-                            staged = analyzer._front_batch([b.image for b in batch], color_arg)
+                            staged = pipe.infer_batch(
+                                pipe.prepare_batch([b.image for b in batch], color_arg)
+                            )
                         except Exception as e:  # never the stream's end: each frame's record
                             staged = [_frame_error(e)] * len(batch)
                         out.extend(zip(batch, staged, strict=True))
@@ -554,10 +557,10 @@ def _run(
                 return
             try:
                 if staged is None:
-                    staged = analyzer._front(item.image, None, color_arg)
+                    staged = pipe.infer(pipe.prepare(item.image, None, color_arg))
                 if isinstance(staged, BaseException):
                     raise staged
-                res = analyzer._back(staged, item.timestamp, item.pixel_spacing_mm)
+                res = pipe.finish(staged, item.timestamp, item.pixel_spacing_mm)
             except AnalyzerClosedError:
                 raise  # the model is gone: the stream ends here, not with a record per frame
             except Exception as e:

@@ -1,17 +1,23 @@
 """Backend template (after Polygraphy's runners): public methods validate and time; subclasses
-implement only ``_load_impl`` / ``_infer_impl`` / ``_close_impl``."""
+implement only ``_load_impl`` / ``_infer_impl`` / ``_close_impl`` (and ``_infer_frame_impl``
+when they preprocess on the device). Capabilities are class attributes declared here, read once
+by :class:`sdk.pipeline.FramePipeline` at load to pick its stages -- never found by duck typing.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from sdk.artifact import Metadata, verify_onnx_digest
-from sdk.errors import InputError, ModelError
+from sdk.errors import BackendUnavailableError, InputError, ModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sdk.kernels import PreprocessSpec
 
 __all__ = ["MAX_DYNAMIC_BATCH", "Backend", "IOSpec"]
 
@@ -39,6 +45,23 @@ class Backend:
     """Runs one artifact. Inert until :meth:`load`; one instance per thread (see Analyzer)."""
 
     name: ClassVar[str] = "base"
+
+    # ---- capabilities: declared by each backend class ------------------------------------------
+    #: :meth:`infer` may run on several threads at once. ONNX Runtime's ``session.run`` is; the
+    #: others (TensorRT contexts and CUDA graphs, OpenVINO infer requests, torch's CUDA state)
+    #: take one call at a time, and the FramePipeline serializes their calls.
+    reentrant: ClassVar[bool] = False
+    #: :meth:`infer` accepts a device-resident input (a CUDA ``sdk.kernels.cuda.DeviceArray``),
+    #: so a frame's tensor need not cross to the host. No backend declares it yet (issue #17
+    #: item 2); the pipeline's device route today is ``device_preprocess``.
+    device_input: ClassVar[bool] = False
+    #: Implements :meth:`_infer_frame_impl`: the raw uint8 frame in, preprocessing on the device
+    #: into the input binding. Whether it can run *here* (e.g. the CUDA kernels compiled in) is
+    #: :meth:`device_preprocess_available`.
+    device_preprocess: ClassVar[bool] = False
+    #: Most frames one call takes whatever the model's batch axis allows (None: no limit of the
+    #: backend's own); :attr:`max_batch` combines both.
+    batch_limit: ClassVar[int | None] = None
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None) -> None:
         self.path = Path(path)
@@ -72,14 +95,28 @@ class Backend:
     def _close_impl(self) -> None:
         pass
 
+    def _infer_frame_impl(self, frame: np.ndarray, spec: PreprocessSpec) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    @property
+    def loaded(self) -> bool:
+        """:meth:`load` has run and :meth:`close` has not."""
+        return self._loaded
+
     @property
     def max_batch(self) -> int:
         """Most frames one :meth:`infer` call takes: the input's static batch size, else
-        ``MAX_DYNAMIC_BATCH``. Backends that run one frame per call override it."""
+        ``MAX_DYNAMIC_BATCH``, capped by the class's :attr:`batch_limit` (1 before load)."""
         if not self.inputs:
             return 1
         b = self.inputs[0].shape[0]
-        return b if isinstance(b, int) and b >= 1 else MAX_DYNAMIC_BATCH
+        n = b if isinstance(b, int) and b >= 1 else MAX_DYNAMIC_BATCH
+        return n if self.batch_limit is None else min(n, self.batch_limit)
+
+    def device_preprocess_available(self) -> bool:
+        """The class declares :attr:`device_preprocess`, the backend is loaded, and what the
+        device path needs is present (backends override to add their run-time checks)."""
+        return self.device_preprocess and self._loaded
 
     def _check_outputs_against_metadata(self, source: str | None = None) -> None:
         """Every output the metadata names must exist in the graph."""
@@ -265,6 +302,40 @@ class Backend:
         self.last_infer_ms = (time.perf_counter() - t0) * 1e3
         if self.check_outputs:
             self._check_output_values(out, x.shape[0])
+        return out
+
+    def infer_frame(self, frame: np.ndarray, spec: PreprocessSpec) -> dict[str, np.ndarray]:
+        """Run one raw frame end to end on the device: uint8 ``(H, W)`` / ``(H, W, C)``,
+        preprocessed on the device with ``spec`` (its ``size`` the model's input size, its ROI,
+        colour order and interpolation this frame's), then the model. Only for backends that
+        declare :attr:`device_preprocess`; checked and timed like :meth:`infer`."""
+        if not self._loaded:
+            raise InputError("backend not loaded: call load() first (Analyzer does this)")
+        if not self.device_preprocess_available():
+            raise BackendUnavailableError(
+                f"the {self.name} backend cannot preprocess on the device here; preprocess on "
+                "the host (sdk.kernels.preprocess) and call infer()"
+            )
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim not in (2, 3):
+            raise InputError(
+                "frame must be a uint8 numpy array (H, W) or (H, W, C), got "
+                f"{getattr(frame, 'dtype', type(frame).__name__)} {getattr(frame, 'shape', '')}"
+            )
+        spec_in = self.inputs[0]
+        want = tuple(d for d in spec_in.shape[1:])
+        got = (len(spec.channels), *spec.size)
+        if spec.dtype != spec_in.dtype or any(
+            w is not None and w != g for w, g in zip(want, got, strict=True)
+        ):
+            raise InputError(
+                f"preprocess spec {got} {spec.dtype} does not fit input {spec_in.name!r} "
+                f"{spec_in.shape} {spec_in.dtype}"
+            )
+        t0 = time.perf_counter()
+        out = self._infer_frame_impl(frame, spec)
+        self.last_infer_ms = (time.perf_counter() - t0) * 1e3
+        if self.check_outputs:
+            self._check_output_values(out, 1)
         return out
 
     def close(self) -> None:

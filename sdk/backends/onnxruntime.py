@@ -20,6 +20,8 @@ class OnnxRuntimeBackend(Backend):
     availability), "cpu", "cuda" or "tensorrt"."""
 
     name: ClassVar[str] = "onnxruntime"
+    # InferenceSession.run is reentrant: concurrent Analyzer calls overlap inside the model.
+    reentrant: ClassVar[bool] = True
 
     @classmethod
     def probe(cls) -> tuple[bool, str]:

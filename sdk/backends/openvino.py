@@ -42,6 +42,8 @@ class OpenVINOBackend(Backend):
     """OpenVINO on the CPU. ``device``: "auto" or "cpu"."""
 
     name: ClassVar[str] = "openvino"
+    # One infer request per input shape, reused: one call at a time; host tensors only.
+    reentrant: ClassVar[bool] = False
 
     @classmethod
     def probe(cls) -> tuple[bool, str]:

@@ -8,9 +8,10 @@ stream, pinned host buffers and asynchronous copies, through cuda-python. Batch 
 Two per-frame paths, both replayed from a **CUDA graph** after the first call:
 
 * :meth:`infer` (a preprocessed host tensor): copy into pinned memory → H2D → engine → D2H.
-* :meth:`infer_frame` (the raw uint8 frame, used by :class:`sdk.Analyzer` when the CUDA kernels
-  are compiled in): frame → pinned buffer → H2D → our CUDA preprocess kernel writing straight
-  into the engine's input binding → engine → D2H of the outputs. One graph per frame geometry
+* :meth:`infer_frame` (the raw uint8 frame; the backend declares ``device_preprocess`` and
+  :class:`sdk.pipeline.FramePipeline` takes this route when the CUDA kernels are compiled in):
+  frame → pinned buffer → H2D → our CUDA preprocess kernel writing straight into the engine's
+  input binding → engine → D2H of the outputs. One graph per frame geometry
   (size, channels, ROI, colour order): a new geometry is run once uncaptured (TensorRT does its
   deferred, shape-dependent work in the first ``execute_async_v3``), then captured.
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -39,6 +40,9 @@ from sdk.backends._trt_common import (
     trt_module,
 )
 from sdk.errors import BackendUnavailableError, KernelError, ModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sdk.kernels import PreprocessSpec
 
 __all__ = ["TensorRTBackend"]
 
@@ -54,6 +58,10 @@ def _ok(result: Any, what: str) -> Any:
 
 class TensorRTBackend(Backend):
     name: ClassVar[str] = "tensorrt"
+    # The execution context and the CUDA graphs are shaped for batch 1 and run one call at a time.
+    reentrant: ClassVar[bool] = False
+    device_preprocess: ClassVar[bool] = True
+    batch_limit: ClassVar[int | None] = 1
 
     @classmethod
     def probe(cls) -> tuple[bool, str]:
@@ -183,11 +191,6 @@ class TensorRTBackend(Backend):
         self._graphs.clear()
         self._seen.clear()
 
-    @property
-    def max_batch(self) -> int:
-        """One frame per call: the engine's context and CUDA graphs are shaped for batch 1."""
-        return 1
-
     def _infer_impl(self, x: np.ndarray) -> dict[str, np.ndarray]:
         rt = self._rt
         name = self._in_names[0]
@@ -212,9 +215,8 @@ class TensorRTBackend(Backend):
         return self._run(("tensor",), enqueue)
 
     # ---- the frame path: CUDA preprocess into the input binding ---------------------------------
-    @property
-    def device_preprocess(self) -> bool:
-        """True when :meth:`infer_frame` can run (the CUDA kernels are compiled in)."""
+    def device_preprocess_available(self) -> bool:
+        """Loaded, and the CUDA kernels are compiled in (:func:`sdk.kernels.cuda.available`)."""
         from sdk.kernels import cuda as kc
 
         return self._loaded and kc.available()
@@ -235,14 +237,12 @@ class TensorRTBackend(Backend):
         self._frame_dev = _ok(rt.cudaMalloc(cap), "cudaMalloc")
         self._frame_cap = cap
 
-    def infer_frame(self, frame: np.ndarray, pre: dict[str, Any]) -> dict[str, np.ndarray]:
+    def _infer_frame_impl(self, frame: np.ndarray, spec: PreprocessSpec) -> dict[str, np.ndarray]:
         """One uint8 frame ``(H, W)`` / ``(H, W, C)`` end to end on the GPU: staging copy,
-        :func:`sdk.kernels.cuda.preprocess` into the input binding (``pre``: its keyword
-        arguments: channels, sigma, roi, mean, std, color), the engine, the outputs."""
+        :func:`sdk.kernels.cuda.preprocess` into the input binding with ``spec`` (channels,
+        sigma, ROI, mean, std, colour order, interpolation), the engine, the outputs."""
         from sdk.kernels import cuda as kc
 
-        if not self._loaded:
-            raise ModelError("backend not loaded: call load() first (Analyzer does this)")
         rt = self._rt
         f = np.ascontiguousarray(frame)
         self._stage(f.nbytes)
@@ -254,7 +254,7 @@ class TensorRTBackend(Backend):
         spec = self.inputs[0]
         dev_frame = kc.DeviceArray(self._frame_dev, f.shape, np.dtype(np.uint8))
         dev_in = kc.DeviceArray(self._dev[name], tuple(self._host[name].shape[1:]), spec.dtype)
-        key = ("frame", f.shape, pre.get("roi"), pre.get("color"))
+        key = ("frame", f.shape, spec.roi, spec.color)
 
         def enqueue() -> None:
             _ok(
@@ -267,7 +267,18 @@ class TensorRTBackend(Backend):
                 ),
                 "cudaMemcpyAsync(frame H2D)",
             )
-            kc.preprocess(dev_frame, dev_in, stream=int(self._stream), **pre)
+            kc.preprocess(
+                dev_frame,
+                dev_in,
+                channels=spec.channels,
+                sigma=spec.sigma,
+                roi=spec.roi,
+                mean=spec.mean,
+                std=spec.std,
+                color=spec.color,
+                interpolation=spec.interp,
+                stream=int(self._stream),
+            )
             self._execute()
             self._copy_outputs()
 

@@ -13,6 +13,7 @@ import sdk.kernels as K
 import sdk.kernels.reference as R
 from sdk.analyzer import to_uint8
 from sdk.errors import InputError, ModelError
+from sdk.pipeline import StagedFrame
 
 
 def test_run_finds_the_cyst(tiny_onnx, phantom_frame) -> None:
@@ -47,7 +48,7 @@ def test_per_lesion_labels_come_from_the_pooling_kernel(tiny_features_onnx, phan
     assert r.lesions and all(les.per_lesion for les in r.lesions)
     # Recompute with the kernel directly from the model outputs.
     x = K.preprocess(img, size=(128, 128), channels=("image", "gdm"))
-    out = a._backend.infer(x[None])
+    out = a.backend.infer(x[None])
     prob = 1 / (1 + np.exp(-out["mask_logits"][0, 0]))
     assert r.lesions[0].area_mm2 == pytest.approx(r.lesions[0].area_px * 0.01)
     # The flood-fill reference (labels in raster order), not the kernel the Analyzer calls.
@@ -194,10 +195,10 @@ def test_run_batch_equals_run(tiny_features_onnx, phantom_frame) -> None:
     img, _ = phantom_frame
     frames = [img, np.ascontiguousarray(img[::-1]), img[:, ::-1].copy()] * 4  # 12 > max_batch 8
     a = sdk.Analyzer(tiny_features_onnx, smoothing=0.4).load()
-    assert a._backend.max_batch == 8
+    assert a.backend.max_batch == 8
     calls: list[int] = []
-    real = a._backend.infer
-    a._backend.infer = lambda x: calls.append(x.shape[0]) or real(x)
+    real = a.backend.infer
+    a.backend.infer = lambda x: calls.append(x.shape[0]) or real(x)
     got = a.run_batch(frames)
     assert calls == [8, 4]
     b = sdk.Analyzer(tiny_features_onnx, smoothing=0.4).load()
@@ -254,6 +255,11 @@ def _outputs(a, mask_logits: np.ndarray, class_logits: list[float]) -> dict[str,
     }
 
 
+def _finish(a, outputs: dict[str, np.ndarray]):
+    """The finish stage alone, on given model outputs of a 400x300 frame (whole-frame ROI)."""
+    return a.pipeline.finish(StagedFrame(None, (300, 400), (0, 0, 400, 300), outputs=outputs))
+
+
 def test_label_rule_overrides_a_normal_classifier(tiny_onnx) -> None:
     """A lesion whose classifier says normal is labelled by its other classes; the image takes the
     most suspicious lesion's class; with no lesion the image is normal whatever the classifier
@@ -261,7 +267,7 @@ def test_label_rule_overrides_a_normal_classifier(tiny_onnx) -> None:
     a = sdk.Analyzer(tiny_onnx).load()
     lg = np.full((32, 32), -6.0)
     lg[4:10, 4:10] = 6.0  # one lesion of 36 cells of 12.5 x 9.4 px
-    r = a._postprocess(_outputs(a, lg, [3.0, 0.0, 1.0]), (300, 400), (0, 0, 400, 300), None)
+    r = _finish(a, _outputs(a, lg, [3.0, 0.0, 1.0]))
     assert len(r.lesions) == 1 and not _violations(r)
     les = r.lesions[0]
     assert les.label == "malignant" and les.probs["normal"] == 0.0
@@ -270,9 +276,7 @@ def test_label_rule_overrides_a_normal_classifier(tiny_onnx) -> None:
     assert les.probs["malignant"] == pytest.approx(e[1] / e.sum())
     assert r.label == "malignant" and r.probs == pytest.approx(les.probs)
     # No lesion: normal, whatever the classifier's image-level output.
-    r0 = a._postprocess(
-        _outputs(a, np.full((32, 32), -6.0), [0.0, 0.0, 5.0]), (300, 400), (0, 0, 400, 300), None
-    )
+    r0 = _finish(a, _outputs(a, np.full((32, 32), -6.0), [0.0, 0.0, 5.0]))
     assert not r0.lesions and r0.label == "normal" and r0.probs["normal"] == 1.0
     assert r0.raw_probs["malignant"] > 0.9 and not _violations(r0)
 
@@ -286,9 +290,7 @@ def test_label_rule_holds_under_smoothing(tiny_onnx) -> None:
     labels = []
     for i in range(8):
         z = [0.0, 2.0 - i, i - 2.0]  # the classifier drifts from benign to malignant
-        r = a._postprocess(
-            _outputs(a, lg if i % 3 else empty, z), (300, 400), (0, 0, 400, 300), None
-        )
+        r = _finish(a, _outputs(a, lg if i % 3 else empty, z))
         assert not _violations(r), (i, r.label, r.probs)
         assert sum(r.probs.values()) == pytest.approx(1.0)
         labels.append(r.label)
@@ -416,19 +418,19 @@ def test_model_output_errors_are_model_errors(tiny_onnx, phantom_frame) -> None:
     from sdk.errors import ModelError
 
     with sdk.Analyzer(tiny_onnx) as a:
-        real = a._backend.infer
-        good = real(np.zeros((1, *a._x.shape[1:]), a._x.dtype))
+        real = a.backend.infer
+        good = real(np.zeros((1, *a.pipeline.input_shape), a.pipeline.input_dtype))
         bad_outputs = [
             {**good, "class_logits": good["class_logits"][:, :2]},  # a short class head
             {**good, "class_logits": good["class_logits"][0]},  # no batch axis
             {**good, "mask_logits": good["mask_logits"][0, 0]},  # no batch / channel axes
         ]
         for bad in bad_outputs:
-            a._backend.infer = lambda x, bad=bad: bad
+            a.backend.infer = lambda x, bad=bad: bad
             with pytest.raises(ModelError, match="outputs") as ei:
                 a.run(img)
             assert isinstance(ei.value.__cause__, ValueError | TypeError | IndexError)
-        a._backend.infer = real
+        a.backend.infer = real
         assert a.run(img).mask.shape == img.shape[:2]
 
 
@@ -441,7 +443,7 @@ def test_run_after_close_raises_instead_of_reloading(tiny_onnx, phantom_frame) -
     a = sdk.Analyzer(tiny_onnx)
     a.run(img)
     a.close()
-    assert a.closed and not a._backend._loaded
+    assert a.closed and not a.backend.loaded
     for call in (
         lambda: a.run(img),
         a.load,
@@ -450,7 +452,7 @@ def test_run_after_close_raises_instead_of_reloading(tiny_onnx, phantom_frame) -
     ):
         with pytest.raises(AnalyzerClosedError, match=r"closed.*new sdk\.Analyzer"):
             call()
-    assert not a._backend._loaded  # nothing reloaded behind the caller's back
+    assert not a.backend.loaded  # nothing reloaded behind the caller's back
     a.close()  # idempotent
     with sdk.Analyzer(tiny_onnx) as b:
         b.run(img)
@@ -475,9 +477,9 @@ def test_relative_lesion_floor_scales_with_the_roi(tiny_onnx, phantom_frame, mon
         assert not r.lesions and not r.mask.any() and r.label == "normal"
         # The floor is a share of the ROI, not of the frame: the area handed to the components
         # kernel is max(min_lesion_area_px, frac * roi_w * roi_h).
-        import sdk.analyzer as A
+        import sdk.pipeline as P
 
-        real = A.K._native()
+        real = P.K.native()
         seen: list[float] = []
 
         class Spy:
@@ -489,7 +491,7 @@ def test_relative_lesion_floor_scales_with_the_roi(tiny_onnx, phantom_frame, mon
                 return real.components_cpu(*args, **kw)
 
         a.metadata.min_lesion_area_frac = 0.01
-        monkeypatch.setattr(A.K, "_native", lambda: Spy())
+        monkeypatch.setattr(P.K, "native", lambda: Spy())
         a.run(img)
         a.run(img, roi=(10, 20, 200, 100))
         a.metadata.min_lesion_area_frac = 1e-6

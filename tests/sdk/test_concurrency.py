@@ -140,7 +140,7 @@ def test_close_while_other_threads_run(tiny_onnx) -> None:
     def closer() -> None:
         started.wait(JOIN_S)
         for _ in range(20):  # let the workers get going (bounded)
-            if a._state_lock.locked():
+            if a.pipeline._state_lock.locked():
                 break
             threading.Event().wait(0.01)
         threading.Event().wait(0.05)
@@ -148,4 +148,4 @@ def test_close_while_other_threads_run(tiny_onnx) -> None:
 
     _run_threads([worker, worker, worker, closer])
     assert outcomes == ["closed"] * 3, outcomes
-    assert not a._backend._loaded
+    assert not a.backend.loaded

@@ -21,28 +21,42 @@ from sdk.analyzer import Analyzer, default_model
 from sdk.backends.onnxruntime import OnnxRuntimeBackend
 from sdk.backends.tensorrt import TensorRTBackend
 from sdk.errors import KernelError
+from sdk.kernels import PreprocessSpec
 
 
 class _CpuFrameBackend(OnnxRuntimeBackend):
-    """ONNX Runtime, but taking raw frames like the TensorRT backend's device path."""
+    """ONNX Runtime, but declaring device preprocessing and taking raw frames like the
+    TensorRT backend's device path (the preprocessing here runs on the CPU)."""
 
     device_preprocess = True
     calls = 0
 
-    def infer_frame(self, frame: np.ndarray, pre: dict[str, Any]) -> dict[str, np.ndarray]:
+    def _infer_frame_impl(self, frame: np.ndarray, spec: PreprocessSpec) -> dict[str, np.ndarray]:
         type(self).calls += 1
-        md = self.metadata
-        x = K.preprocess(frame, size=md.input_size, dtype=self.inputs[0].dtype, **pre)
-        return self.infer(x[None])
+        x = K.preprocess(
+            frame,
+            size=spec.size,
+            channels=spec.channels,
+            sigma=spec.sigma,
+            roi=spec.roi,
+            mean=spec.mean,
+            std=spec.std,
+            dtype=spec.dtype,
+            color=spec.color,
+            interpolation=spec.interp,
+        )
+        return self._infer_impl(x[None])
 
 
 def test_analyzer_uses_infer_frame_with_the_same_arguments() -> None:
     frame, _, _ = synthetic.phantom("malignant", size=(300, 400), seed=5)
     roi = (20, 10, 360, 270)
     ref = Analyzer(threads=1).load()
-    dev = Analyzer(threads=1).load()
-    dev._backend.__class__ = _CpuFrameBackend
-    dev._device_pre = True
+    dev = Analyzer(threads=1)
+    # The route comes from the backend's declared capability, read when the pipeline binds.
+    dev.backend.__class__ = _CpuFrameBackend
+    dev.load()
+    assert dev.pipeline.device_route and not ref.pipeline.device_route
     for r in (None, roi):
         a, b = ref.run(frame, roi=r), dev.run(frame, roi=r)
         np.testing.assert_array_equal(a.mask, b.mask)

@@ -147,7 +147,7 @@ def test_unstamped_model_loads_with_one_line_warning(stamped, frame, reference, 
     with caplog.at_level(logging.WARNING, logger="sdk.artifact"):
         with sdk.Analyzer(p, threads=1) as a:
             assert _answer(a.run(frame)) == reference
-            assert a._backend.digest is None
+            assert a.backend.digest is None
     recs = [r for r in caplog.records if r.name == "sdk.artifact"]
     assert len(recs) == 1 and "no integrity digest" in recs[0].getMessage()
     assert str(p) in recs[0].getMessage() and "\n" not in recs[0].getMessage()
@@ -157,7 +157,7 @@ def test_stamped_model_loads_quietly_with_its_digest(stamped, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="sdk.artifact"):
         with sdk.Analyzer(stamped, threads=1) as a:
             a.load()
-            assert a._backend.digest == verify_onnx_digest(stamped)
+            assert a.backend.digest == verify_onnx_digest(stamped)
     assert not [r for r in caplog.records if r.name == "sdk.artifact"]
 
 

@@ -204,7 +204,7 @@ def test_blank_frame_flagged_phantom_in_scope() -> None:
     # The early out-of-scope return (no mask / lesion work) keeps the model's own image-level
     # probabilities: the same as the full post-processing gives for that frame.
     full = sdk.Analyzer(sdk.default_model()).load()
-    full._scope = None
+    full.pipeline.scope = None
     assert full.run(np.zeros((480, 640), np.uint8)).raw_probs == pytest.approx(r.raw_probs)
     img, _, _ = synthetic.phantom("malignant", (600, 800), seed=123)
     r = a.run(img)

@@ -119,13 +119,13 @@ def test_pipelined_stream_equals_the_sequential_one(cine) -> None:
 def _spy_batches(a: sdk.Analyzer) -> list[int]:
     """Record the batch size of every model call the analyzer's backend makes."""
     sizes: list[int] = []
-    real = a._backend.infer
+    real = a.backend.infer
 
     def infer(x):
         sizes.append(int(x.shape[0]))
         return real(x)
 
-    a._backend.infer = infer
+    a.backend.infer = infer
     return sizes
 
 

@@ -121,7 +121,7 @@ def test_a_bad_pixel_spacing_is_a_record(analyzer, pipeline: bool) -> None:
 def test_model_output_errors_are_records(analyzer, pipeline: bool) -> None:
     """Outputs that do not fit the metadata (short class head, no batch axis) ended the stream
     with raw ValueError / TypeError / IndexError; now each is that frame's ModelError record."""
-    real = analyzer._backend.infer
+    real = analyzer.backend.infer
     calls = [0]
 
     def infer(x: np.ndarray) -> dict[str, np.ndarray]:
@@ -134,7 +134,7 @@ def test_model_output_errors_are_records(analyzer, pipeline: bool) -> None:
             return {**out, "class_logits": out["class_logits"][0]}
         return out
 
-    analyzer._backend.infer = infer
+    analyzer.backend.infer = infer
     try:
         recs = bounded(
             lambda: list(
@@ -142,7 +142,7 @@ def test_model_output_errors_are_records(analyzer, pipeline: bool) -> None:
             )
         )
     finally:
-        analyzer._backend.infer = real
+        analyzer.backend.infer = real
     assert [r.frame_index for r in recs] == list(range(6))
     errs = [r for r in recs if isinstance(r, FrameRecord)]
     assert len(errs) == 4 and all(r.error.startswith("ModelError: ") for r in errs)
