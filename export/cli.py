@@ -88,6 +88,45 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="factory options as JSON, e.g. '{\"pretrained\": false}'",
     )
+    p.add_argument(
+        "--augment",
+        choices=("standard", "ultrasound", "none"),
+        default=None,
+        help="training augmentation: standard transforms, plus the ultrasound ones "
+        "(depth attenuation, speckle, ...), or none (default: standard; --no-augment = none)",
+    )
+    kd = p.add_argument_group("teacher (knowledge distillation) and deep supervision")
+    kd.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        help="a trained checkpoint (best.json) to distill into --arch (class / pixel KD)",
+    )
+    kd.add_argument("--T", type=float, default=4.0, help="class KD temperature (4)")
+    kd.add_argument(
+        "--alpha-kd", type=float, default=None, help="class KD weight (1 with --teacher, else 0)"
+    )
+    kd.add_argument(
+        "--beta-pixel",
+        type=float,
+        default=None,
+        help="pixel KD weight on the mask (1 with --teacher, else 0)",
+    )
+    kd.add_argument(
+        "--gamma-feat",
+        type=float,
+        default=0.0,
+        help="feature KD weight on lesion-pooled features (0; both models need features)",
+    )
+    kd.add_argument(
+        "--aux-weight",
+        type=float,
+        default=0.0,
+        help="deep supervision on the model's intermediate masks (0; e.g. 0.4 for mtl_oca, nmtnet)",
+    )
+    kd.add_argument(
+        "--warmup-steps", type=int, default=0, help="linear learning-rate warm-up steps (0)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
     _add_export_parser(subparsers)
@@ -199,6 +238,16 @@ def _run_preset(args: argparse.Namespace) -> int:
     return 0 if summary["ok"] else 1
 
 
+def _augment_option(args: argparse.Namespace) -> bool | str:
+    from sdk.errors import InputError
+
+    if args.no_augment and args.augment not in (None, "none"):
+        raise InputError(f"--no-augment contradicts --augment {args.augment}; give one of them")
+    if args.no_augment or args.augment == "none":
+        return False
+    return "ultrasound" if args.augment == "ultrasound" else True
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``sonoedge train``; prints the best checkpoint and its validation metrics."""
     from sdk.errors import InputError
@@ -225,11 +274,18 @@ def run(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         lam=args.lam,
         class_weighting=not args.no_class_weights,
-        augment=not args.no_augment,
+        augment=_augment_option(args),
         model_kwargs=args.model_kwargs,
         num_workers=args.workers,
         threads=args.threads,
         progress=not args.quiet,
+        teacher=args.teacher,
+        T=args.T,
+        alpha_kd=args.alpha_kd,
+        beta_pixel=args.beta_pixel,
+        gamma_feat=args.gamma_feat,
+        aux_weight=args.aux_weight,
+        warmup_steps=args.warmup_steps,
     )
     meta = json.loads(best.read_text(encoding="utf-8"))
     val = meta["train"]["val"]

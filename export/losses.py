@@ -230,8 +230,8 @@ def lesion_pooled(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     ``(B, 1, H, W)`` (area-resized to the feature grid), over the whole map where the frame
     has no lesion."""
     w = resize_probs(mask.to(features.dtype), features.shape[-2:])
-    area = w.sum(dim=(2, 3))  # (B, 1)
-    w = torch.where(area > 1e-3, w, torch.ones_like(w))[:, :1]
+    area = w.sum(dim=(2, 3), keepdim=True)  # (B, 1, 1, 1)
+    w = torch.where(area > 1e-3, w, torch.ones_like(w))
     return (features * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3))
 
 

@@ -246,6 +246,10 @@ def run_preset(
                 "student_kwargs": p.student_kwargs,
                 "batch_size": p.batch_size,
                 "resume": resume,
+                # The student sees the teacher's augmentation and split (it was trained with
+                # the standard transforms and every region before the one trainer).
+                "augment": p.augment,
+                "split": p.split,
             },
             **export_kw,
         )

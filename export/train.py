@@ -627,6 +627,17 @@ def train(
             raise InputError(
                 f"{arch} has no forward_train (no auxiliary mask outputs): aux_weight must be 0"
             )
+        if gamma_feat > 0 and t_model is not None:
+            lacking = [
+                name
+                for name, net in ((arch, model), (f"teacher {t_info['arch']}", t_model))
+                if not getattr(net, "has_features", False)
+            ]
+            if lacking:
+                raise InputError(
+                    f"gamma_feat > 0 needs features from both models; {', '.join(lacking)} "
+                    "returns none (no mask-guided pooling head): set gamma_feat=0"
+                )
         default_hw = tuple(t_model.input_size) if t_model is not None else model.input_size
         hw = _size(size, default_hw, int(getattr(model, "size_divisor", 32)))
         model.input_size = hw

@@ -156,3 +156,36 @@ def test_teacher_config_that_does_not_match_its_architecture(teacher: Path, tmp_
 def test_occupied_out_dir_is_refused(distilled: Path, teacher: Path) -> None:
     with pytest.raises(InputError, match="already holds"):
         distill(teacher, distilled.parent, **TINY)
+
+
+def test_feature_kd_run(teacher: Path, tmp_path: Path) -> None:
+    """Feature KD on the lesion-pooled features (both edge_s: both have features): logged,
+    non-zero, part of the total; a student without features is refused before anything runs."""
+    best = distill(teacher, tmp_path / "f", "edge_s", gamma_feat=1.0, **TINY)
+    m = json.loads((best.parent / "metrics.json").read_text())
+    rec = m["epochs"][0]["train"]
+    assert rec["kd_feat"] > 0
+    assert rec["total"] == pytest.approx(
+        rec["task"] + rec["kd_cls"] + rec["kd_pixel"] + rec["kd_feat"], rel=1e-5
+    )
+    assert m["run"]["gamma_feat"] == 1.0
+    with pytest.raises(InputError, match="needs features"):
+        distill(teacher, tmp_path / "g", "mtl_oca", gamma_feat=1.0, **TINY)
+    assert not (tmp_path / "g").exists()
+
+
+def test_feature_kd_loss_properties() -> None:
+    from export.losses import feature_kd_loss, lesion_pooled
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4, 8, generator=g)
+    # Widths may differ: an orthogonal map of the features keeps every cosine similarity.
+    q, _ = torch.linalg.qr(torch.randn(8, 8, generator=g))
+    assert feature_kd_loss(a, a @ q) < 1e-10
+    assert feature_kd_loss(a, torch.randn(4, 16, generator=g)) > 1e-3
+    f = torch.zeros(2, 3, 4, 4)
+    f[:, :, :2, :2] = 1.0  # the lesion quarter
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[0, :, :4, :4] = 1.0  # frame 0: lesion on that quarter; frame 1: no lesion
+    pooled = lesion_pooled(f, mask)
+    torch.testing.assert_close(pooled, torch.tensor([[1.0] * 3, [0.25] * 3]))

@@ -320,3 +320,69 @@ def test_cli_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "best checkpoint" in capsys.readouterr().out
     meta = json.loads((tmp_path / "cli" / "best.json").read_text())
     assert meta["config"]["pretrained"] is False and meta["input_size"] == [64, 64]
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    from export.train import _lr_schedule
+
+    at = _lr_schedule(1e-3, epochs=2, steps_per_epoch=4, warmup_steps=3)
+    # Linear warm-up over the first 3 steps of the run, then the epoch's cosine value.
+    assert [at(0)(i) for i in range(4)] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3])
+    assert [at(1)(i) for i in range(4)] == pytest.approx([5e-4] * 4)
+    plain = _lr_schedule(1e-3, epochs=2, steps_per_epoch=4, warmup_steps=0)
+    assert plain(0)(0) == 1e-3 and plain(1)(3) == pytest.approx(5e-4)
+
+
+def test_deep_supervision_and_warmup_run(tmp_path: Path) -> None:
+    """mtl_oca's soft object regions (the paper's L_soft) as deep supervision: the aux term is
+    logged, adds to the task loss, and the run records its settings."""
+    kw = {**TINY, "epochs": 1, "n_train": 8, "n_val": 3}
+    best = train("mtl_oca", "synthetic", tmp_path / "oca", aux_weight=0.4, warmup_steps=2, **kw)
+    m = json.loads((best.parent / "metrics.json").read_text())
+    rec = m["epochs"][0]["train"]
+    assert rec["aux"] > 0
+    assert rec["total"] == pytest.approx(rec["task"] + 0.4 * rec["aux"], rel=1e-5)
+    assert "kd_cls" not in rec  # no teacher: no KD parts logged
+    assert m["run"]["aux_weight"] == 0.4 and m["run"]["warmup_steps"] == 2
+    # One epoch of one step: the warm-up's first step is the lr of the whole epoch.
+    assert m["epochs"][0]["lr"] == pytest.approx(TINY["lr"] / 2)
+
+
+def test_trainer_option_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="forward_train"):
+        train("edge_s", "synthetic", tmp_path / "a", aux_weight=0.4, **TINY)
+    with pytest.raises(InputError, match="need a teacher"):
+        train("edge_s", "synthetic", tmp_path / "b", gamma_feat=1.0, **TINY)
+    with pytest.raises(InputError, match="aux_weight"):
+        train("edge_s", "synthetic", tmp_path / "c", aux_weight=-1.0, **TINY)
+    with pytest.raises(InputError, match="warmup_steps"):
+        train("edge_s", "synthetic", tmp_path / "d", warmup_steps=-3, **TINY)
+    with pytest.raises(InputError, match="warmup_steps"):
+        train("edge_s", "synthetic", tmp_path / "e", warmup_steps=1.5, **TINY)
+    for name in "abcde":
+        assert not (tmp_path / name).exists()
+
+
+def test_cli_train_with_teacher_and_options(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sonoedge train --teacher`: the same trainer with KD; the options reach the run."""
+    from sdk import cli as sdk_cli
+
+    base = ["train", "--arch", "edge_s", "--data", "synthetic", "--epochs", "1", "--n-train"]
+    base += ["9", "--n-val", "3", "--batch-size", "3", "--threads", "1", "--quiet"]
+    out = tmp_path / "kd"
+    argv = [*base, "--out", str(out), "--teacher", str(run_dir / "best.json"), "--T", "2"]
+    argv += ["--beta-pixel", "0.5", "--augment", "ultrasound", "--warmup-steps", "2"]
+    assert sdk_cli.main(argv) == 0
+    run = json.loads((out / "metrics.json").read_text())["run"]
+    assert run["teacher"] == str(run_dir / "best.json") and run["size"] == [64, 64]
+    assert (run["T"], run["alpha_kd"], run["beta_pixel"]) == (2.0, 1.0, 0.5)
+    assert run["augment"] == "ultrasound" and run["warmup_steps"] == 2
+    capsys.readouterr()
+    bad = [*base, "--out", str(tmp_path / "bad"), "--no-augment", "--augment", "ultrasound"]
+    assert sdk_cli.main(bad) == 1
+    assert "contradicts" in capsys.readouterr().err
+    assert sdk_cli.main([*base, "--out", str(tmp_path / "bad"), "--gamma-feat", "1"]) == 1
+    assert "need a teacher" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
