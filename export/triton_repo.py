@@ -246,8 +246,9 @@ def _readme(name: str, source: str, has_plan: bool) -> str:
         "These models are the bare network: raw `mask_logits` / `class_logits` / `features`. "
         "The frame path around it (preprocessing, mask post-process, lesions, calibrated label "
         "rule, scope) is the client's job; `metadata.json` holds every setting. `sonoedge "
-        "serve` returns finished Results instead. Not run by sonoedge's tests: the configs are "
-        "checked against Triton's model_config.proto schema only.\n"
+        "serve` returns finished Results instead. The Triton container was not run with this "
+        "repository by sonoedge: its configs are checked against Triton's model_config.proto "
+        "schema and the ONNX graph only.\n"
     )
 
 
