@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sdk.errors import InputError
@@ -76,4 +77,31 @@ def create_model(name: str, **kwargs: Any) -> Any:
     model = fn(**kwargs)
     model.arch = name
     model.config = {**valid, **kwargs}
+    return model
+
+
+def with_input_normalization(
+    model: Any, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> Any:
+    """Set a model's per-channel input normalization (``input_mean`` / ``input_std``, applied
+    by ``sdk.kernels.preprocess``) from factory options; None keeps the class's own (for the
+    from-scratch seeds: none, i.e. raw [0, 1] pixels). Both or neither, one value per input
+    channel, finite, std > 0; an :class:`~sdk.errors.InputError` otherwise."""
+    if mean is None and std is None:
+        return model
+    c = len(model.input_channels)
+    try:
+        m = tuple(float(v) for v in mean)  # type: ignore[union-attr]
+        s = tuple(float(v) for v in std)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise InputError(
+            f"input_mean and input_std must both be sequences of {c} numbers (one per channel "
+            f"{list(model.input_channels)}), got {mean!r} / {std!r}"
+        ) from None
+    if len(m) != c or len(s) != c or not all(math.isfinite(v) for v in m + s) or min(s) <= 0:
+        raise InputError(
+            f"input_mean / input_std need {c} finite values (one per channel "
+            f"{list(model.input_channels)}), std > 0; got {list(m)} / {list(s)}"
+        )
+    model.input_mean, model.input_std = m, s
     return model

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from export.models._contract import CLASS_NAMES, MultiTaskModel
-from export.models._registry import register_model
+from export.models._registry import register_model, with_input_normalization
 from export.models._resnet import ConvNormAct, Norm, ResNet18Encoder, norm_layer
 
 __all__ = ["ACSNet", "DSAModule", "DeformConv2d", "GateUnit", "acsnet", "deform_conv2d"]
@@ -352,9 +352,11 @@ def acsnet(
     cls_width: int = 128,
     mlp_hidden: int = 256,
     drop_rate: float = 0.3,
+    input_mean: tuple[float, ...] | None = None,
+    input_std: tuple[float, ...] | None = None,
 ) -> ACSNet:
     """ACSNet with a ResNet18 encoder at 256×256, one ``image`` channel, trained from scratch."""
-    return ACSNet(
+    model = ACSNet(
         num_classes=num_classes,
         norm=norm,
         decoder_width=decoder_width,
@@ -362,3 +364,4 @@ def acsnet(
         mlp_hidden=mlp_hidden,
         drop_rate=drop_rate,
     )
+    return with_input_normalization(model, input_mean, input_std)

@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from export.models._contract import CLASS_NAMES, MultiTaskModel
-from export.models._registry import register_model
+from export.models._registry import register_model, with_input_normalization
 from export.models._resnet import ConvNormAct
 
 __all__ = ["MTLOCA", "ObjectContextualAttention", "ResUNet", "mtl_oca"]
@@ -277,9 +277,11 @@ def mtl_oca(
     num_regions: int = 2,
     mlp_hidden: int = 128,
     drop_rate: float = 0.2,
+    input_mean: tuple[float, ...] | None = None,
+    input_std: tuple[float, ...] | None = None,
 ) -> MTLOCA:
     """MTL-OCA at the paper's 128×128 input, image + Gaussian-derivative magnitude channels."""
-    return MTLOCA(
+    model = MTLOCA(
         num_classes=num_classes,
         base_width=base_width,
         ocr_channels=ocr_channels,
@@ -288,3 +290,4 @@ def mtl_oca(
         mlp_hidden=mlp_hidden,
         drop_rate=drop_rate,
     )
+    return with_input_normalization(model, input_mean, input_std)

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from export.models._contract import CLASS_NAMES, MultiTaskModel
-from export.models._registry import register_model
+from export.models._registry import register_model, with_input_normalization
 from export.models._resnet import ConvNormAct, Norm, ResNet18Encoder
 
 __all__ = ["MFCR", "LesionRegionEnhancement", "NMTNet", "nmtnet"]
@@ -254,9 +254,11 @@ def nmtnet(
     mfcr_channels: int = 256,
     mlp_hidden: int = 256,
     drop_rate: float = 0.3,
+    input_mean: tuple[float, ...] | None = None,
+    input_std: tuple[float, ...] | None = None,
 ) -> NMTNet:
     """NMTNet with a ResNet18 encoder at 256×256, one ``image`` channel, trained from scratch."""
-    return NMTNet(
+    model = NMTNet(
         num_classes=num_classes,
         norm=norm,
         decoder_width=decoder_width,
@@ -264,3 +266,4 @@ def nmtnet(
         mlp_hidden=mlp_hidden,
         drop_rate=drop_rate,
     )
+    return with_input_normalization(model, input_mean, input_std)
