@@ -56,7 +56,6 @@ from export._pipeline.common import SKIPPED_NO_TRT as SKIPPED_NO_TRT
 from export._pipeline.common import (
     Artifact,
     _part,
-    _quiet_quantizer,
     check_contract,
 )
 from export._pipeline.common import _session as _session
@@ -73,8 +72,8 @@ from export._pipeline.onnx_step import to_onnx
 from export._pipeline.report import report
 from export._pipeline.scope import fit_scope_and_temperature
 from export._pipeline.trt_step import build_trt
-from export.checkpoint import _sha256
-from sdk.artifact import Metadata, read_onnx_file_metadata
+from export.quantize import quiet_quantizer
+from sdk.artifact import read_onnx_file_metadata
 from sdk.errors import InputError, ModelError
 
 __all__ = [
@@ -95,6 +94,8 @@ __all__ = [
     "run_export",
     "to_onnx",
 ]
+
+_quiet_quantizer = quiet_quantizer  # the name benchmarks/quantizers.py imports
 
 FORMATS = ("onnx", "onnx-int8", "trt-fp16", "trt-int8")
 
@@ -118,13 +119,7 @@ def _quantize(
     threads: int | None,
     calibrate_method: str = "percentile",
 ) -> Path:
-    from export.onnx_export import embed_metadata
-    from export.quantize import (
-        EXACT_INTEGER_SESSION_CONFIG,
-        check_tensorrt_qdq,
-        quantize_with_budget,
-        recipe,
-    )
+    from export.quantize import EXACT_INTEGER_SESSION_CONFIG, write_int8_artifact
 
     src = Path(onnx_path)
     check_contract(src)
@@ -136,54 +131,25 @@ def _quantize(
     check_calibration(calib, md, min_frames)
     out = Path(out) if out is not None else src.with_name(src.stem + suffix)
     ev = eval_frames if eval_frames is not None else heldout_set(src, data, n_eval, seed)
-    tmp = _part(out)
     # A TensorRT graph (8-bit weights) checked on a CPU: exact integer kernels, as TensorRT's.
     cfg = EXACT_INTEGER_SESSION_CONFIG if target == "tensorrt" else None
-    try:
-        with _quiet_quantizer():
-            res = quantize_with_budget(
-                src,
-                tmp,
-                list(calib),
-                lambda p: (
-                    evaluate_onnx(p, ev, threads)
-                    if cfg is None
-                    else evaluate_onnx(p, ev, threads, session_config=cfg)
-                ),
-                target=target,
-                budget=budget,
-                min_frames=min_frames,
-                calibrate_method=calibrate_method,
-            )
-        if target == "tensorrt":
-            check_tensorrt_qdq(tmp)
-        top = sorted(res.sensitivity.items(), key=lambda kv: kv[1], reverse=True)[:20]
-        qmd = Metadata.from_dict(md.to_dict())
-        qmd.precision = "int8"
-        qmd.provenance["quantization"] = {
-            "target": target,
-            "tool": "onnxruntime.quantization.quantize_static (QDQ, per-channel weights)",
-            **recipe(target),
-            "calibration": {"frames": len(calib), "method": calibrate_method},
-            "source_sha256": _sha256(src),
-            "budget": budget,
-            "watch": ["dice", "accuracy"],
-            "float_nodes": res.float_nodes,
-            "sensitivity_top": dict(top),
-            "history": res.history,
-        }
-        qmd.accuracy = {
-            **md.accuracy,
-            "fp32_reference": res.fp32,
-            "int8": res.int8,
-            "drop": res.drops(),
-            "int8_measured_on": f"{len(ev)} held-out frames, ONNX Runtime CPU",
-        }
-        embed_metadata(tmp, qmd)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return write_int8_artifact(
+        src,
+        md,
+        out,
+        _part(out),
+        calib,
+        lambda p: (
+            evaluate_onnx(p, ev, threads)
+            if cfg is None
+            else evaluate_onnx(p, ev, threads, session_config=cfg)
+        ),
+        target=target,
+        budget=budget,
+        min_frames=min_frames,
+        n_eval=len(ev),
+        calibrate_method=calibrate_method,
+    )
 
 
 def quantize_cpu(

@@ -87,9 +87,11 @@ VNNI (``vpdpbusd``) does 32 in one.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,7 +99,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from sdk.artifact import stamp_onnx_digest
+from sdk.artifact import Metadata, stamp_onnx_digest
 from sdk.errors import InputError, ModelError
 
 __all__ = [
@@ -108,8 +110,10 @@ __all__ = [
     "output_nodes",
     "quantize",
     "quantize_with_budget",
+    "quiet_quantizer",
     "recipe",
     "tensorrt_qdq_violations",
+    "write_int8_artifact",
 ]
 
 QUANT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the weighted ops the fallback ranks
@@ -616,6 +620,95 @@ def quantize_with_budget(
                     f"output error): {worst}. Calibrate on more representative frames or keep FP32."
                 )
             k *= 2
+
+
+class _DropOrtAdvice(logging.Filter):
+    """ONNX Runtime's quantizer logs "consider pre-processing" on every call (root logger);
+    we run its shape inference ourselves through the checker, so the advice is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_quantizer() -> Iterator[None]:
+    """Drop ONNX Runtime's quantizer advice from the root logger while the block runs."""
+    root = logging.getLogger()
+    f = _DropOrtAdvice()
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
+
+
+def write_int8_artifact(
+    src: Path,
+    md: Metadata,
+    out: Path,
+    tmp: Path,
+    calib: Sequence[np.ndarray],
+    evaluate: Callable[[Path], dict[str, Any]],
+    *,
+    target: str,
+    budget: float,
+    min_frames: int,
+    n_eval: int,
+    calibrate_method: str = "percentile",
+) -> Path:
+    """The core of :func:`export.pipeline.quantize_cpu` / :func:`~export.pipeline.quantize_trt`:
+    FP32 artifact ``src`` (metadata ``md``) → INT8 artifact ``out`` for ``target``.
+
+    :func:`quantize_with_budget` (``evaluate(path)`` scores each candidate on ``n_eval`` held-out
+    frames), the TensorRT Q/DQ check, then the metadata: precision int8, the quantization
+    provenance (recipe, calibration, source digest, budget, float nodes, sensitivity, history)
+    and the accuracy measured against FP32. Written to ``tmp`` and renamed to ``out`` when
+    complete; ``tmp`` never outlives the call.
+    """
+    from export.checkpoint import _sha256
+    from export.onnx_export import embed_metadata
+
+    try:
+        with quiet_quantizer():
+            res = quantize_with_budget(
+                src,
+                tmp,
+                list(calib),
+                evaluate,
+                target=target,
+                budget=budget,
+                min_frames=min_frames,
+                calibrate_method=calibrate_method,
+            )
+        if target == "tensorrt":
+            check_tensorrt_qdq(tmp)
+        top = sorted(res.sensitivity.items(), key=lambda kv: kv[1], reverse=True)[:20]
+        qmd = Metadata.from_dict(md.to_dict())
+        qmd.precision = "int8"
+        qmd.provenance["quantization"] = {
+            "target": target,
+            "tool": "onnxruntime.quantization.quantize_static (QDQ, per-channel weights)",
+            **recipe(target),
+            "calibration": {"frames": len(calib), "method": calibrate_method},
+            "source_sha256": _sha256(src),
+            "budget": budget,
+            "watch": ["dice", "accuracy"],
+            "float_nodes": res.float_nodes,
+            "sensitivity_top": dict(top),
+            "history": res.history,
+        }
+        qmd.accuracy = {
+            **md.accuracy,
+            "fp32_reference": res.fp32,
+            "int8": res.int8,
+            "drop": res.drops(),
+            "int8_measured_on": f"{n_eval} held-out frames, ONNX Runtime CPU",
+        }
+        embed_metadata(tmp, qmd)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
 
 
 # --------------------------------------------------------------------------- export.quantize(...)

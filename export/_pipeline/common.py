@@ -1,11 +1,8 @@
 """What the export pipeline's steps share: seed streams, atomic file writing, the model
 contract check, ONNX Runtime sessions and a report row (:class:`Artifact`)."""
 
-import contextlib
-import logging
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,25 +39,6 @@ def _write_text(path: Path, text: str) -> None:
 
 def _clean(v: float | None) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
-
-
-class _DropOrtAdvice(logging.Filter):
-    """ONNX Runtime's quantizer logs "consider pre-processing" on every call (root logger);
-    we run its shape inference ourselves through the checker, so the advice is noise."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _quiet_quantizer() -> Iterator[None]:
-    root = logging.getLogger()
-    f = _DropOrtAdvice()
-    root.addFilter(f)
-    try:
-        yield
-    finally:
-        root.removeFilter(f)
 
 
 def check_contract(onnx_path: str | os.PathLike[str]) -> dict[str, str | None]:
