@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from sdk._constants import CHANNELS, MAX_MEAN, MAX_SIDE, MAX_SIGMA, MAX_STD, MIN_STD
 from sdk.errors import ModelError
 
 __all__ = [
@@ -85,12 +86,10 @@ PLAN_MAGIC = b"SONOPLAN"
 PLAN_FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sIQQ32s")  # magic, version, M, E, sha256
 MAX_METADATA_BYTES = 64 * 1024 * 1024  # head weights included; far above any real model
-_CHANNELS = ("image", "gdm", "gdx", "gdy")
-# The frame path's limits (== sdk.kernels._validate.MAX_SIDE / MAX_SIGMA; kept here so reading
+_CHANNELS = CHANNELS
+# The frame path's limits (sdk._constants, shared with sdk.kernels, pure Python so reading
 # metadata needs no compiled kernels): metadata past them is refused at load, not per frame.
-MAX_INPUT_SIDE = 16384
-MAX_SIGMA = 8.0
-MIN_STD, MAX_STD, MAX_MEAN = 1e-6, 1e6, 1e6  # == sdk.kernels._validate's
+MAX_INPUT_SIDE = MAX_SIDE
 _MAX_JSON_DEPTH = 64  # far above any real metadata; keeps deepcopy / printing off the stack limit
 _MAX_INT_DIGITS = 100  # no field holds a longer integer
 

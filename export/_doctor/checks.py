@@ -115,7 +115,7 @@ def cpu_kernel_cases(
     import sdk.kernels as K
     import sdk.kernels.reference as R
 
-    chans = ("image", "gdm", "gdx", "gdy")
+    chans = K.CHANNELS  # all four
     kw = {"size": (128, 128), "channels": chans, "sigma": 1.0, "mean": 0.2, "std": 0.5}
     cases = [
         {

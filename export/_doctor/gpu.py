@@ -132,7 +132,7 @@ def cuda_kernel_cases(
     try:
         for i, (image, mask) in enumerate(frames):
             h, w = image.shape[:2]
-            chans = ("image", "gdm", "gdx", "gdy")
+            chans = K.CHANNELS  # all four
             kw = {"channels": chans, "sigma": 1.3, "mean": 0.2, "std": 0.5}
             out = dev.alloc((4, 256, 256), np.float32)
             cuda.preprocess(dev.put(image), out, **kw)

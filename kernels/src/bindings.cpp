@@ -82,9 +82,27 @@ void require_sigma(float sigma) {  // before gaussian_radius: int(4 * inf) is un
           "sigma must be in (0, 8]");
 }
 
-bool roi_fits(const Roi& r, int64_t width, int64_t height) {
-  return r.w >= 1 && r.h >= 1 && r.x >= 0 && r.y >= 0 && int64_t{r.x} + r.w <= width &&
-         int64_t{r.y} + r.h <= height;
+// The (x, y, w, h) a binding takes, as a Roi checked to lie inside a width x height frame.
+Roi frame_roi(const std::array<int, 4>& roi, int64_t width, int64_t height) {
+  const Roi r{roi[0], roi[1], roi[2], roi[3]};
+  require(r.w >= 1 && r.h >= 1 && r.x >= 0 && r.y >= 0 && int64_t{r.x} + r.w <= width &&
+              int64_t{r.y} + r.h <= height,
+          "roi outside the frame");
+  return r;
+}
+
+// A table of enum names (indexed by value) as a Python tuple.
+template <size_t N>
+py::tuple name_tuple(const char* const (&names)[N]) {
+  py::tuple t(N);
+  for (size_t i = 0; i < N; ++i) t[i] = py::str(names[i]);
+  return t;
+}
+
+// Area interpolation only shrinks: the output within the ROI on both axes.
+void require_area_downscale(const PreprocessParams& p, const Roi& r) {
+  require(p.interp != kArea || (p.out_h <= r.h && p.out_w <= r.w),
+          "area interpolation needs a downscale on both axes");
 }
 
 bool all_finite(const float* p, size_t n) {
@@ -156,8 +174,7 @@ void preprocess_cpu_py(const py::array& frame, std::array<int, 4> roi, py::array
   f.ch_stride = frame.ndim() == 3 ? frame.strides(2) : 1;
   f.color_order = color_order;
   require(f.row_stride >= 0 && f.col_stride >= 0 && f.ch_stride >= 0, "negative strides");
-  Roi r{roi[0], roi[1], roi[2], roi[3]};
-  require(roi_fits(r, f.width, f.height), "roi outside the frame");
+  const Roi r = frame_roi(roi, f.width, f.height);
   require(out.ndim() == 3 && out.shape(0) == static_cast<py::ssize_t>(kinds.size()),
           "out must be (C, h, w)");
   require_sizes(out, "out");
@@ -167,8 +184,7 @@ void preprocess_cpu_py(const py::array& frame, std::array<int, 4> roi, py::array
   const int dtype = out.itemsize() == 4 ? kFloat32 : kFloat16;
   PreprocessParams p = make_params(static_cast<int>(out.shape(1)), static_cast<int>(out.shape(2)),
                                    kinds, mean, inv_std, sigma, interp, dtype);
-  require(interp != kArea || (p.out_h <= r.h && p.out_w <= r.w),
-          "area interpolation needs a downscale on both axes");
+  require_area_downscale(p, r);
   void* dst = out.mutable_data();
   py::gil_scoped_release nogil;
   preprocess_cpu(f, r, p, dst, num_threads);
@@ -297,8 +313,7 @@ void mask_post_cpu_py(const py::array& logits, py::array out, std::array<int, 4>
   a.H = static_cast<int>(out.shape(0));
   a.W = static_cast<int>(out.shape(1));
   a.out_stride = out.shape(0) == 1 ? a.W : out.strides(0);
-  a.roi = Roi{roi[0], roi[1], roi[2], roi[3]};
-  require(roi_fits(a.roi, a.W, a.H), "roi outside the frame");
+  a.roi = frame_roi(roi, a.W, a.H);
   require(threshold >= 0.f && threshold <= 1.f, "threshold must be in [0, 1]");
   require(value >= 1 && value <= 255, "value must be in [1, 255]");
   a.threshold = threshold;
@@ -433,8 +448,7 @@ py::tuple lesion_outlines_cpu_py(const py::array& mask, const py::array& labels,
           "num_labels must be in [0, h * w] (one lesion per grid cell at most), got " +
               str(num_labels));
   a.num_labels = static_cast<int>(num_labels);
-  a.roi = Roi{roi[0], roi[1], roi[2], roi[3]};
-  require(roi_fits(a.roi, a.W, a.H), "roi outside the frame");
+  a.roi = frame_roi(roi, a.W, a.H);
   std::vector<LesionOutline> out;
   {
     py::gil_scoped_release nogil;
@@ -487,11 +501,9 @@ void preprocess_cuda_py(uintptr_t src, int H, int W, int C, int64_t pitch, int c
   f.col_stride = C;
   f.ch_stride = 1;
   f.color_order = color_order;
-  Roi r{roi[0], roi[1], roi[2], roi[3]};
-  require(roi_fits(r, W, H), "roi outside the frame");
+  const Roi r = frame_roi(roi, W, H);
   PreprocessParams p = make_params(out_h, out_w, kinds, mean, inv_std, sigma, interp, out_dtype);
-  require(interp != kArea || (p.out_h <= r.h && p.out_w <= r.w),
-          "area interpolation needs a downscale on both axes");
+  require_area_downscale(p, r);
   preprocess_cuda(f, r, p, reinterpret_cast<void*>(out), stream);
 }
 
@@ -548,8 +560,7 @@ void mask_post_cuda_py(uintptr_t logits, int h, int w, uintptr_t out, int H, int
   a.H = H;
   a.W = W;
   a.out_stride = out_pitch;
-  a.roi = Roi{roi[0], roi[1], roi[2], roi[3]};
-  require(roi_fits(a.roi, W, H), "roi outside the frame");
+  a.roi = frame_roi(roi, W, H);
   a.threshold = threshold;
   a.value = static_cast<uint8_t>(value);
   mask_post_cuda(a, stream);
@@ -594,6 +605,11 @@ PYBIND11_MODULE(_kernels, m) {
     return 1;
 #endif
   });
+
+  // The enums' names, indexed by value (sonoedge/common.h): sdk._constants holds the same.
+  m.attr("INTERPOLATIONS") = name_tuple(kInterpNames);
+  m.attr("COLORS") = name_tuple(kColorOrderNames);
+  m.attr("CHANNELS") = name_tuple(kChannelNames);
 
   // Instruction-set dispatch of the CPU kernels (sonoedge/cpu_isa.h).
   m.def("cpu_isa_build", []() { return std::string(cpu_isa_build()); });

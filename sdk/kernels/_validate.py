@@ -15,18 +15,24 @@ from typing import Any
 
 import numpy as np
 
+from sdk._constants import (
+    CHANNELS,
+    COLORS,
+    INTERPOLATIONS,
+    MAX_MEAN,
+    MAX_SIDE,
+    MAX_SIGMA,
+    MAX_STD,
+    MIN_STD,
+)
 from sdk.errors import InputError
 
-CHANNELS: tuple[str, ...] = ("image", "gdm", "gdx", "gdy")
-CHANNEL_CODES = {name: i for i, name in enumerate(CHANNELS)}  # == sonoedge::Channel
-COLOR_CODES = {"gray": 0, "bgr": 1, "rgb": 2}  # == sonoedge::ColorOrder
-INTERP_CODES = {"linear": 0, "area": 1}  # == sonoedge::Interp
-MAX_SIGMA = 8.0  # radius int(4 sigma + 0.5) <= 32, the kernels' halo limit
-MAX_SIDE = 16384
+# The names and limits live in sdk._constants (shared with sdk.artifact); the codes the compiled
+# kernels take are their positions (== sonoedge::Channel / ColorOrder / Interp).
+CHANNEL_CODES = {name: i for i, name in enumerate(CHANNELS)}
+COLOR_CODES = {name: i for i, name in enumerate(COLORS)}
+INTERP_CODES = {name: i for i, name in enumerate(INTERPOLATIONS)}
 MAX_ELEMENTS = 2**31 - 1  # the compiled kernels index arrays with int
-# Normalization: std within [MIN_STD, MAX_STD] and |mean| <= MAX_MEAN (== the bindings' bounds);
-# std=1e-45 passes a finiteness check, but 1 / std overflows float32 and every pixel turns inf.
-MIN_STD, MAX_STD, MAX_MEAN = 1e-6, 1e6, 1e6
 
 
 def _name(x: Any) -> str:

@@ -31,11 +31,20 @@ struct InputError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-// ---- enums shared with the Python wrapper (keep the numbers in sync with sdk/kernels) ----------
+// ---- enums shared with the Python wrapper ------------------------------------------------------
+// Python passes them as their position in sdk._constants' tuples; the bindings export the names
+// below (sdk._kernels.INTERPOLATIONS / COLORS / CHANNELS) and tests/kernels holds the two equal.
 enum Interp : int { kLinear = 0, kArea = 1 };
 enum ColorOrder : int { kGray = 0, kBGR = 1, kRGB = 2 };
 enum Channel : int { kImage = 0, kGdm = 1, kGdx = 2, kGdy = 3 };
 enum OutDType : int { kFloat32 = 0, kFloat16 = 1 };
+// Their names, indexed by value.
+inline constexpr const char* kInterpNames[] = {"linear", "area"};
+inline constexpr const char* kColorOrderNames[] = {"gray", "bgr", "rgb"};
+inline constexpr const char* kChannelNames[] = {"image", "gdm", "gdx", "gdy"};
+static_assert(sizeof(kInterpNames) / sizeof(kInterpNames[0]) == kArea + 1);
+static_assert(sizeof(kColorOrderNames) / sizeof(kColorOrderNames[0]) == kRGB + 1);
+static_assert(sizeof(kChannelNames) / sizeof(kChannelNames[0]) == kGdy + 1);
 
 constexpr int kMaxChannels = 4;
 constexpr int kMaxRadius = 32;  // sigma <= 8 with truncate = 4
