@@ -375,8 +375,13 @@ class FramePipeline:
         V.check_color(color)
         job = self._checked(frame, roi, color)
         if not self.device_route:
-            lent = self._take(1)
-            x = lent.buf[:1]
+            free = self._free1  # _take(1), inlined: the per-frame path
+            try:
+                buf = free.pop()
+            except IndexError:
+                buf = np.empty((1, *self.input_shape), self.input_dtype)
+            lent = _Input(buf, free, 1)
+            x = buf[:1]
             try:
                 self._preprocess(job, x[0])
             except BaseException:

@@ -73,7 +73,12 @@ _ISA_ENV = "SONOEDGE_CPU_ISA"
 _isa_env_checked = False
 
 
-def _native() -> Any:
+def native() -> Any:
+    """The compiled module (``sdk._kernels``) for callers that have checked every argument
+    already: :class:`sdk.pipeline.FramePipeline` calls it per frame without the wrappers'
+    checks (measured on the 2-core Xeon: they cost ~60 us of a ~400 us post-process); the
+    bindings still refuse a wrong call. Raises :class:`~sdk.errors.KernelError` when the
+    extension is not built."""
     global _isa_env_checked
     if _K is None:
         raise KernelError(
@@ -87,13 +92,8 @@ def _native() -> Any:
     return _K
 
 
-def native() -> Any:
-    """The compiled module (``sdk._kernels``) for callers that have checked every argument
-    already: :class:`sdk.pipeline.FramePipeline` calls it per frame without the wrappers'
-    checks (measured on the 2-core Xeon: they cost ~60 us of a ~400 us post-process); the
-    bindings still refuse a wrong call. Raises :class:`~sdk.errors.KernelError` when the
-    extension is not built."""
-    return _native()
+#: The name the kernels' own wrappers call (one function: no extra call on the hot path).
+_native = native
 
 
 def preprocess_settings(
