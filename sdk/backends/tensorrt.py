@@ -251,9 +251,10 @@ class TensorRTBackend(Backend):
         ).reshape(f.shape)
         np.copyto(host, f)
         name = self._in_names[0]
-        spec = self.inputs[0]
         dev_frame = kc.DeviceArray(self._frame_dev, f.shape, np.dtype(np.uint8))
-        dev_in = kc.DeviceArray(self._dev[name], tuple(self._host[name].shape[1:]), spec.dtype)
+        dev_in = kc.DeviceArray(
+            self._dev[name], tuple(self._host[name].shape[1:]), self.inputs[0].dtype
+        )
         key = ("frame", f.shape, spec.roi, spec.color)
 
         def enqueue() -> None:

@@ -9,6 +9,8 @@ capture falls back for good; growing the frame staging buffer drops the captured
 
 from __future__ import annotations
 
+import ctypes
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,7 +22,7 @@ from sdk import synthetic
 from sdk.analyzer import Analyzer, default_model
 from sdk.backends.onnxruntime import OnnxRuntimeBackend
 from sdk.backends.tensorrt import TensorRTBackend
-from sdk.errors import KernelError
+from sdk.errors import InputError, KernelError
 from sdk.kernels import PreprocessSpec
 
 
@@ -154,6 +156,50 @@ def test_graph_plain_then_captured_then_replayed() -> None:
     assert rt.log == [*plain, *capture, "launch", "launch"]  # then replay only
     assert all(np.array_equal(o["out"], np.arange(3)) for o in outs)
     assert outs[0]["out"] is not b._host["out"]  # a copy, not the pinned buffer
+
+
+def test_infer_frame_hands_the_spec_to_the_cuda_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRTBackend.infer_frame (the template, then _infer_frame_impl): the frame's
+    PreprocessSpec becomes the CUDA kernel's arguments, one graph per frame geometry."""
+    from sdk.backends import IOSpec
+    from sdk.kernels import cuda as kc
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(kc, "available", lambda: True)
+    monkeypatch.setattr(kc, "preprocess", lambda f, out, **kw: calls.append(kw))
+    rt = _FakeRuntime()
+    pinned: list[Any] = []  # the frame's staging copy needs real host memory
+
+    def malloc_host(n: int) -> tuple[int, int]:
+        pinned.append(ctypes.create_string_buffer(n))
+        return 0, ctypes.addressof(pinned[-1])
+
+    rt.cudaMallocHost = malloc_host  # type: ignore[method-assign]
+    b = _backend(rt)
+    b.inputs = (IOSpec("input", np.dtype(np.float32), (None, 1, 4, 4)),)
+    assert b.device_preprocess_available()
+    base = K.preprocess_settings((4, 4), ("image",), 1.5, 0.25, 2.0)
+    frame = np.zeros((30, 40), np.uint8)
+    spec = replace(base, roi=(2, 3, 20, 10), color="rgb", interp="area")
+    out = b.infer_frame(frame, spec)
+    assert np.array_equal(out["out"], np.arange(3)) and b.last_infer_ms >= 0
+    assert calls == [
+        {
+            "channels": ("image",),
+            "sigma": 1.5,
+            "roi": (2, 3, 20, 10),
+            "mean": (0.25,),
+            "std": (2.0,),
+            "color": "rgb",
+            "interpolation": "area",
+            "stream": 7,
+        }
+    ]
+    assert ("frame", (30, 40), (2, 3, 20, 10), "rgb") in b._seen
+    with pytest.raises(InputError, match="does not fit"):
+        b.infer_frame(frame, replace(spec, size=(8, 8)))
+    with pytest.raises(InputError, match="uint8"):
+        b.infer_frame(frame.astype(np.float32), spec)
 
 
 def test_failed_capture_falls_back_for_good() -> None:
