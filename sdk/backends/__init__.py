@@ -2,7 +2,9 @@
 
 ``get_backend(name)`` returns the class; ``available()`` tells, per backend, whether it can run
 here and why not. Backends are inert until :meth:`Backend.load`; importing this package never
-imports TensorRT, CUDA or torch.
+imports TensorRT, CUDA or torch. Each class declares its capabilities (``reentrant``,
+``device_input``, ``device_preprocess``, ``batch_limit``: :class:`Backend`), from which
+:class:`sdk.pipeline.FramePipeline` picks its route once, at load.
 """
 
 from __future__ import annotations

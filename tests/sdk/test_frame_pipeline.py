@@ -1,6 +1,7 @@
 """sdk.pipeline.FramePipeline: the public stages (prepare → infer → finish), the frame carried
 between them, the input tensors lent and given back, and the backends' declared capabilities
-that pick the route."""
+that pick the route. (Not test_pipeline.py: pytest's rootdir imports would clash with
+tests/export/test_pipeline.py.)"""
 
 from __future__ import annotations
 
