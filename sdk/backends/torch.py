@@ -149,6 +149,11 @@ class TorchBackend(Backend):
     """
 
     name: ClassVar[str] = "torch"
+    # Capabilities (sdk/backends/_base.py): one call at a time (the CUDA graph's static buffers,
+    # torch's process-global thread count); host tensors in, no device preprocessing yet.
+    reentrant: ClassVar[bool] = False
+    device_input: ClassVar[bool] = False
+    device_preprocess: ClassVar[bool] = False
 
     def __init__(
         self,
