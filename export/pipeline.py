@@ -55,7 +55,6 @@ from export._pipeline.common import REPORT_SEED as REPORT_SEED
 from export._pipeline.common import SKIPPED_NO_TRT as SKIPPED_NO_TRT
 from export._pipeline.common import (
     Artifact,
-    _part,
     check_contract,
 )
 from export._pipeline.common import _session as _session
@@ -137,7 +136,6 @@ def _quantize(
         src,
         md,
         out,
-        _part(out),
         calib,
         lambda p: (
             evaluate_onnx(p, ev, threads)

@@ -99,6 +99,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from export._files import writing
 from sdk.artifact import Metadata, stamp_onnx_digest
 from sdk.errors import InputError, ModelError
 
@@ -402,13 +403,9 @@ def quantize(
             q.metadata_props.add(key=prop.key, value=_mark_int8(prop.key, prop.value, target))
         if target == "tensorrt":
             check_tensorrt_qdq(q)
-        part = onnx_out.with_name(onnx_out.name + ".tmp")
-        try:
+        with writing(onnx_out) as part:
             onnx.save(q, str(part))
             stamp_onnx_digest(part)  # the copied digest hashed the FP32 graph: a fresh one
-            os.replace(part, onnx_out)
-        finally:
-            part.unlink(missing_ok=True)
     return onnx_out
 
 
@@ -646,7 +643,6 @@ def write_int8_artifact(
     src: Path,
     md: Metadata,
     out: Path,
-    tmp: Path,
     calib: Sequence[np.ndarray],
     evaluate: Callable[[Path], dict[str, Any]],
     *,
@@ -662,13 +658,12 @@ def write_int8_artifact(
     :func:`quantize_with_budget` (``evaluate(path)`` scores each candidate on ``n_eval`` held-out
     frames), the TensorRT Q/DQ check, then the metadata: precision int8, the quantization
     provenance (recipe, calibration, source digest, budget, float nodes, sensitivity, history)
-    and the accuracy measured against FP32. Written to ``tmp`` and renamed to ``out`` when
-    complete; ``tmp`` never outlives the call.
+    and the accuracy measured against FP32. Written atomically (:func:`export._files.writing`).
     """
     from export.checkpoint import _sha256
     from export.onnx_export import embed_metadata
 
-    try:
+    with writing(out) as tmp:
         with quiet_quantizer():
             res = quantize_with_budget(
                 src,
@@ -705,9 +700,6 @@ def write_int8_artifact(
             "int8_measured_on": f"{n_eval} held-out frames, ONNX Runtime CPU",
         }
         embed_metadata(tmp, qmd)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

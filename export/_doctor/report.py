@@ -13,6 +13,7 @@ import numpy as np
 from export._doctor.common import OK, Check
 from export._doctor.compare import TOLERANCES
 from export._doctor.engines import Comparison
+from export._files import write_text
 
 
 @dataclass
@@ -200,15 +201,6 @@ def _verified(rep: Report) -> list[str]:
     return out
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _jsonable(v: Any) -> Any:
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}
@@ -228,6 +220,6 @@ def write_report(rep: Report, out: str | os.PathLike[str]) -> tuple[Path, Path]:
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     md, js = d / "doctor.md", d / "doctor.json"
-    _write_text(js, json.dumps(_jsonable(rep.to_dict()), indent=2) + "\n")
-    _write_text(md, render_markdown(rep))
+    write_text(js, json.dumps(_jsonable(rep.to_dict()), indent=2) + "\n")
+    write_text(md, render_markdown(rep))
     return md, js

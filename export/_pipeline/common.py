@@ -23,20 +23,6 @@ _ROLES = ("mask_logits", "class_logits", "features")
 # --------------------------------------------------------------------------- helpers
 
 
-def _part(out: Path) -> Path:
-    """Temporary sibling of ``out`` (same folder, so the final rename is atomic)."""
-    return out.with_name(f".{out.stem}.part{out.suffix}")
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = _part(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _clean(v: float | None) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
 

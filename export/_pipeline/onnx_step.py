@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from export._files import writing
 from export._pipeline.common import (
     _ROLES,
     DEFAULT_SIGMA,
     HOLDOUT_SEED,
-    _part,
     _session,
     check_contract,
 )
@@ -158,8 +158,7 @@ def to_onnx(
             },
         )
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _part(out)
-        try:
+        with writing(out) as tmp:
             to_onnx_file(model, (x0,), tmp, opset=opset)
             onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
             embed_metadata(tmp, md)  # the evaluation below reads the metadata back
@@ -185,7 +184,4 @@ def to_onnx(
                 },
             }
             embed_metadata(tmp, md)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
     return out

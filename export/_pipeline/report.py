@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from export._pipeline.common import Artifact, _clean, _part, _write_text
+from export._files import write_text, writing
+from export._pipeline.common import Artifact, _clean
 from sdk import metrics
 from sdk.errors import InputError
 
@@ -153,8 +154,8 @@ def report(
     }
     out.mkdir(parents=True, exist_ok=True)
     md_path, js_path, png_path = (out / f"{stem}.{e}" for e in ("md", "json", "png"))
-    _write_text(js_path, json.dumps(doc, indent=2) + "\n")
-    _write_text(md_path, _markdown(doc))
+    write_text(js_path, json.dumps(doc, indent=2) + "\n")
+    write_text(md_path, _markdown(doc))
     _plot_report(rows, png_path, title)
     return md_path, js_path, png_path
 
@@ -226,9 +227,5 @@ def _plot_report(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = _part(path)
-    try:
+    with writing(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
