@@ -135,6 +135,15 @@ def main() -> int:
                 f"| {r['config']} | {r['trials']} | {r['listening_sockets']} | {outside} | "
                 f"{r['start_s']} | {'yes' if r['held_to_loopback'] else 'no'} |"
             )
+        md += [
+            "",
+            "- Sockets: every listening TCP / UDP socket of the driver process and all its "
+            "descendants (GCS, raylet, workers, ...), read from /proc after a 64-row Ray Data "
+            "map, before `ray.shutdown()`. `outside loopback` lists the first few addresses.",
+            "- start s: `ray.init` + the map + the socket listing, per trial (the machine's 2 "
+            "cores were shared with other jobs: treat them as ±50 %).",
+            "- Verdict for `sonoedge batch`: Dask, see the docstring of `sdk/batch.py`.",
+        ]
         (out / "batch-ray-loopback.md").write_text("\n".join(md) + "\n")
     return 0
 

@@ -37,8 +37,11 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
-def _round(make, frames: list[np.ndarray], clients: int, n: int, lat: list[float]) -> float:
-    """n calls per client, ``clients`` threads; returns the wall time; appends latencies (ms)."""
+def _round(
+    make, frames: list[np.ndarray], clients: int, n: int, lat: list[float], srv: list[float]
+) -> float:
+    """n calls per client, ``clients`` threads; returns the wall time; appends latencies (ms)
+    and, for remote calls, the server's own Analyzer time (``timings["server_total"]``)."""
     analyzers = [make() for _ in range(clients)]
     for a in analyzers:
         a.run(frames[0])  # connection / warm-up, not timed
@@ -46,14 +49,17 @@ def _round(make, frames: list[np.ndarray], clients: int, n: int, lat: list[float
     barrier = threading.Barrier(clients + 1)
 
     def work(a, k0: int) -> None:
-        mine = []
+        mine, server = [], []
         barrier.wait(timeout=60)
         for i in range(n):
             t = time.perf_counter()
-            a.run(frames[(k0 + i) % len(frames)])
+            r = a.run(frames[(k0 + i) % len(frames)])
             mine.append((time.perf_counter() - t) * 1e3)
+            if "server_total" in r.timings:
+                server.append(r.timings["server_total"])
         with lock:
             lat.extend(mine)
+            srv.extend(server)
 
     threads = [threading.Thread(target=work, args=(a, k)) for k, a in enumerate(analyzers)]
     for t in threads:
@@ -82,7 +88,7 @@ def main() -> int:
     server = launch(max_batch=4, threads=1, timeout=180)
     try:
         rows = {
-            (name, c): {"lat": [], "wall": 0.0, "calls": 0}
+            (name, c): {"lat": [], "srv": [], "wall": 0.0, "calls": 0}
             for c in (1, 4)
             for name in ("direct", "http", "grpc")
         }
@@ -94,7 +100,7 @@ def main() -> int:
         per_round = max(1, args.repeat // args.rounds)
         for r in range(args.rounds):
             for (name, c), row in rows.items():
-                row["wall"] += _round(makers[name], frames, c, per_round, row["lat"])
+                row["wall"] += _round(makers[name], frames, c, per_round, row["lat"], row["srv"])
                 row["calls"] += per_round * c
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     finally:
@@ -112,6 +118,7 @@ def main() -> int:
                 "p50_ms": round(p50, 3),
                 "p99_ms": round(p99, 3),
                 "calls_per_s": round(fps, 1),
+                "server_p50_ms": round(_pct(row["srv"], 50), 3) if row["srv"] else None,
                 "p50_vs_direct": round(p50 / _pct(d["lat"], 50), 2),
                 "p99_vs_direct": round(p99 / _pct(d["lat"], 99), 2),
                 "throughput_vs_direct": round(fps / (d["calls"] / d["wall"]), 2),
@@ -161,23 +168,29 @@ def _markdown(doc: dict) -> str:
     lines = [
         "# sonoedge serve: latency against the direct call",
         "",
-        "| path | clients | calls | p50 ms | p99 ms | calls/s | p50 vs direct | "
-        "p99 vs direct | throughput vs direct |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| path | clients | calls | p50 ms | p99 ms | server Analyzer p50 ms | calls/s | "
+        "p50 vs direct | p99 vs direct | throughput vs direct |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in doc["rows"]:
         lines.append(
             f"| {r['path']} | {r['clients']} | {r['calls']} | {r['p50_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {r['calls_per_s']:.1f} | {r['p50_vs_direct']:.2f}× | "
+            f"{r['p99_ms']:.2f} | "
+            + ("–" if r["server_p50_ms"] is None else f"{r['server_p50_ms']:.2f}")
+            + f" | {r['calls_per_s']:.1f} | {r['p50_vs_direct']:.2f}× | "
             f"{r['p99_vs_direct']:.2f}× | {r['throughput_vs_direct']:.2f}× |"
         )
     lines += [
         "",
         "- 600×800 uint8 phantom frames, the embedded default model (FP32, 128×128 input); "
-        "server: `sonoedge serve --max-batch 4 --threads 1` on 127.0.0.1 (PyTriton, its own "
-        "numpy<2 environment); direct: `sdk.Analyzer(threads=1).run` in the benchmark process.",
+        "server: `sonoedge serve --max-batch 4 --threads 1` (queue delay 0) on 127.0.0.1 "
+        "(PyTriton, its own numpy<2 environment); direct: `sdk.Analyzer(threads=1).run` in "
+        "the benchmark process.",
         "- Latency: the caller's wall time per call (remote: request + server Analyzer + "
-        "response, the frame's 480 kB each way included). 4 clients: 4 threads, one Analyzer "
+        "response, the frame's 480 kB each way included); server Analyzer: the "
+        "Analyzer's own time inside the server (`timings['server_total']`), the rest of a "
+        "remote call is transport: Triton, its Python-backend stub, PyTriton's proxy and the "
+        "client. 4 clients: 4 threads, one Analyzer "
         "each (local) or one client each of the same server. Rows interleaved in "
         f"{a['rounds']} rounds of {max(1, a['repeat'] // a['rounds'])} calls per client.",
         "- Client, server and Triton share the machine's cores: on 2 cores the 4-client rows "

@@ -259,6 +259,7 @@ def launch(
     grpc_port: int | None = None,
     metrics_port: int | None = None,
     max_batch: int = 4,
+    queue_delay_us: int = 0,
     name: str = "sonoedge",
     threads: int | None = None,
     python: str | None = None,
@@ -276,7 +277,8 @@ def launch(
     metrics_port = metrics_port or free_port(host)
     cmd = [py, "-m", "sdk.serve.server", "--host", host, "--port", str(port)]
     cmd += ["--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)]
-    cmd += ["--max-batch", str(max_batch), "--name", name]
+    cmd += ["--max-batch", str(max_batch), "--queue-delay-us", str(queue_delay_us)]
+    cmd += ["--name", name]
     if model is not None:
         cmd += ["--model", str(model)]
     if threads is not None:

@@ -35,6 +35,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--grpc-port", type=_port, default=None, help="gRPC port (default --port+1)")
     p.add_argument("--metrics-port", type=_port, default=None, help="default --port + 2")
     p.add_argument("--max-batch", type=_batch, default=4, help="dynamic batch limit (default 4)")
+    p.add_argument(
+        "--queue-delay-us",
+        type=int_type(0, 1_000_000, "microseconds"),
+        default=0,
+        help="how long a lone request may wait for others to batch with (0: only requests "
+        "already queued are batched)",
+    )
     p.add_argument("--name", default="sonoedge", help="model name in the URLs (default sonoedge)")
     p.add_argument("--threads", type=_threads, default=None, help="backend CPU threads")
     p.add_argument(
@@ -87,6 +94,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ("--grpc-port", args.grpc_port),
         ("--metrics-port", args.metrics_port),
         ("--max-batch", args.max_batch),
+        ("--queue-delay-us", args.queue_delay_us),
         ("--name", args.name),
         ("--threads", args.threads),
         ("--model", args.model),

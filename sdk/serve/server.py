@@ -39,8 +39,10 @@ from sdk.serve._wire import (
 
 LOG = logging.getLogger("sonoedge.serve")
 
-#: How long a queued request may wait for others to share its batch (microseconds).
-QUEUE_DELAY_US = 2000
+#: How long a lone request may wait for others to share its model call (microseconds). 0: only
+#: requests already queued are batched (those that arrived while the model ran), as the SDK's
+#: own stream() does; a scanner's frame never waits for a frame that may not come.
+QUEUE_DELAY_US = 0
 
 
 def _options(req: Any) -> dict[str, Any]:
@@ -116,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-port", type=int, default=None)
     p.add_argument("--metrics-port", type=int, default=None)
     p.add_argument("--max-batch", type=int, default=4)
+    p.add_argument("--queue-delay-us", type=int, default=QUEUE_DELAY_US)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--allow-remote", action="store_true")
     p.add_argument("--log-verbose", type=int, default=0)
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
             config=ModelConfig(
                 max_batch_size=args.max_batch,
-                batcher=DynamicBatcher(max_queue_delay_microseconds=QUEUE_DELAY_US),
+                batcher=DynamicBatcher(max_queue_delay_microseconds=args.queue_delay_us),
             ),
             strict=False,
         )
