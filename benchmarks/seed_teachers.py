@@ -16,8 +16,9 @@ ultrasound augmentation, seed 0 (training ``0..n-1``, validation ``+7_919_003``)
 ``SCORE_FRAMES`` phantoms of seed ``+3_000_017`` (the export report's stream; no frame of it is
 used in training, validation or model selection): mask Dice at the model's mask resolution
 (both-empty frames count 1, as the trainer's validation), accuracy and macro AUC of the
-image-level class. OOD: the same for the distillation pair on ``benchmarks/ood_suite.py``'s
-held-out regions when it is run on their ONNX exports (``--ood``).
+image-level class. OOD (distillation pair): the FP32 ONNX export of each student through the
+Analyzer on ``benchmarks/ood_suite.py``'s held-out regions (mean lesion Dice and accuracy over
+its splits, ``--ood-frames`` per split).
 
 Each seed trains on one thread (``--threads``) so two can share the 2-core machine; the wall
 time in the table is the run's own (sum of its epoch times), as measured on the recorded CPU.
@@ -130,6 +131,26 @@ def score(best: Path, n: int = SCORE_FRAMES, threads: int = 2) -> dict[str, Any]
     }
 
 
+def _ood(best: Path, n: int) -> tuple[float, float]:
+    """Mean lesion Dice and accuracy over the OOD suite's held-out splits (not its
+    in-distribution row) of the checkpoint's FP32 ONNX export through the Analyzer, ``n``
+    frames per split at 300×400 (``benchmarks/ood_suite.py``)."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import ood_suite
+
+    from export.pipeline import to_onnx
+
+    onnx_path = to_onnx(best, best.parent / "model.onnx", n_eval=16)
+    rows = ood_suite.evaluate(onnx_path, n, (300, 400))
+    rows = [r for r in rows if r["split"] != "in-distribution"]
+    return (
+        round(float(np.mean([r["dice"] for r in rows])), 4),
+        round(float(np.mean([r["accuracy"] for r in rows])), 4),
+    )
+
+
 def _machine() -> dict[str, Any]:
     from sdk.bench._timing import machine_info
 
@@ -214,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=Path("runs/seeds"))
     p.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     p.add_argument("--frames", type=int, default=SCORE_FRAMES, help="fresh phantoms to score")
+    p.add_argument(
+        "--ood-frames", type=int, default=30, help="distill: OOD-suite frames per split (30)"
+    )
     args = p.parse_args(argv)
     command = "python benchmarks/seed_teachers.py " + " ".join(argv or sys.argv[1:])
     if args.action in ("train", "score", "distill") and args.arch not in RECIPES:
@@ -237,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             best = train("edge_s", out_dir=args.runs / f"edge_s-{key}-{args.arch}", **base, **kw)
             res[key] = score(best, args.frames, max(args.threads, 1))
+            res[key]["ood_dice"], res[key]["ood_accuracy"] = _ood(best, args.ood_frames)
         entry = {
             "distillation": {
                 "teacher": args.arch,
