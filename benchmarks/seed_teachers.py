@@ -43,8 +43,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: One recipe per seed: what each was trained with (the table prints it). Epoch counts are
 #: sized to fit <= 60 minutes of one core of the 2-core EPYC at the model's default input.
 RECIPES: dict[str, dict[str, Any]] = {
-    "mtl_oca": dict(epochs=8, n_train=600, n_val=120, batch_size=8, lr=1e-3),
-    "nmtnet": dict(epochs=6, n_train=480, n_val=96, batch_size=8, lr=1e-3, aux_weight=0.4),
+    "mtl_oca": dict(
+        epochs=8, n_train=600, n_val=120, batch_size=8, lr=1e-3, aux_weight=0.4, warmup_steps=50
+    ),
+    "nmtnet": dict(
+        epochs=6, n_train=480, n_val=96, batch_size=8, lr=1e-3, aux_weight=0.4, warmup_steps=50
+    ),
     "acsnet": dict(epochs=6, n_train=480, n_val=96, batch_size=8, lr=1e-3),
     "sam_mtl": dict(epochs=3, n_train=240, n_val=60, batch_size=4, lr=3e-4),
     "edge_s": dict(epochs=8, n_train=600, n_val=120, batch_size=16, lr=2e-3, size=(128, 128)),
