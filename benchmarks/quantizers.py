@@ -353,19 +353,18 @@ def run(args: argparse.Namespace, work: Path, command: str) -> dict[str, Any]:
 
     from export.onnx_export import embed_metadata
     from export.pipeline import (
-        _quiet_quantizer,
-        _read_metadata,
         calibration_frames,
         check_contract,
         evaluate_onnx,
         heldout_set,
     )
-    from export.quantize import quantize
+    from export.quantize import quantize, quiet_quantizer
+    from sdk.artifact import read_onnx_file_metadata
     from sdk.bench._timing import machine_info
 
     src = args.model.resolve()
     check_contract(src)
-    md = _read_metadata(src)
+    md = read_onnx_file_metadata(src)
     if md.precision != "fp32":
         raise SystemExit(f"{src} is a {md.precision} artifact; pass the FP32 export")
     versions = _versions()
@@ -384,7 +383,7 @@ def run(args: argparse.Namespace, work: Path, command: str) -> dict[str, Any]:
         out = work / f"ort-{method}.onnx"
         log(f"ORT quantize_static ({method})")
         t0 = time.perf_counter()
-        with _quiet_quantizer(), warnings.catch_warnings():
+        with quiet_quantizer(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize(src, out, calib, target="cpu", calibrate_method=method)
         rows.append(
@@ -634,8 +633,8 @@ def simplification(
 ) -> dict[str, Any]:
     import onnx
 
-    from export.pipeline import _quiet_quantizer, check_contract, evaluate_onnx
-    from export.quantize import quantize
+    from export.pipeline import check_contract, evaluate_onnx
+    from export.quantize import quantize, quiet_quantizer
 
     tools = [t for t in ("onnxslim", "onnxsim") if versions[t]]
     res: dict[str, Any] = {"tools": tools, "rows": []}
@@ -688,7 +687,7 @@ def simplification(
     if slim_fp32 is not None and len(bases) == 2:
         log("quantize_static (percentile) on the onnxslim FP32")
         out = work / "fp32.onnxslim.int8.onnx"
-        with _quiet_quantizer(), warnings.catch_warnings():
+        with quiet_quantizer(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize(slim_fp32["path"], out, calib, target="cpu", calibrate_method="percentile")
         entries.append(

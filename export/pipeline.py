@@ -71,7 +71,6 @@ from export._pipeline.onnx_step import to_onnx
 from export._pipeline.report import report
 from export._pipeline.scope import fit_scope_and_temperature
 from export._pipeline.trt_step import build_trt
-from export.quantize import quiet_quantizer
 from sdk.artifact import read_onnx_file_metadata
 from sdk.errors import InputError, ModelError
 
@@ -93,8 +92,6 @@ __all__ = [
     "run_export",
     "to_onnx",
 ]
-
-_quiet_quantizer = quiet_quantizer  # the name benchmarks/quantizers.py imports
 
 FORMATS = ("onnx", "onnx-int8", "trt-fp16", "trt-int8")
 

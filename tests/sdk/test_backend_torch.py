@@ -1,4 +1,5 @@
-"""The torch backend (sdk/backends/torch.py): an ONNX → torch interpreter held to ONNX Runtime.
+"""The torch backend (sdk/backends/torch.py; its interpreter, sdk/backends/_torch_ops): an ONNX →
+torch interpreter held to ONNX Runtime.
 
 * Every supported op, one tiny graph each, against ONNX Runtime with graph optimizations off
   (its op-by-op kernels are the reference implementation of the ONNX semantics), on CPU, in both
