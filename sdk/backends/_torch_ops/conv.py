@@ -8,18 +8,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sdk.backends._torch_ops._core import (
-    OPS,
     Builder,
     Ctx,
     Node,
-    OpDef,
     Tensor,
     Unsupported,
     op,
 )
 
-# torch and torch.nn.functional: bound by sdk.backends._torch_ops.bind_torch() when the backend is
-# probed or loaded (sdk never imports torch at import time).
+# torch, torch.nn.functional: bound by bind_torch() at probe / load (see the package docstring).
 torch: Any = None
 F: Any = None
 
@@ -153,8 +150,8 @@ def _pool(kind: str) -> Builder:
     return build
 
 
-OPS["MaxPool"] = OpDef(_pool("max"), multi=True)
-OPS["AveragePool"] = OpDef(_pool("avg"))
+op("MaxPool", multi=True)(_pool("max"))
+op("AveragePool")(_pool("avg"))
 
 
 @op("GlobalAveragePool")

@@ -6,19 +6,16 @@ from collections.abc import Callable
 from typing import Any
 
 from sdk.backends._torch_ops._core import (
-    OPS,
     Builder,
     Ctx,
     Node,
-    OpDef,
     Tensor,
     Unsupported,
     onnx_dtype,
     op,
 )
 
-# torch and torch.nn.functional: bound by sdk.backends._torch_ops.bind_torch() when the backend is
-# probed or loaded (sdk never imports torch at import time).
+# torch, torch.nn.functional: bound by bind_torch() at probe / load (see the package docstring).
 torch: Any = None
 F: Any = None
 
@@ -62,7 +59,7 @@ for _name, _fn in {
     "Where": lambda cond, a, b: torch.where(cond, a, b),
     "MatMul": lambda a, b: torch.matmul(a, b),
 }.items():
-    OPS[_name] = OpDef(_simple(_fn))
+    op(_name)(_simple(_fn))
 
 
 @op("Div")
@@ -97,9 +94,9 @@ def _variadic(f: Callable[[Any, Any], Any]) -> Builder:
     return build
 
 
-OPS["Sum"] = OpDef(_variadic(lambda a, b: torch.add(a, b)))
-OPS["Max"] = OpDef(_variadic(lambda a, b: torch.maximum(a, b)))
-OPS["Min"] = OpDef(_variadic(lambda a, b: torch.minimum(a, b)))
+op("Sum")(_variadic(lambda a, b: torch.add(a, b)))
+op("Max")(_variadic(lambda a, b: torch.maximum(a, b)))
+op("Min")(_variadic(lambda a, b: torch.minimum(a, b)))
 
 
 @op("Mean")

@@ -18,8 +18,7 @@ from sdk.backends._torch_ops._core import (
 )
 from sdk.errors import BackendUnavailableError, ModelError
 
-# torch and torch.nn.functional: bound by sdk.backends._torch_ops.bind_torch() when the backend is
-# probed or loaded (sdk never imports torch at import time).
+# torch, torch.nn.functional: bound by bind_torch() at probe / load (see the package docstring).
 torch: Any = None
 F: Any = None
 

@@ -6,11 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from sdk.backends._torch_ops._core import (
-    OPS,
     Builder,
     Ctx,
     Node,
-    OpDef,
     Tensor,
     Unsupported,
     _axis,
@@ -18,8 +16,7 @@ from sdk.backends._torch_ops._core import (
     op,
 )
 
-# torch and torch.nn.functional: bound by sdk.backends._torch_ops.bind_torch() when the backend is
-# probed or loaded (sdk never imports torch at import time).
+# torch, torch.nn.functional: bound by bind_torch() at probe / load (see the package docstring).
 torch: Any = None
 F: Any = None
 
@@ -61,7 +58,7 @@ def _reduce(kind: str) -> Builder:
 
 
 for _kind in ("Mean", "Sum", "Max", "Min", "Prod", "L1", "L2", "SumSquare", "LogSumExp"):
-    OPS[f"Reduce{_kind}"] = OpDef(_reduce(_kind), params=(1,))
+    op(f"Reduce{_kind}", params=(1,))(_reduce(_kind))
 
 
 def _arg(kind: str) -> Builder:
@@ -78,8 +75,8 @@ def _arg(kind: str) -> Builder:
     return build
 
 
-OPS["ArgMax"] = OpDef(_arg("max"))
-OPS["ArgMin"] = OpDef(_arg("min"))
+op("ArgMax")(_arg("max"))
+op("ArgMin")(_arg("min"))
 
 
 def _softmax(log: bool) -> Builder:
@@ -96,8 +93,8 @@ def _softmax(log: bool) -> Builder:
     return build
 
 
-OPS["Softmax"] = OpDef(_softmax(False))
-OPS["LogSoftmax"] = OpDef(_softmax(True))
+op("Softmax")(_softmax(False))
+op("LogSoftmax")(_softmax(True))
 
 
 @op("BatchNormalization", multi=True)
