@@ -1,5 +1,7 @@
-"""What the export pipeline's steps share: seed streams, atomic file writing, the model
-contract check, ONNX Runtime sessions and a report row (:class:`Artifact`)."""
+"""What the export pipeline's steps share: seed streams, the model contract check, ONNX Runtime
+sessions and a report row (:class:`Artifact`); atomic file writing is :mod:`export._files`."""
+
+from __future__ import annotations
 
 import math
 import os

@@ -1,6 +1,8 @@
 """The export pipeline's frames: calibration frames, held-out sets and their evaluation through
 ONNX Runtime, the report's frames (see :mod:`export.pipeline` for the seed streams)."""
 
+from __future__ import annotations
+
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass

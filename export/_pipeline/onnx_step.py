@@ -1,5 +1,7 @@
 """The pipeline's ONNX step: checkpoint → FP32 ONNX with metadata, checked against eager PyTorch."""
 
+from __future__ import annotations
+
 import os
 import time
 from collections.abc import Sequence

@@ -1,6 +1,8 @@
 """The export report: every artifact through :class:`sdk.Analyzer` on the same frames, written to
 report.md, report.json and report.png."""
 
+from __future__ import annotations
+
 import json
 import os
 from collections.abc import Sequence

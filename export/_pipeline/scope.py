@@ -1,6 +1,8 @@
 """The pipeline's scope and temperature fit: the out-of-scope model and the probability
 temperature of an artifact, fitted on its own outputs and embedded in its metadata."""
 
+from __future__ import annotations
+
 import os
 from collections.abc import Sequence
 from pathlib import Path

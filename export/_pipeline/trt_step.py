@@ -1,5 +1,7 @@
 """The pipeline's TensorRT step: ONNX → ``.plan``, skipped (nothing written) without TensorRT."""
 
+from __future__ import annotations
+
 import importlib.util
 import os
 import warnings
