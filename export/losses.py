@@ -78,10 +78,14 @@ def _check_mask_pair(logits: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
-def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Pixel-mean binary cross-entropy on logits (seed 001 eq. 5), numerically stable."""
+def bce_loss(
+    logits: torch.Tensor, target: torch.Tensor, pos_weight: float | None = None
+) -> torch.Tensor:
+    """Pixel-mean binary cross-entropy on logits (seed 001 eq. 5), numerically stable;
+    ``pos_weight`` multiplies the lesion pixels' term (None: 1)."""
     _check_mask_pair(logits, target)
-    return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
+    pw = None if pos_weight is None else logits.new_tensor(float(pos_weight))
+    return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), pos_weight=pw)
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS) -> torch.Tensor:
@@ -147,11 +151,24 @@ class MultiTaskLoss(nn.Module):
     ``{"bce", "dice", "seg", "cls", "total"}`` as Python floats.
     """
 
-    def __init__(self, lam: float = 0.6, class_weights: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        lam: float = 0.6,
+        class_weights: torch.Tensor | None = None,
+        pos_weight: float | None = None,
+    ) -> None:
         super().__init__()
         if not 0.0 <= float(lam) <= 1.0:
             raise InputError(f"lam (λ) must be in [0, 1], got {lam}")
+        if pos_weight is not None and not (
+            isinstance(pos_weight, int | float)
+            and not isinstance(pos_weight, bool)
+            and math.isfinite(pos_weight)
+            and pos_weight > 0
+        ):
+            raise InputError(f"pos_weight must be a positive number or None, got {pos_weight!r}")
         self.lam = float(lam)
+        self.pos_weight = None if pos_weight is None else float(pos_weight)
         self.register_buffer(
             "class_weights", None if class_weights is None else class_weights.float().clone()
         )
@@ -159,7 +176,7 @@ class MultiTaskLoss(nn.Module):
     def forward(
         self, outputs: dict[str, torch.Tensor], mask: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        bce = bce_loss(outputs["mask_logits"], mask)
+        bce = bce_loss(outputs["mask_logits"], mask, self.pos_weight)
         dsc = dice_loss(outputs["mask_logits"], mask)
         cls = ce_loss(outputs["class_logits"], labels, self.class_weights)
         seg = bce + dsc

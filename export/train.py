@@ -89,6 +89,7 @@ _RESUME_KEYS = (
     "gamma_feat",
     "aux_weight",
     "warmup_steps",
+    "pos_weight",
 )
 
 
@@ -503,6 +504,7 @@ def train(
     gamma_feat: float = 0.0,
     aux_weight: float = 0.0,
     warmup_steps: int = 0,
+    pos_weight: float | None = None,
 ) -> Path:
     """Train ``arch`` on ``data`` (optionally distilling ``teacher``); return the JSON of its
     best checkpoint.
@@ -555,6 +557,7 @@ def train(
             (>= 0; 0 trains on the contract's outputs alone).
         warmup_steps: linear learning-rate warm-up over this many first optimizer steps (0:
             none).
+        pos_weight: weight of the lesion pixels in the mask BCE (None: 1).
 
     Returns:
         Path of ``out_dir/best.json`` (load it with :func:`export.checkpoint.load_checkpoint`).
@@ -587,7 +590,7 @@ def train(
     loss_args = dict(
         T=T, alpha_kd=alpha_kd, beta_pixel=beta_pixel, gamma_feat=gamma_feat, aux_weight=aux_weight
     )
-    uses_teacher = TrainingLoss(MultiTaskLoss(lam), **loss_args).uses_teacher  # validates
+    uses_teacher = TrainingLoss(MultiTaskLoss(lam, None, pos_weight), **loss_args).uses_teacher
     if uses_teacher and teacher is None:
         raise InputError(
             "alpha_kd / beta_pixel / gamma_feat > 0 need a teacher checkpoint; pass teacher, or "
@@ -666,6 +669,7 @@ def train(
             "gamma_feat": float(gamma_feat),
             "aux_weight": float(aux_weight),
             "warmup_steps": warmup_steps,
+            "pos_weight": pos_weight,
         }
         start, history, best = _resume_point(resumed, run, out)
         out.mkdir(parents=True, exist_ok=True)
@@ -715,7 +719,7 @@ def train(
         counts = np.bincount(np.asarray(train_frames.labels), minlength=len(model.class_names))
         weights = balanced_class_weights(counts.tolist()) if class_weighting else None
         criterion = TrainingLoss(
-            MultiTaskLoss(lam, weights), report_kd=t_model is not None, **loss_args
+            MultiTaskLoss(lam, weights, pos_weight), report_kd=t_model is not None, **loss_args
         ).to(dev)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         if resumed is not None and resumed.optimizer_state is not None:
