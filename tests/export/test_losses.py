@@ -89,3 +89,17 @@ def test_loss_errors() -> None:
         MultiTaskLoss(1.5)
     with pytest.raises(InputError, match="one entry per class"):
         ce_loss(torch.zeros(2, 3), torch.tensor([0, 1]), torch.ones(2))
+
+
+def test_pos_weight_weights_the_lesion_pixels() -> None:
+    from export.losses import MultiTaskLoss, bce_loss
+
+    logits = torch.zeros(1, 1, 2, 2)
+    target = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    ln2 = float(torch.log(torch.tensor(2.0)))
+    # At p = 0.5 every pixel costs ln 2: the lesion pixel counts 4 times with pos_weight 4.
+    assert float(bce_loss(logits, target)) == pytest.approx(ln2)
+    assert float(bce_loss(logits, target, 4.0)) == pytest.approx((4 + 3) * ln2 / 4)
+    for bad in (0.0, -1.0, float("nan"), True, "2"):
+        with pytest.raises(InputError, match="pos_weight"):
+            MultiTaskLoss(0.6, None, bad)  # type: ignore[arg-type]
