@@ -138,30 +138,52 @@ def fix_ld_library_path() -> None:
         os.environ["LD_LIBRARY_PATH"] = value
 
 
-def setup_serve_env(venv: str | Path | None = None, quiet: bool = False) -> Path:
+def _source_checkout() -> Path | None:
+    """The sonoedge source tree to install into the serve environment: the one this module runs
+    from (an editable install), else the current folder when it is one (CI installs the
+    checkout non-editable and runs from its root)."""
+    for cand in (Path(__file__).resolve().parents[2], Path.cwd()):
+        pp = cand / "pyproject.toml"
+        try:
+            if pp.is_file() and 'name = "sonoedge"' in pp.read_text() and (cand / "sdk").is_dir():
+                return cand
+        except OSError:
+            continue
+    return None
+
+
+def setup_serve_env(
+    venv: str | Path | None = None, quiet: bool = False, project: str | Path | None = None
+) -> Path:
     """Create the serve environment: a virtualenv from this interpreter's base Python with
-    ``numpy<2``, ``nvidia-pytriton`` and sonoedge (editable from a source checkout, so it runs
-    the checkout's code; else the same version from the index). About 2 minutes here (pip plus
-    the C++ kernels' build)."""
+    ``numpy<2``, ``nvidia-pytriton`` and sonoedge: ``project`` (a source tree), else the source
+    checkout (:func:`_source_checkout`) installed editable -- it then runs the checkout's code
+    -- else the same version from the package index. ~2 minutes here (pip, then the C++
+    kernels' build in ``build/serve-<wheel tag>``, apart from the main build tree)."""
     v = Path(venv) if venv else default_serve_venv()
     base = getattr(sys, "_base_executable", sys.executable)
     q = ["-q"] if quiet else []
-    root = Path(__file__).resolve().parents[2]
-    if (root / "pyproject.toml").is_file():
-        project = ["-e", str(root), "-C", "build-dir=build/serve-{wheel_tag}"]
+    root = Path(project).resolve() if project else _source_checkout()
+    if root is not None:
+        if not (root / "pyproject.toml").is_file():
+            raise InputError(f"{root} is not a sonoedge source tree (no pyproject.toml)")
+        project_args = ["-e", str(root), "-C", "build-dir=build/serve-{wheel_tag}"]
     else:
         from importlib.metadata import version
 
-        project = [f"sonoedge=={version('sonoedge')}"]
+        project_args = [f"sonoedge=={version('sonoedge')}"]
+    py = str(v / "bin" / "python")
     steps = [
         [base, "-m", "venv", str(v)],
-        [str(v / "bin" / "python"), "-m", "pip", "install", *q, *SERVE_REQUIREMENTS],
-        [str(v / "bin" / "python"), "-m", "pip", "install", *q, "numpy<2", *project],
+        [py, "-m", "pip", "install", *q, *SERVE_REQUIREMENTS],
+        [py, "-m", "pip", "install", *q, "numpy<2", *project_args],
     ]
     for cmd in steps:
-        r = subprocess.run(cmd, timeout=1800, cwd=root if project[0] == "-e" else None)
+        r = subprocess.run(cmd, timeout=1800, cwd=root)
         if r.returncode != 0:
             raise SDKError(f"`{' '.join(cmd)}` failed (exit {r.returncode}); see its output above")
+    if not _has_pytriton(py):
+        raise SDKError(f"{v}: PyTriton does not import there after the setup; see pip's output")
     return v
 
 

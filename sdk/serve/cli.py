@@ -54,7 +54,18 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="create the serve environment (numpy<2 + nvidia-pytriton + sonoedge) and exit",
     )
-    p.add_argument("--venv", default=None, help="serve environment (default: see --setup)")
+    p.add_argument(
+        "--venv",
+        default=None,
+        help="serve environment (default: $SONOEDGE_SERVE_VENV, else build/venv-serve of a "
+        "source checkout, else ~/.cache/sonoedge/venv-serve)",
+    )
+    p.add_argument(
+        "--project",
+        default=None,
+        help="--setup: the sonoedge source tree to install there (default: this checkout, or "
+        "the current folder when it is one, else the package index)",
+    )
     p.set_defaults(handler=_cmd_serve)
 
 
@@ -66,7 +77,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         where = args.venv or default_serve_venv()
         print(f"sonoedge serve: creating the serve environment in {where} ...", file=sys.stderr)
-        v = setup_serve_env(where)
+        v = setup_serve_env(where, project=args.project)
         print(f"sonoedge serve: ready: {v} (now run `sonoedge serve`)")
         return 0
     if args.host not in LOOPBACK_HOSTS:
