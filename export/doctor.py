@@ -74,6 +74,7 @@ from export._doctor.checks import (
     check_torch_cuda,
     check_version,
 )
+from export._doctor.checks import cpu_kernel_cases as cpu_kernel_cases
 from export._doctor.common import (
     CALIB_SEED,
     CUDA_BUILD_FIX,
@@ -88,7 +89,13 @@ from export._doctor.common import (
     _guard,
     phantom_frames,
 )
+from export._doctor.common import CLASS_LABELS as CLASS_LABELS
+from export._doctor.common import CUDA_PYTHON_FIX as CUDA_PYTHON_FIX
+from export._doctor.common import DICOM_DECODERS as DICOM_DECODERS
+from export._doctor.common import DICOM_FIX as DICOM_FIX
 from export._doctor.common import DRIVER_FIX as DRIVER_FIX
+from export._doctor.common import EXPORT_FIX as EXPORT_FIX
+from export._doctor.common import SELFTEST_SEED as SELFTEST_SEED
 from export._doctor.common import TRT_FIX as TRT_FIX
 from export._doctor.compare import (
     TOLERANCES,
@@ -112,6 +119,7 @@ from export._doctor.engines import (
 )
 from export._doctor.gpu import _kernel_check, cuda_kernel_cases, gpu_missing
 from export._doctor.report import Report, write_report
+from export._doctor.report import render_markdown as render_markdown
 from sdk._argtypes import size_type
 from sdk.artifact import read_onnx_file_metadata
 from sdk.errors import BackendUnavailableError, InputError

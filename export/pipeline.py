@@ -50,8 +50,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from export._pipeline.common import CALIB_SEED as CALIB_SEED
+from export._pipeline.common import DEFAULT_SIGMA as DEFAULT_SIGMA
 from export._pipeline.common import HOLDOUT_SEED as HOLDOUT_SEED
 from export._pipeline.common import REPORT_SEED as REPORT_SEED
+from export._pipeline.common import SCOPE_FIT_SEED as SCOPE_FIT_SEED
+from export._pipeline.common import SCOPE_HOLDOUT_SEED as SCOPE_HOLDOUT_SEED
+from export._pipeline.common import SCOPE_SIZES as SCOPE_SIZES
 from export._pipeline.common import SKIPPED_NO_TRT as SKIPPED_NO_TRT
 from export._pipeline.common import (
     Artifact,
