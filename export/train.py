@@ -382,9 +382,14 @@ def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
     fig = Figure(figsize=(10, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax1, ax2 = fig.subplots(1, 2)
-    ax1.plot(ep, [h["train"]["total"] for h in history], "o-", label="train")
-    ax1.plot(ep, [h["val"]["loss_total"] for h in history], "o-", label="validation (task)")
-    ax1.set(xlabel="epoch", ylabel="training loss (task + aux + KD)", title="loss")
+    # Train and validation on the same scale: the task loss; the total (with deep supervision
+    # and KD terms) dashed when it differs.
+    task = [h["train"].get("task", h["train"]["total"]) for h in history]
+    ax1.plot(ep, task, "o-", label="train")
+    ax1.plot(ep, [h["val"]["loss_total"] for h in history], "o-", label="validation")
+    if any("task" in h["train"] for h in history):
+        ax1.plot(ep, [h["train"]["total"] for h in history], "o--", label="train total (+aux/KD)")
+    ax1.set(xlabel="epoch", ylabel="λ(BCE + Dice) + (1 - λ)CE", title="loss")
     ax1.legend()
     for key in ("dice", "iou", "accuracy", "macro_auc"):
         vals = [np.nan if h["val"][key] is None else h["val"][key] for h in history]
