@@ -18,9 +18,9 @@ not change that; with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` as well every sock
 loopback in every trial. So Ray *can* be held to loopback, but only through an internal
 environment variable named for other platforms, which a Ray release may drop without notice.
 Dask's ``LocalCluster(host="127.0.0.1")`` binds scheduler, nannies and workers to loopback
-through its documented API, starts in ~2 s (Ray: ~11 s here), installs in seconds beside
-numpy 2 (Ray Data: ~3 minutes with pandas and pyarrow) and needs nothing of the driver but a
-scheduler address for an existing cluster. We chose Dask on those grounds; the tests assert
+through its documented API, starts in 1 to 2.5 s (Ray: 11 to 50 s in the trials, on the same
+loaded machine), installs in seconds beside numpy 2 (Ray Data: ~3 minutes with pandas and
+pyarrow) and needs nothing of the driver but a scheduler address for an existing cluster. We chose Dask on those grounds; the tests assert
 loopback against the real cluster. A local cluster is the default; ``--address`` uses an
 existing one (``tcp://HOST:8786``), whose workers must have sonoedge installed.
 

@@ -507,13 +507,26 @@ class RemoteAnalyzer:
     def stream(
         self,
         source: Any,
+        drop: str = "none",
+        queue_size: int = 4,
         color: str = "gray",
         max_frames: int | None = None,
         keep_frames: bool = False,
+        pipeline: bool = True,
+        max_batch: int = 4,
     ) -> Iterator[Result]:
         """Analyze every frame of a source (what :func:`sdk.sources.open_source` opens), one
-        request per frame, in order. Simpler than the local ``stream``: no dropping, no
-        pipelining; a failing frame raises."""
+        request per frame, in order; the arguments of :meth:`sdk.Analyzer.stream`. Simpler than
+        the local stream: no dropping (``drop`` must be "none"), no pipelining or client-side
+        batching (``queue_size`` / ``pipeline`` / ``max_batch`` have no effect: the server
+        batches what its clients send at once); a failing frame raises."""
+        if drop != "none":
+            raise InputError(
+                f"drop={drop!r}: a remote Analyzer streams every frame (drop='none'); drop "
+                "frames before sending them, or use a local sdk.Analyzer"
+            )
+        if max_frames is not None and (isinstance(max_frames, bool) or max_frames < 0):
+            raise InputError(f"max_frames must be None or >= 0, got {max_frames!r}")
         from sdk.sources import open_source
 
         if not self._ready:

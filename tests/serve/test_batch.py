@@ -141,13 +141,17 @@ def test_cli_batch_equals_local_records_failures_and_resume(archive, tmp_path):
 
 def test_cluster_listens_on_loopback_only_and_is_stopped(archive, tmp_path):
     """The cluster run_batch starts by default (scheduler in this process, nannies and workers
-    as children): every listening socket on loopback while it runs; all gone afterwards."""
+    as children), used through its address as `--address` does: every listening socket on
+    loopback while it runs; all gone afterwards."""
     cluster = local_cluster(2)
     client = distributed.Client(cluster, timeout=30)
     try:
         tree = descendants(os.getpid())
         socks = assert_loopback_only(tree, at_least=3)  # scheduler + 2 workers (+ nannies)
-        s = run_batch(archive / "img", tmp_path / "o", client=client, progress=False)
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        s = run_batch(
+            archive / "img", tmp_path / "o", address=cluster.scheduler_address, progress=False
+        )
         assert (s.ok, s.failed) == (3, 1)
         assert_loopback_only(descendants(os.getpid()), at_least=3)
         workers = set(client.scheduler_info()["workers"])

@@ -181,6 +181,8 @@ def test_errors_name_the_problem(server):
         sdk.Analyzer(server.grpc_url, smoothing=0.5)
     with pytest.raises(InputError, match="timeout"):
         sdk.Analyzer(server.grpc_url, timeout=0)
+    with sdk.Analyzer(server.grpc_url) as a, pytest.raises(InputError, match="drop"):
+        next(iter(a.stream(np.zeros((2, 64, 64), np.uint8), drop="latest")))
     frame, _, _ = synthetic.phantom("benign", size=(600, 800), seed=1)
     for url in (server.http_url, server.grpc_url):
         with sdk.Analyzer(url, timeout=5) as a:
