@@ -471,9 +471,11 @@ class RemoteAnalyzer:
         try:
             _, mshape, mraw = out[OUTPUT_MASK]
             _, _, rraw = out[OUTPUT_RESULT]
-            mask = np.frombuffer(mraw, np.uint8).reshape(mshape[-2:]).copy()
             (payload,) = deserialize_bytes(rraw, 1)
-            r = result_from_json(payload, mask, index)
+            mask = np.frombuffer(mraw, np.uint8).reshape(mshape[-2:]).copy()
+            r = result_from_json(payload, mask, index, where)
+        except SDKError:  # the server's own answer for this frame (e.g. an InputError)
+            raise
         except (KeyError, ValueError, TypeError) as e:
             raise RemoteError(
                 f"{where}: the answer is not a sonoedge Result ({type(e).__name__}: {e}); is "

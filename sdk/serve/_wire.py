@@ -29,6 +29,7 @@ __all__ = [
     "OUTPUT_MASK",
     "OUTPUT_RESULT",
     "deserialize_bytes",
+    "error_to_json",
     "result_from_json",
     "result_to_json",
     "serialize_bytes",
@@ -74,11 +75,45 @@ def result_to_json(r: Any) -> bytes:
     return json.dumps(d, allow_nan=False).encode()
 
 
-def result_from_json(data: bytes, mask: np.ndarray, frame_index: int) -> Any:
-    """The :class:`sdk.result.Result` of :func:`result_to_json` and the mask tensor."""
+def error_to_json(e: BaseException) -> bytes:
+    """A frame the server could not analyze: its error's kind and message (the request's
+    ``result``; the mask tensor is then a 1×1 placeholder)."""
+    from sdk.errors import InputError, ModelError, SDKError, SourceError
+
+    kind = "other"
+    for name, cls in (("input", InputError), ("model", ModelError), ("source", SourceError)):
+        if isinstance(e, cls):
+            kind = name
+            break
+    else:
+        if isinstance(e, SDKError):
+            kind = "sdk"
+    d = {"wire": WIRE_VERSION, "error": {"kind": kind, "type": type(e).__name__, "message": str(e)}}
+    return json.dumps(d).encode()
+
+
+def raise_if_error(d: dict[str, Any], where: str) -> None:
+    """Raise the ``sdk.errors`` error a server-side failure of this request stands for."""
+    err = d.get("error")
+    if not err:
+        return
+    from sdk.errors import InputError, ModelError, SDKError, SourceError
+
+    cls = {"input": InputError, "model": ModelError, "source": SourceError}.get(
+        err.get("kind"), SDKError
+    )
+    raise cls(f"{where}: the server refused the frame: {err.get('type')}: {err.get('message')}")
+
+
+def result_from_json(
+    data: bytes, mask: np.ndarray | None, frame_index: int, where: str = "server"
+) -> Any:
+    """The :class:`sdk.result.Result` of :func:`result_to_json` and the mask tensor (or the
+    error of :func:`error_to_json`, raised)."""
     from sdk.result import Lesion, Result
 
     d = json.loads(data)
+    raise_if_error(d, where)
     if d.get("wire") != WIRE_VERSION:
         raise ValueError(
             f"the server speaks wire version {d.get('wire')!r}, this client {WIRE_VERSION}"

@@ -34,6 +34,7 @@ from sdk.serve._wire import (
     INPUT_OPTIONS,
     OUTPUT_MASK,
     OUTPUT_RESULT,
+    error_to_json,
     result_to_json,
 )
 
@@ -58,7 +59,12 @@ def _options(req: Any) -> dict[str, Any]:
 
 def make_infer(analyzer: Any):
     """PyTriton's infer callable: a list of requests in (each one frame, batch axis 1), one
-    response dict per request out. An error in one request fails that request only."""
+    response dict per request out.
+
+    A failing frame fails its own request only: PyTriton answers a model call as a whole (an
+    exception would fail every request Triton batched with it), so a frame's error travels as
+    that request's ``result`` (``{"error": {...}}``, :func:`sdk.serve._wire.error_to_json`) and
+    the client raises it as the same kind of ``sdk.errors`` error."""
 
     def _run_one(frame: np.ndarray, opts: dict[str, Any]) -> Any:
         roi = opts.get("roi")
@@ -71,40 +77,65 @@ def make_infer(analyzer: Any):
             color=opts.get("color", "bgr"),
         )
 
+    def _safe_one(frame: np.ndarray | None, opts: dict[str, Any] | Exception) -> Any:
+        if isinstance(opts, Exception):
+            return opts
+        try:
+            return _run_one(frame, opts)
+        except Exception as e:  # this request's answer, not the batch's end
+            return e
+
     def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
-        frames: list[np.ndarray] = []
-        opts: list[dict[str, Any]] = []
+        frames: list[np.ndarray | None] = []
+        opts: list[dict[str, Any] | Exception] = []
         for req in requests:
-            f = np.asarray(req[INPUT_FRAME])
-            if f.ndim == 4:  # [1, H, W, C]: the batch axis Triton adds
-                f = f[0]
-            if f.ndim == 3 and f.shape[2] == 1:
-                f = f[:, :, 0]
-            frames.append(np.ascontiguousarray(f))
-            opts.append(_options(req))
+            try:
+                f = np.asarray(req[INPUT_FRAME])
+                if f.ndim == 4:  # [1, H, W, C]: the batch axis Triton adds
+                    f = f[0]
+                if f.ndim == 3 and f.shape[2] == 1:
+                    f = f[:, :, 0]
+                frames.append(np.ascontiguousarray(f))
+                opts.append(_options(req))
+            except Exception as e:
+                frames.append(None)
+                opts.append(e)
         results: list[Any] = [None] * len(frames)
         # Frames with nothing but a colour mode share one model call per mode (run_batch);
         # frames with an ROI, a spacing or a timestamp go one by one (run).
         groups: dict[str, list[int]] = {}
         for i, o in enumerate(opts):
-            if set(o) <= {"color"}:
+            if isinstance(o, dict) and set(o) <= {"color"}:
                 groups.setdefault(o.get("color", "bgr"), []).append(i)
             else:
-                results[i] = _run_one(frames[i], o)
+                results[i] = _safe_one(frames[i], o)
         for color, idx in groups.items():
-            if len(idx) == 1:
-                results[idx[0]] = _run_one(frames[idx[0]], {"color": color})
-            else:
+            try:
+                if len(idx) == 1:
+                    raise LookupError  # one frame: run() below
                 batch = analyzer.run_batch([frames[i] for i in idx], color=color)
                 for i, r in zip(idx, batch, strict=True):
                     results[i] = r
-        return [
-            {
-                OUTPUT_MASK: r.mask[None],
-                OUTPUT_RESULT: np.array([[result_to_json(r)]], dtype=object),
-            }
-            for r in results
-        ]
+            except Exception:  # one bad frame in the group: each on its own, errors its own
+                for i in idx:
+                    results[i] = _safe_one(frames[i], {"color": color})
+        out = []
+        for r in results:
+            if isinstance(r, Exception):
+                out.append(
+                    {
+                        OUTPUT_MASK: np.zeros((1, 1, 1), np.uint8),
+                        OUTPUT_RESULT: np.array([[error_to_json(r)]], dtype=object),
+                    }
+                )
+            else:
+                out.append(
+                    {
+                        OUTPUT_MASK: r.mask[None],
+                        OUTPUT_RESULT: np.array([[result_to_json(r)]], dtype=object),
+                    }
+                )
+        return out
 
     return infer
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,25 @@ def test_run_batch_uses_dynamic_batching(server, frames):
     local.close()
 
 
+def test_a_bad_frame_fails_only_its_own_request(server, frames):
+    """Requests sent at once (which Triton may batch into one model call): the one with an ROI
+    outside its frame gets its InputError, the others their Results, every round."""
+    good = [f for f, o in frames if not o][:3]
+    local = sdk.Analyzer(threads=1)
+    want = [local.run(f) for f in good]
+    local.close()
+    with sdk.Analyzer(server.http_url, workers=4) as a:
+        for _ in range(5):
+            with ThreadPoolExecutor(4) as pool:
+                ok = [pool.submit(a.run, f) for f in good]
+                bad = pool.submit(a.run, good[0], roi=(700, 500, 400, 400))
+                got = [fu.result(timeout=60) for fu in ok]
+                with pytest.raises(InputError, match="roi"):
+                    bad.result(timeout=60)
+            for r, w in zip(got, want, strict=True):
+                _same(r, w, exact=False)  # the good ones may have shared a model call
+
+
 def test_stream_dicom_cine_equals_local(server):
     pytest.importorskip("pydicom")
     from pydicom.data import get_testdata_file
@@ -194,7 +214,7 @@ def test_errors_name_the_problem(server):
             with pytest.raises(RemoteTimeoutError, match="timeout"):
                 a.run(frame)
     # a frame the server refuses: the SDK's own InputError text comes back
-    with sdk.Analyzer(server.grpc_url) as a, pytest.raises(InputError):
+    with sdk.Analyzer(server.grpc_url) as a, pytest.raises(InputError, match="roi"):
         a.run(frame, roi=(0, 0, 5000, 5000))
     with sdk.Analyzer(server.grpc_url) as a, pytest.raises(InputError):
         a.run(np.zeros((4, 4), np.float64) + 7)  # checked here, before the network
