@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -24,6 +25,9 @@ from sdk.remote import RemoteAnalyzer, RemoteTimeoutError, ServerUnreachableErro
 from sdk.serve import free_port, launch, server_env
 
 pytestmark = pytest.mark.serve
+#: grpc:// needs grpcio (the remote extra, in the test extra); without it those parts skip.
+GRPC = importlib.util.find_spec("grpc") is not None
+needs_grpc = pytest.mark.skipif(not GRPC, reason='grpc:// needs grpcio: pip install ".[remote]"')
 #: The `sonoedge` console script, run by this interpreter.
 SONOEDGE = [sys.executable, "-c", "import sys; from sdk.cli import main; sys.exit(main())"]
 
@@ -84,7 +88,7 @@ def _same(remote: sdk.Result, local: sdk.Result, exact: bool = True) -> None:
         assert r.contour.dtype == np.int32
 
 
-@pytest.mark.parametrize("scheme", ["http", "grpc"])
+@pytest.mark.parametrize("scheme", ["http", pytest.param("grpc", marks=needs_grpc)])
 def test_remote_equals_local(server, frames, scheme):
     url = server.http_url if scheme == "http" else server.grpc_url
     local = sdk.Analyzer(threads=1)
@@ -126,7 +130,8 @@ def test_run_batch_uses_dynamic_batching(server, frames):
         return req, ex
 
     req0, ex0 = counts()
-    with sdk.Analyzer(server.grpc_url, workers=4) as remote:
+    url = server.grpc_url if GRPC else server.http_url
+    with sdk.Analyzer(url, workers=4) as remote:
         got = remote.run_batch(imgs)
     req1, ex1 = counts()
     assert [r.frame_index for r in got] == list(range(len(imgs)))
@@ -182,14 +187,16 @@ def test_server_listens_on_loopback_only(server):
 
 
 def test_errors_name_the_problem(server):
+    any_url = server.grpc_url if GRPC else server.http_url
     base = server.http_url.rsplit("/", 1)[0]
     with pytest.raises(ModelError, match="no ready model 'nope'"):
         sdk.Analyzer(base + "/nope").load()
-    gbase = server.grpc_url.rsplit("/", 1)[0]
-    with pytest.raises(ModelError, match="nope"):
-        sdk.Analyzer(gbase + "/nope").load()
+    if GRPC:
+        gbase = server.grpc_url.rsplit("/", 1)[0]
+        with pytest.raises(ModelError, match="nope"):
+            sdk.Analyzer(gbase + "/nope").load()
     dead = free_port()
-    for url in (f"http://127.0.0.1:{dead}/sonoedge", f"grpc://127.0.0.1:{dead}/sonoedge"):
+    for url in [f"http://127.0.0.1:{dead}/sonoedge"] + GRPC * [f"grpc://127.0.0.1:{dead}/sonoedge"]:
         t0 = time.monotonic()
         with pytest.raises(ServerUnreachableError, match="sonoedge serve"):
             sdk.Analyzer(url, timeout=5).load()
@@ -198,13 +205,13 @@ def test_errors_name_the_problem(server):
         with pytest.raises(InputError):
             sdk.Analyzer(bad)
     with pytest.raises(InputError, match="smoothing"):
-        sdk.Analyzer(server.grpc_url, smoothing=0.5)
+        sdk.Analyzer(any_url, smoothing=0.5)
     with pytest.raises(InputError, match="timeout"):
-        sdk.Analyzer(server.grpc_url, timeout=0)
-    with sdk.Analyzer(server.grpc_url) as a, pytest.raises(InputError, match="drop"):
+        sdk.Analyzer(any_url, timeout=0)
+    with sdk.Analyzer(any_url) as a, pytest.raises(InputError, match="drop"):
         next(iter(a.stream(np.zeros((2, 64, 64), np.uint8), drop="latest")))
     frame, _, _ = synthetic.phantom("benign", size=(600, 800), seed=1)
-    for url in (server.http_url, server.grpc_url):
+    for url in [server.http_url] + GRPC * [server.grpc_url]:
         with sdk.Analyzer(url, timeout=5) as a:
             # An answer slower than 0.1 ms (the model alone takes milliseconds): a clear
             # timeout, not a hang. Set on the loaded client so that load() itself passes.
@@ -214,9 +221,9 @@ def test_errors_name_the_problem(server):
             with pytest.raises(RemoteTimeoutError, match="timeout"):
                 a.run(frame)
     # a frame the server refuses: the SDK's own InputError text comes back
-    with sdk.Analyzer(server.grpc_url) as a, pytest.raises(InputError, match="roi"):
+    with sdk.Analyzer(any_url) as a, pytest.raises(InputError, match="roi"):
         a.run(frame, roi=(0, 0, 5000, 5000))
-    with sdk.Analyzer(server.grpc_url) as a, pytest.raises(InputError):
+    with sdk.Analyzer(any_url) as a, pytest.raises(InputError):
         a.run(np.zeros((4, 4), np.float64) + 7)  # checked here, before the network
 
 
@@ -273,7 +280,8 @@ def test_cli_serve_stops_cleanly(serve_python, tmp_path, sig):
         tree = descendants(proc.pid)
         assert_loopback_only(tree, at_least=3)
         frame, _, _ = synthetic.phantom("malignant", size=(600, 800), seed=3)
-        with sdk.Analyzer(f"grpc://127.0.0.1:{gport}/sonoedge") as a:
+        url = f"grpc://127.0.0.1:{gport}/sonoedge" if GRPC else f"http://127.0.0.1:{port}/sonoedge"
+        with sdk.Analyzer(url) as a:
             assert a.run(frame).mask.shape == (600, 800)
         proc.send_signal(sig)
         assert proc.wait(timeout=60) == 0, log.read_text()[-2000:]
