@@ -231,16 +231,23 @@ def main(argv: list[str] | None = None) -> int:
             strict=False,
         )
         triton.run()  # non-blocking: returns once Triton and the model are ready
+        h = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 literal
         info = {
-            "http": f"http://{args.host}:{args.port}/{args.name}",
-            "grpc": f"grpc://{args.host}:{grpc_port}/{args.name}",
-            "metrics": f"http://{args.host}:{metrics_port}/metrics",
+            "http": f"http://{h}:{args.port}/{args.name}",
+            "grpc": f"grpc://{h}:{grpc_port}/{args.name}",
+            "metrics": f"http://{h}:{metrics_port}/metrics",
             "model": str(analyzer.path),
             "max_batch": args.max_batch,
             "startup_s": round(time.perf_counter() - t0, 2),
             "pid": os.getpid(),
         }
         print("SONOEDGE-SERVE-READY " + json.dumps(info), flush=True)
+        print(
+            f"sonoedge serve: {analyzer.path.name} ready in {info['startup_s']} s at "
+            f"{info['grpc']} and {info['http']} (metrics {info['metrics']}); Ctrl-C stops",
+            file=sys.stderr,
+            flush=True,
+        )
         # Bounded waits: wake every 0.5 s to see a signal or a dead Triton.
         while not stop.wait(0.5):
             if not triton.is_alive():
