@@ -184,6 +184,13 @@ def test_server_listens_on_loopback_only(server):
     ports = {p for *_, p in socks}
     for url in (server.http_url, server.grpc_url, server.metrics_url):
         assert int(url.split(":")[2].split("/")[0]) in ports
+    # health and metrics answer on those ports
+    base = server.http_url.rsplit("/", 1)[0]
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/sonoedge/ready"):
+        with urllib.request.urlopen(base + path, timeout=10) as r:
+            assert r.status == 200
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
+        assert b"nv_inference_request_success" in r.read()
 
 
 def test_errors_name_the_problem(server):
