@@ -276,7 +276,12 @@ def test_cli_serve_stops_cleanly(serve_python, tmp_path, sig):
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "SONOEDGE_SERVE_VENV": str(Path(serve_python).parent.parent)},
+            # No LD_LIBRARY_PATH: the CLI must fix the pyenv pitfall itself (without the fix,
+            # a pyenv-built Python fails the model load: '_thread.RLock' ... '_recursion_count')
+            env={
+                **{k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"},
+                "SONOEDGE_SERVE_VENV": str(Path(serve_python).parent.parent),
+            },
         )
     try:
         for _ in range(900):  # at most 180 s
