@@ -192,14 +192,14 @@ def _markdown(doc: dict[str, Any]) -> None:
         f"- machine: {m['cpu']} ({m['cpu_class']}), {m['cores']} cores, {m['device']}; "
         f"{doc['date']}",
         f"- frames: scanner-style phantoms at {', '.join(f'{h}x{w}' for h, w in FRAME_SIZES)}, "
-        "ultrasound augmentation, seed 0; scores on "
-        f"{SCORE_FRAMES} fresh phantoms (seed +{SCORE_SEED}), mask Dice at the model's mask "
-        "resolution",
+        "ultrasound augmentation, seed 0; scores on fresh phantoms (seed "
+        f"+{SCORE_SEED}; how many: column n), mask Dice at the model's mask resolution "
+        "(both-empty frames count 1), lesion Dice over frames with a lesion",
         "- reproduce: `python benchmarks/seed_teachers.py train NAME && "
         "python benchmarks/seed_teachers.py score NAME` (recipes in the script)",
         "",
-        "| model | input | frames × epochs | train min | Dice | lesion Dice | accuracy | AUC |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| model | input | frames × epochs | train min | n | Dice | lesion Dice | accuracy | AUC |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
 
     def num(v: float | None) -> str:
@@ -208,22 +208,25 @@ def _markdown(doc: dict[str, Any]) -> None:
     for name, r in sorted(doc["models"].items()):
         lines.append(
             f"| {name} | {r['input']} | {r['frames']} × {r['epochs']} | {r['train_s'] / 60:.1f} "
-            f"| {num(r['dice'])} | {num(r['dice_lesion'])} | {num(r['accuracy'])} "
-            f"| {num(r['auc'])} |"
+            f"| {r['score_frames']} | {num(r['dice'])} | {num(r['dice_lesion'])} "
+            f"| {num(r['accuracy'])} | {num(r['auc'])} |"
         )
     d = doc.get("distillation")
     if d:
         lines += [
             "",
-            f"Distillation {d['teacher']} → {d['student']} ({d['recipe']}):",
+            f"Distillation {d['teacher']} → {d['student']} ({d['recipe']}). "
+            f"{d.get('teacher_note', '')}",
             "",
-            "| student | Dice | accuracy | OOD Dice |",
-            "|---|---:|---:|---:|",
+            "| student | n | Dice | lesion Dice | accuracy | AUC | OOD Dice | OOD accuracy |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for key in ("distilled", "baseline"):
             r = d[key]
             lines.append(
-                f"| {key} | {num(r['dice'])} | {num(r['accuracy'])} | {num(r.get('ood_dice'))} |"
+                f"| {key} | {r['score_frames']} | {num(r['dice'])} | {num(r['dice_lesion'])} "
+                f"| {num(r['accuracy'])} | {num(r['auc'])} | {num(r.get('ood_dice'))} "
+                f"| {num(r.get('ood_accuracy'))} |"
             )
     for name, why in sorted(doc.get("not_trained", {}).items()):
         lines.append(f"- {name}: {why}")
