@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--ood-frames", type=int, default=30, help="distill: OOD-suite frames per split (30)"
     )
+    p.add_argument("--alpha-kd", type=float, default=1.0, help="distill: class KD weight (1)")
+    p.add_argument("--beta-pixel", type=float, default=1.0, help="distill: pixel KD weight (1)")
     args = p.parse_args(argv)
     command = "python benchmarks/seed_teachers.py " + " ".join(argv or sys.argv[1:])
     if args.action in ("train", "score", "distill") and args.arch not in RECIPES:
@@ -262,11 +264,18 @@ def main(argv: list[str] | None = None) -> int:
         base = {**_common(args.threads), **STUDENT}
         teacher = args.runs / args.arch / "best.json"
         res = {}
+        kd = dict(teacher=teacher, alpha_kd=args.alpha_kd, beta_pixel=args.beta_pixel)
+        tag = (
+            ""
+            if (args.alpha_kd, args.beta_pixel) == (1.0, 1.0)
+            else (f"-a{args.alpha_kd:g}-b{args.beta_pixel:g}")
+        )
         for key, kw in (
             ("baseline", dict(teacher=teacher, alpha_kd=0.0, beta_pixel=0.0)),
-            ("distilled", dict(teacher=teacher)),
+            ("distilled", kd),
         ):
-            best = train("edge_s", out_dir=args.runs / f"edge_s-{key}-{args.arch}", **base, **kw)
+            run = args.runs / f"edge_s-{key}-{args.arch}{tag if key == 'distilled' else ''}"
+            best = train("edge_s", out_dir=run, **base, **kw)
             res[key] = score(best, args.frames, max(args.threads, 1))
             res[key]["ood_dice"], res[key]["ood_accuracy"] = _ood(best, args.ood_frames)
         entry = {
@@ -274,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 "teacher": args.arch,
                 "student": "edge_s",
                 "recipe": dict(STUDENT),
+                "kd": {"T": 4.0, "alpha_kd": args.alpha_kd, "beta_pixel": args.beta_pixel},
                 **res,
             }
         }
