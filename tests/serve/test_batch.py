@@ -85,6 +85,14 @@ def _local_records(root: Path) -> dict[str, list[dict]]:
     return out
 
 
+@pytest.fixture(autouse=True)
+def _outside_the_checkout(tmp_path, monkeypatch):
+    """Run from a scratch folder: `python -c` (the CLI runs below) and the Dask workers put the
+    working directory first on sys.path, and the checkout's sdk/ has no compiled kernels under
+    a non-editable install (CI's) -- every source then failed with KernelError."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _read(out: Path, name: str) -> list[dict]:
     return [json.loads(line) for line in (out / name).read_text().splitlines()]
 
