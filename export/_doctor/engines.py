@@ -122,7 +122,7 @@ class Comparison:
 def _capture(analyzer: Any) -> Callable[[], dict[str, np.ndarray]]:
     """Keep the raw outputs of an Analyzer's last model call (the Analyzer has no public hook
     for them): wraps its backend's ``infer``; returns a getter."""
-    backend = analyzer._backend
+    backend = analyzer.backend
     infer = backend.infer
     box: dict[str, dict[str, np.ndarray]] = {}
 
