@@ -173,6 +173,11 @@ def _update(entry: dict[str, Any], key: str, command: str) -> Path:
             doc["models"].update(value)
         else:
             doc[key] = value
+    if "distillation" in entry:  # every KD setting measured stays in the record
+        d = entry["distillation"]
+        kd = d.get("kd", {"alpha_kd": 1.0, "beta_pixel": 1.0})
+        tag = f"{d['teacher']}-a{kd['alpha_kd']:g}-b{kd['beta_pixel']:g}"
+        doc.setdefault("distillation_variants", {})[tag] = d
     doc["machine"] = _machine()
     doc["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     doc["command"] = "python benchmarks/seed_teachers.py {train,score,distill} NAME"
@@ -211,6 +216,9 @@ def _markdown(doc: dict[str, Any]) -> None:
             f"| {r['score_frames']} | {num(r['dice'])} | {num(r['dice_lesion'])} "
             f"| {num(r['accuracy'])} | {num(r['auc'])} |"
         )
+    lines += [
+        f"- {name}: {r['stopped']}" for name, r in sorted(doc["models"].items()) if r.get("stopped")
+    ]
     d = doc.get("distillation")
     if d:
         lines += [
@@ -228,6 +236,24 @@ def _markdown(doc: dict[str, Any]) -> None:
                 f"| {num(r['accuracy'])} | {num(r['auc'])} | {num(r.get('ood_dice'))} "
                 f"| {num(r.get('ood_accuracy'))} |"
             )
+    variants = doc.get("distillation_variants", {})
+    if len(variants) > 1:
+        lines += [
+            "",
+            "Every KD setting measured (same baseline run):",
+            "",
+            "| teacher, KD | distilled Dice | baseline Dice | distilled OOD Dice | "
+            "baseline OOD Dice | distilled acc. | baseline acc. |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for tag, v in sorted(variants.items()):
+            a, b = v["distilled"], v["baseline"]
+            lines.append(
+                f"| {tag} | {num(a['dice'])} | {num(b['dice'])} | {num(a.get('ood_dice'))} "
+                f"| {num(b.get('ood_dice'))} | {num(a['accuracy'])} | {num(b['accuracy'])} |"
+            )
+    if doc.get("not_trained"):
+        lines += ["", "Not in the table:", ""]
     for name, why in sorted(doc.get("not_trained", {}).items()):
         lines.append(f"- {name}: {why}")
     tmp = RESULTS / "seed-teachers.md.tmp"
