@@ -99,10 +99,11 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `python benchmarks/independent_check.py` from a checkout
+try:
+    from sdk import metrics
+except ImportError:  # `python benchmarks/independent_check.py` from a checkout, not installed
     sys.path.insert(0, str(REPO))
-
-from sdk import metrics  # noqa: E402
+    from sdk import metrics
 
 LABELS = ("normal", "benign", "malignant")
 SEED = 20_261_203  # this check's own seed stream (not the training / report / OOD streams)

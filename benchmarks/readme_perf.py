@@ -196,9 +196,11 @@ def render_e2e(items: list[tuple[Path, dict[str, Any]]], rel: str) -> str:
 
 def render_report(path: Path, doc: dict[str, Any], rel: str) -> str:
     """A formats / scaling / soak report: its sections, plots and machine line."""
-    if str(ROOT) not in sys.path:
+    try:
+        from sdk.bench.formats import section_markdown
+    except ImportError:  # run from a checkout without an install: the source tree
         sys.path.insert(0, str(ROOT))
-    from sdk.bench.formats import section_markdown
+        from sdk.bench.formats import section_markdown
 
     lines = [f"### {doc.get('title', path.stem)}", ""]
     verdict = (doc.get("summary") or {}).get("verdict")

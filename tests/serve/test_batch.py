@@ -89,8 +89,12 @@ def _local_records(root: Path) -> dict[str, list[dict]]:
 def _outside_the_checkout(tmp_path, monkeypatch):
     """Run from a scratch folder: `python -c` (the CLI runs below) and the Dask workers put the
     working directory first on sys.path, and the checkout's sdk/ has no compiled kernels under
-    a non-editable install (CI's) -- every source then failed with KernelError."""
+    a non-editable install (CI's) -- every source then failed with KernelError. For the same
+    reason no entry of sys.path (which spawned workers inherit) may name the checkout: a
+    benchmark helper an earlier test imported used to put it there."""
     monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != root])
 
 
 def _read(out: Path, name: str) -> list[dict]:
