@@ -33,33 +33,12 @@ from export.models._efficientnet import (
     conv_bn_act,
     load_lite0_imagenet,
 )
+from export.models._pool import mask_guided_pool
 from export.models._registry import register_model
 from sdk.errors import InputError
 from sdk.kernels import CHANNELS
 
 __all__ = ["EdgeS", "edge_s", "mask_guided_pool"]
-
-#: ``eps`` of :func:`sdk.kernels.pool_classify` (its default): the two must agree.
-POOL_EPS = 1e-6
-
-
-def mask_guided_pool(
-    features: torch.Tensor, weights: torch.Tensor, eps: float = POOL_EPS
-) -> torch.Tensor:
-    """Image-level mask-guided pooling, the torch twin of :func:`sdk.kernels.pool_classify`.
-
-    ``pooled[b] = Σ w·up(f) / (Σ w + eps)`` with ``up`` the bilinear resampling of the features
-    to the mask grid (``align_corners=False``, i.e. OpenCV's INTER_LINEAR convention).
-
-    Args:
-        features: float ``(B, F, hf, wf)``.
-        weights: float ``(B, 1, hm, wm)`` mask probabilities in [0, 1].
-
-    Returns:
-        float ``(B, F)``.
-    """
-    up = F.interpolate(features, size=weights.shape[-2:], mode="bilinear", align_corners=False)
-    return (up * weights).sum(dim=(2, 3)) / (weights.sum(dim=(2, 3)) + eps)
 
 
 class _SepConv(nn.Sequential):

@@ -38,7 +38,6 @@ Inferred (the paper does not say):
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from export.models._contract import MultiTaskModel
+from export.models._pool import mask_guided_pool
 from export.models._registry import register_model
 from export.models._tinyvit import TinyViT, load_litemedsam_encoder
 from export.models._vit import vit_b16
@@ -72,45 +72,6 @@ _SAM_STD = (58.395, 57.12, 57.375)
 
 
 # --------------------------------------------------------------------------- pooling
-
-
-@functools.lru_cache(maxsize=64)
-def _linear_matrix(dst: int, src: int) -> torch.Tensor:
-    """(dst, src) float32 matrix of 1-D bilinear resampling, half-pixel centres clamped at the
-    borders (``F.interpolate(..., align_corners=False)`` and OpenCV's INTER_LINEAR)."""
-    m = torch.zeros(dst, src, dtype=torch.float64)
-    scale = src / dst
-    for d in range(dst):
-        s = max((d + 0.5) * scale - 0.5, 0.0)
-        i0 = min(int(s), src - 1)
-        i1 = min(i0 + 1, src - 1)
-        frac = s - i0
-        m[d, i0] += 1.0 - frac
-        m[d, i1] += frac
-    return m.float()
-
-
-def mask_guided_pool(
-    features: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6
-) -> torch.Tensor:
-    """``pooled = Σ_p w(p) up(f)(p) / (Σ_p w(p) + eps)`` -- the SDK's mask-guided pooling.
-
-    Args:
-        features: ``(B, F, hf, wf)``.
-        weights: ``(B, 1, hm, wm)`` mask probabilities in [0, 1] (any grid; ``up`` resamples the
-            features to it bilinearly).
-
-    Returns ``(B, F)``. The upsampled features are never built: pooling is linear, so the mask is
-    pushed onto the feature grid by the transpose of the resampling (``A_yᵀ W A_x``) instead.
-    """
-    hm, wm = int(weights.shape[-2]), int(weights.shape[-1])
-    hf, wf = int(features.shape[-2]), int(features.shape[-1])
-    w = weights[:, 0]
-    ay = _linear_matrix(hm, hf).to(w.dtype)
-    ax = _linear_matrix(wm, wf).to(w.dtype)
-    w_feat = ay.t() @ w @ ax  # (B, hf, wf): each mask pixel's weight spread over its 4 cells
-    num = (features * w_feat[:, None]).sum(dim=(2, 3))
-    return num / (w.sum(dim=(1, 2))[:, None] + eps)
 
 
 # --------------------------------------------------------------------------- blocks

@@ -150,3 +150,18 @@ def test_profile_counts_attention() -> None:
     # then a bare SDPA: 2 x (10 x 10 x 16); all x 2 batch.
     expect = 2 * (4 * 10 * 16 * 16 + 2 * 10 * 10 * 16 + 2 * 10 * 10 * 16)
     assert count_macs(Attn().eval(), (z,))["macs"] == expect
+
+
+def test_onnx_graph_pools_with_two_matmuls(tmp_path) -> None:
+    """The exported graph computes the mask-guided pooling as A_yᵀ W A_x (two MatMuls against
+    constant matrices), not by resizing the features to the mask grid; the matrices are single
+    constants (built with torch ops inside the trace they once became ~11,000 nodes)."""
+    onnx = pytest.importorskip("onnx")
+    from export.onnx_export import to_onnx_file
+
+    m = create_model("edge_s", mask_stride=2, pretrained=False).eval()
+    p = to_onnx_file(m, (torch.rand(1, 1, 128, 128),), tmp_path / "e.onnx")
+    ops = [n.op_type for n in onnx.load(str(p)).graph.node]
+    assert ops.count("MatMul") == 2, ops
+    assert ops.count("Resize") == 3, ops  # the decoder's three nearest x2 upsamplings only
+    assert len(ops) < 300, len(ops)

@@ -307,3 +307,49 @@ def test_budget_impossible_reports_nodes(fp32, frames, tmp_path) -> None:
             fp32, tmp_path / "q.onnx", frames, evaluate, min_frames=8, sensitivity_frames=2
         )
     assert not (tmp_path / "q.onnx").exists()
+
+
+class PooledNet(torch.nn.Module):
+    """Conv body, a mask, and the mask-guided pooling of export/models/_pool.py (MatMuls of the
+    mask probabilities with constant resampling matrices) into a linear head."""
+
+    output_names = ("mask_logits", "class_logits")
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(2, 16, 3, padding=1), torch.nn.ReLU6(), torch.nn.Conv2d(16, 16, 1)
+        )
+        self.feat = torch.nn.Conv2d(16, 8, 3, padding=1, stride=4)
+        self.mask = torch.nn.Conv2d(16, 1, 1)
+        self.cls = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        from export.models._pool import mask_guided_pool
+
+        f = self.body(x)
+        m = self.mask(f)
+        pooled = mask_guided_pool(self.feat(f), m.sigmoid())
+        return {"mask_logits": m, "class_logits": self.cls(pooled)}
+
+
+def test_pooling_matmuls_stay_float(frames, tmp_path) -> None:
+    """The mask-guided pooling's MatMuls (no weight initializer: computed operands times constant
+    resampling matrices) are pooling, not weighted layers: the CPU recipe leaves them without
+    Q/DQ, while the weighted convolutions are quantized."""
+    from export.quantize import unweighted_matmuls
+
+    fp = to_onnx_file(PooledNet().eval(), (torch.rand(1, 2, 32, 32),), tmp_path / "p.onnx")
+    m = onnx.load(str(fp))
+    mm = unweighted_matmuls(m)
+    assert len(mm) == 2 and len([n for n in m.graph.node if n.op_type == "MatMul"]) == 2
+    q = onnx.load(str(quantize(fp, tmp_path / "q.onnx", frames, target="cpu", min_frames=8)))
+    prod = {o: n for n in q.graph.node for o in n.output}
+    for n in q.graph.node:
+        if n.op_type == "MatMul":
+            assert not any(prod.get(i) and prod[i].op_type == "DequantizeLinear" for i in n.input)
+    assert any(n.op_type == "DequantizeLinear" for n in q.graph.node)  # the body is quantized
+    x = np.stack(frames[:4])
+    fc, qc = run(fp, x)[1], run(tmp_path / "q.onnx", x)[1]
+    assert np.abs(qc - fc).max() < 0.1 * np.abs(fc).max(), (qc, fc)
