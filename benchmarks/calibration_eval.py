@@ -52,8 +52,8 @@ import numpy as np
 from export._pipeline.common import SCOPE_HOLDOUT_SEED, SCOPE_SIZES
 from export._pipeline.scope import _scope_outputs
 from sdk import synthetic
-from sdk._cpu import cpu_class, describe
 from sdk.artifact import read_onnx_file_metadata
+from sdk.cpu import cpu_class, describe
 from sdk.scope import ece, fit_temperature, softmax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from sdk import kernels, synthetic
-from sdk._cpu import cpu_class, describe
 from sdk.artifact import read_onnx_file_metadata
 from sdk.bench.formats import ort_session
+from sdk.cpu import cpu_class, describe
 
 
 def main() -> None:

@@ -30,8 +30,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from export.data import SyntheticFrames
 from export.pipeline import REPORT_SEED, Artifact, report
-from sdk._cpu import cpu_class
 from sdk.artifact import read_onnx_file_metadata
+from sdk.cpu import cpu_class
 
 
 def main() -> None:

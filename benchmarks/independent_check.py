@@ -834,7 +834,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     from tqdm import tqdm
 
-    from sdk._cpu import describe
+    from sdk.cpu import describe
 
     cfg = DEFAULT_CONFIG
     models = [_parse_model(m) for m in args.model] or [

@@ -140,7 +140,7 @@ def use_classic_phantoms() -> None:
 
 
 def cpu_info() -> dict[str, Any]:
-    from sdk import _cpu
+    from sdk import cpu as _cpu
 
     flags = _cpu.cpu_flags()
     want = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8"]
@@ -519,7 +519,7 @@ def main() -> None:
     from export.pipeline import calibration_frames, evaluate_onnx, heldout_set
     from sdk import kernels, synthetic
     from sdk.artifact import read_onnx_file_metadata
-    from sdk.bench._timing import machine_info
+    from sdk.bench.timing import machine_info
 
     use_classic_phantoms()
     info = cpu_info()

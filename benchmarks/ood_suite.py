@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from sdk import Analyzer, metrics, synthetic
-from sdk._cpu import cpu_class, describe
+from sdk.cpu import cpu_class, describe
 
 SEED = 20_261_202  # fresh seed stream: not the training (0...) nor the report streams
 

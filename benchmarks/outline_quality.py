@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 import sdk
-from sdk._cpu import cpu_class, describe
+from sdk.cpu import cpu_class, describe
 from sdk.synthetic import phantom
 
 SEED_BASE = 60_000_000

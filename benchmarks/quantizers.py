@@ -360,7 +360,7 @@ def run(args: argparse.Namespace, work: Path, command: str) -> dict[str, Any]:
     )
     from export.quantize import quantize, quiet_quantizer
     from sdk.artifact import read_onnx_file_metadata
-    from sdk.bench._timing import machine_info
+    from sdk.bench.timing import machine_info
 
     src = args.model.resolve()
     check_contract(src)

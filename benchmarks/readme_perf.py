@@ -81,7 +81,7 @@ def _label(stems: list[str]) -> list[str]:
 
 
 def cpu_class_of(path: Path, doc: dict[str, Any]) -> str:
-    """The CPU class a results file was measured on (``sdk._cpu.cpu_class``). Files written
+    """The CPU class a results file was measured on (``sdk.cpu.cpu_class``). Files written
     before benchmarks recorded it carry none: those are the 2-core Xeon's, an AVX-512 machine
     (``*-cpu-xeon-*``)."""
     m = doc.get("machine") or {}

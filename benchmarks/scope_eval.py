@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from sdk import Analyzer, synthetic
-from sdk._cpu import cpu_class, describe
+from sdk.cpu import cpu_class, describe
 from sdk.scope import ece, softmax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -156,7 +156,7 @@ def _ood(best: Path, n: int) -> tuple[float, float]:
 
 
 def _machine() -> dict[str, Any]:
-    from sdk.bench._timing import machine_info
+    from sdk.bench.timing import machine_info
 
     m = machine_info()
     return {k: m[k] for k in ("cpu", "cpu_class", "isa", "cores", "device", "versions", "date")}

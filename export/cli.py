@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sdk._argtypes import size_type
+from sdk.argtypes import size_type
 
 __all__ = ["add_parser", "run", "run_export_cmd"]
 

@@ -120,7 +120,7 @@ from export._doctor.engines import (
 from export._doctor.gpu import _kernel_check, cuda_kernel_cases, gpu_missing
 from export._doctor.report import Report, write_report
 from export._doctor.report import render_markdown as render_markdown
-from sdk._argtypes import size_type
+from sdk.argtypes import size_type
 from sdk.artifact import read_onnx_file_metadata
 from sdk.errors import BackendUnavailableError, InputError
 
@@ -235,7 +235,7 @@ def gpu_report(
     device = next(
         (c.values.get("devices") for c in rep.checks if c.name == "GPU (cuda-python)"), None
     )
-    from sdk.bench._timing import machine_info
+    from sdk.bench.timing import machine_info
 
     rep.info = {
         "machine": machine_info(", ".join(device) if device else None),
@@ -458,7 +458,7 @@ def run_doctor_cmd(args: argparse.Namespace) -> int:
         )
     )
     if args.out is not None:
-        from sdk.bench._timing import machine_info
+        from sdk.bench.timing import machine_info
 
         rep.info = {"machine": machine_info()}
         md, js = write_report(rep, args.out)

@@ -20,7 +20,7 @@ import json
 import math
 from pathlib import Path
 
-from sdk._argtypes import float_type, int_type, size_type
+from sdk.argtypes import float_type, int_type, size_type
 
 __all__ = ["add_parser", "run_import", "run_quantize"]
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from sdk.artifact import Metadata, write_plan
-from sdk.backends._trt_common import Fingerprint, check_fingerprint, current_fingerprint, trt_module
+from sdk.backends.trt_common import Fingerprint, check_fingerprint, current_fingerprint, trt_module
 from sdk.errors import InputError, ModelError
 
 __all__ = [

@@ -253,7 +253,7 @@ def _readme(name: str, source: str, has_plan: bool) -> str:
 
 
 def add_parser(sub: Any) -> None:
-    from sdk._argtypes import int_type
+    from sdk.argtypes import int_type
 
     p = sub.add_parser(
         "triton-repo",

@@ -20,9 +20,10 @@ environment variable named for other platforms, which a Ray release may drop wit
 Dask's ``LocalCluster(host="127.0.0.1")`` binds scheduler, nannies and workers to loopback
 through its documented API, starts in 1 to 2.5 s (Ray: 11 to 50 s in the trials, on the same
 loaded machine), installs in seconds beside numpy 2 (Ray Data: ~3 minutes with pandas and
-pyarrow) and needs nothing of the driver but a scheduler address for an existing cluster. We chose Dask on those grounds; the tests assert
-loopback against the real cluster. A local cluster is the default; ``--address`` uses an
-existing one (``tcp://HOST:8786``), whose workers must have sonoedge installed.
+pyarrow) and needs nothing of the driver but a scheduler address for an existing cluster. We
+chose Dask on those grounds; the tests assert loopback against the real cluster. A local cluster
+is the default; ``--address`` uses an existing one (``tcp://HOST:8786``), whose workers must
+have sonoedge installed.
 
 Equality with a local Analyzer: each frame goes through ``Analyzer.run`` (no smoothing) exactly
 as ``for f in sdk.sources.open_source(path): analyzer.run(f.image, timestamp=f.timestamp,
@@ -348,7 +349,7 @@ def run_batch(
 
 # ---- CLI ---------------------------------------------------------------------------------------
 def add_parser(sub: Any) -> None:
-    from sdk._argtypes import int_type
+    from sdk.argtypes import int_type
 
     p = sub.add_parser(
         "batch",

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 import sdk
-from sdk._argtypes import float_type, int_type
+from sdk.argtypes import float_type, int_type
 from sdk.errors import InputError, SDKError
 
 __all__ = ["build_parser", "main"]
@@ -115,7 +115,8 @@ def _cmd_info_artifact(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     if args.artifact:
         return _cmd_info_artifact(args)
-    from sdk import _cpu, kernels
+    from sdk import cpu as _cpu
+    from sdk import kernels
 
     info: dict[str, object] = {
         "sonoedge": sdk.__version__,

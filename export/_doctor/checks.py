@@ -62,7 +62,8 @@ def check_cpp_kernels() -> Check:
             "reinstall from source: pip install . (a C++17 compiler and CMake >= 3.18)",
             True,
         )
-    from sdk import _cpu, kernels
+    from sdk import cpu as _cpu
+    from sdk import kernels
 
     cuda = "built with CUDA" if kernels.built_with_cuda() else "built without CUDA"
     isa = kernels.cpu_isa()
@@ -253,7 +254,7 @@ def _cuda_device_names(rt: Any, n: int) -> list[str]:
 
 def check_cuda_python() -> Check:
     """cuda-python and the CUDA devices it sees (what the TensorRT backend uses)."""
-    from sdk.backends._trt_common import cudart
+    from sdk.backends.trt_common import cudart
 
     try:
         rt = cudart()
@@ -308,7 +309,7 @@ def check_torch_cuda() -> Check:
 
 def check_tensorrt() -> Check:
     """TensorRT importable and >= 10.3 (JetPack 6)."""
-    from sdk.backends._trt_common import trt_module
+    from sdk.backends.trt_common import trt_module
 
     if importlib.util.find_spec("tensorrt") is None:
         return Check("TensorRT", MISSING, "not installed", TRT_FIX)

@@ -30,7 +30,7 @@ from sdk.errors import BackendUnavailableError, SDKError
 def gpu_missing() -> list[tuple[str, str, str]]:
     """What ``--gpu`` needs and this machine lacks: ``[(what, why, fix)]``, empty when ready
     (TensorRT >= 10.3, cuda-python with a CUDA device, and the export tools)."""
-    from sdk.backends._trt_common import cudart, trt_module
+    from sdk.backends.trt_common import cudart, trt_module
 
     missing: list[tuple[str, str, str]] = []
     if importlib.util.find_spec("tensorrt") is None:
@@ -67,7 +67,7 @@ class _Device:
     """Device buffers through cuda-python (no CuPy / torch needed); freed by :meth:`close`."""
 
     def __init__(self) -> None:
-        from sdk.backends._trt_common import cudart
+        from sdk.backends.trt_common import cudart
 
         self.rt = cudart()
         self._ptrs: list[int] = []

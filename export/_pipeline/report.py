@@ -144,7 +144,7 @@ def report(
             for k in _KEYS
         }
     shape = items[0][0].shape[:2]
-    from sdk.bench._timing import machine_info
+    from sdk.bench.timing import machine_info
 
     doc = {
         "title": title,

@@ -39,7 +39,7 @@ def build_trt(
     import tempfile
 
     from export.tensorrt_build import build_engine, fp16_onnx
-    from sdk.backends._trt_common import trt_module
+    from sdk.backends.trt_common import trt_module
 
     src = Path(onnx_path)
     if precision not in ("fp32", "fp16", "int8"):

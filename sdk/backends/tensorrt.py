@@ -32,7 +32,7 @@ import numpy as np
 
 from sdk.artifact import read_plan
 from sdk.backends._base import Backend, IOSpec
-from sdk.backends._trt_common import (
+from sdk.backends.trt_common import (
     check_fingerprint,
     cudart,
     current_fingerprint,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdk.bench._timing import Row, Table, compare, machine_info, summarize
+from sdk.bench.timing import Row, Table, compare, machine_info, summarize
 from sdk.stream import MAX_BATCH
 
 __all__ = ["run"]

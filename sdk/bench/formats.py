@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from sdk.bench._timing import compare, header_lines, machine_info
+from sdk.bench.timing import compare, header_lines, machine_info
 from sdk.errors import BackendUnavailableError, InputError, ModelError
 
 __all__ = [

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from sdk import kernels as K
-from sdk.bench._timing import Row, Table, compare, machine_info, summarize
+from sdk.bench.timing import Row, Table, compare, machine_info, summarize
 from sdk.kernels import reference as R
 
 __all__ = ["cpu_suite", "gpu_suite", "opencv_preprocess", "run"]

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from sdk.bench._timing import compare
 from sdk.bench.formats import (
     Report,
     bench_machine_info,
@@ -42,6 +41,7 @@ from sdk.bench.formats import (
     phantom_frames,
     preprocessed_input,
 )
+from sdk.bench.timing import compare
 from sdk.errors import BackendUnavailableError, InputError, SDKError
 
 __all__ = ["batch_sweep", "export_edge_s_sizes", "run", "size_sweep", "streams_sweep"]

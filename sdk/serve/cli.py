@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from sdk._argtypes import int_type
+from sdk.argtypes import int_type
 from sdk.errors import InputError
 
 _port = int_type(1, 65535, "a TCP port")

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sdk._argtypes import float_type, int_type, size_type
+from sdk.argtypes import float_type, int_type, size_type
 from sdk.errors import SDKError
 from sdk.synthetic._api import cine, phantom
 from sdk.synthetic._io import write_bytes_atomic, write_image_atomic

@@ -458,7 +458,7 @@ class _HostKernels:
 def test_cuda_kernel_glue_on_host(monkeypatch) -> None:
     """cuda_kernel_cases' buffers, copies, shapes and poison, with sdk.kernels.cuda's real
     validation, on a host stand-in of the device (what only a GPU could otherwise check)."""
-    import sdk.backends._trt_common as tc
+    import sdk.backends.trt_common as tc
     from sdk.kernels import cuda
 
     rt = _HostRuntime()

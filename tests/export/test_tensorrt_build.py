@@ -18,7 +18,7 @@ from export.tensorrt_build import (  # noqa: E402
     fp16_onnx,
 )
 from sdk.artifact import Metadata  # noqa: E402
-from sdk.backends._trt_common import Fingerprint, check_fingerprint  # noqa: E402
+from sdk.backends.trt_common import Fingerprint, check_fingerprint  # noqa: E402
 from sdk.errors import BackendUnavailableError, InputError, ModelError  # noqa: E402
 
 FP = Fingerprint("10.3.0", "Orin", "8.7")

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 import sdk.kernels as K
-from sdk import _cpu, _kernels
+from sdk import _kernels
+from sdk import cpu as _cpu
 from sdk.errors import InputError
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")

@@ -107,7 +107,7 @@ class Table:
 
 
 def machine_info(device: str | None = None) -> dict[str, Any]:
-    from sdk import _cpu
+    from sdk import cpu as _cpu
 
     cpu = _cpu.cpu_model()
     versions = [f"python {platform.python_version()}", f"numpy {np.__version__}"]
