@@ -71,6 +71,8 @@ from export._pipeline.frames import (
     report_frames,
 )
 from export._pipeline.frames import _class_probs as _class_probs
+from export._pipeline.gate import GATE_SEED as GATE_SEED
+from export._pipeline.gate import fit_lesion_gate
 from export._pipeline.onnx_step import to_onnx
 from export._pipeline.report import report
 from export._pipeline.scope import fit_scope_and_temperature
@@ -87,6 +89,7 @@ __all__ = [
     "calibration_frames",
     "check_contract",
     "evaluate_onnx",
+    "fit_lesion_gate",
     "fit_scope_and_temperature",
     "heldout_set",
     "quantize_cpu",

@@ -187,6 +187,12 @@ class Metadata:
     #: scales with the frame, which an absolute pixel count cannot (a 5 mm lesion covers ~2000
     #: px of a 600x800 frame and ~130 of a 128x128 one). The larger of the two floors applies.
     min_lesion_area_frac: float = 0.0
+    #: A found region is reported as a lesion only if its own mask-guided class probability of
+    #: "normal" (the pooled head's, calibrated) is at most this (1.0: off). The mask head alone
+    #: outlines lesion-like normal tissue (fat lobules, shadows) on ~1 normal frame in 4; the
+    #: mask-guided classifier, which sees the region's features, tells most of them apart.
+    #: Fitted at export on tuning phantoms (``export.pipeline.fit_lesion_gate``).
+    max_lesion_normal_prob: float = 1.0
     roi_policy: str = "full"  # "full": the whole frame; "fixed": roi_box; set per call otherwise
     roi_box: tuple[int, int, int, int] | None = None
     precision: str = "fp32"
@@ -225,6 +231,7 @@ class Metadata:
                 "mask": self.mask_threshold,
                 "min_lesion_area_px": self.min_lesion_area_px,
                 "min_lesion_area_frac": self.min_lesion_area_frac,
+                "max_lesion_normal_prob": self.max_lesion_normal_prob,
             },
             "roi": {"policy": self.roi_policy, "box": list(self.roi_box) if self.roi_box else None},
             "precision": self.precision,
@@ -453,6 +460,15 @@ class Metadata:
                 f"thresholds.min_lesion_area_frac {min_frac} must be in [0, 1); re-export the model"
             )
 
+        max_normal = real(
+            th.get("max_lesion_normal_prob", 1.0), "thresholds.max_lesion_normal_prob"
+        )
+        if not 0.0 < max_normal <= 1.0:
+            raise fail(
+                f"thresholds.max_lesion_normal_prob {max_normal} must be in (0, 1] (1: off); "
+                "re-export the model"
+            )
+
         roi = section(d, "roi")
         roi_policy = roi.get("policy", "full")
         if roi_policy not in ("full", "fixed"):
@@ -495,6 +511,7 @@ class Metadata:
             mask_threshold=mask_threshold,
             min_lesion_area_px=min_area,
             min_lesion_area_frac=min_frac,
+            max_lesion_normal_prob=max_normal,
             roi_policy=roi_policy,
             roi_box=box,  # type: ignore[arg-type]
             precision=str(d.get("precision", "fp32")),

@@ -235,6 +235,8 @@ class FramePipeline:
         self.metadata = md
         self.class_names = md.class_names
         self.threshold = md.mask_threshold if threshold is None else float(threshold)
+        #: The lesion gate of the artifact (``Metadata.max_lesion_normal_prob``; 1.0: off).
+        self.max_lesion_normal_prob = float(md.max_lesion_normal_prob)
         spec_in = backend.inputs[0]
         self.input_shape: tuple[int, int, int] = (len(md.channels), *md.input_size)
         self.input_dtype = np.dtype(spec_in.dtype)
@@ -655,13 +657,7 @@ class FramePipeline:
             )
         except InputError as e:
             raise ModelError(f"{self.path}: the model produced NaN / inf mask logits") from e
-        mask = np.empty(frame_hw, np.uint8)
-        nat.mask_post_cpu(kept, mask, roi, self.threshold, 1, 1)
         k = len(stats)
-        # Each lesion's region of that mask (the pixels blended from its cells), its box, area
-        # and outer borders in frame pixels: the filled outlines are the mask.
-        boxes, areas, outlines = nat.lesion_outlines_cpu(mask, labels, k, roi)
-
         img = self._image_probs(cl) if cl is not None else None
         if md.outputs.get("features"):
             rows = self._pooled_rows(out, prob, labels, k)
@@ -671,6 +667,19 @@ class FramePipeline:
         else:
             assert img is not None  # load() refuses a model with neither output
             lesion_rows, per_lesion = [img] * k, False
+        nrm = names.index(NORMAL) if NORMAL in names else -1
+        if per_lesion and nrm >= 0 and self.max_lesion_normal_prob < 1.0:
+            # The lesion gate (Metadata.max_lesion_normal_prob): a region its own mask-guided
+            # class probabilities call normal tissue is not a lesion -- its cells leave the frame
+            # mask (-inf logits, as components too small), so mask, outlines and lesions agree.
+            for i in range(k):
+                if lesion_rows[i][nrm] > self.max_lesion_normal_prob:
+                    kept[labels == i + 1] = -np.inf
+        mask = np.empty(frame_hw, np.uint8)
+        nat.mask_post_cpu(kept, mask, roi, self.threshold, 1, 1)
+        # Each lesion's region of that mask (the pixels blended from its cells), its box, area
+        # and outer borders in frame pixels: the filled outlines are the mask.
+        boxes, areas, outlines = nat.lesion_outlines_cpu(mask, labels, k, roi)
 
         # The label rule (sdk/result.py, Result): a lesion is never "normal" (its probabilities
         # renormalized over the other classes); the image is "normal" exactly when there is no
@@ -678,7 +687,6 @@ class FramePipeline:
         # smooths that decision's probabilities; with lesions the smoothed ones are renormalized
         # over the lesion classes again. raw_probs: the model's own image-level output.
         raw = img
-        nrm = names.index(NORMAL) if NORMAL in names else -1
         mal = names.index(MALIGNANT) if MALIGNANT in names else -1
         lesions = []
         for i in range(k):

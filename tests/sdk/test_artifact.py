@@ -71,6 +71,12 @@ def test_metadata_round_trip() -> None:
     assert Metadata.from_dict(d).min_lesion_area_frac == 0.0
     d["thresholds"]["min_lesion_area_frac"] = 0.002
     assert Metadata.from_json(Metadata.from_dict(d).to_json()).min_lesion_area_frac == 0.002
+    # The lesion gate: 1.0 (off) by default and in older artifacts, round-trips.
+    assert back.max_lesion_normal_prob == 1.0
+    d["thresholds"].pop("max_lesion_normal_prob")
+    assert Metadata.from_dict(d).max_lesion_normal_prob == 1.0
+    d["thresholds"]["max_lesion_normal_prob"] = 0.45
+    assert Metadata.from_json(Metadata.from_dict(d).to_json()).max_lesion_normal_prob == 0.45
 
 
 @pytest.mark.parametrize(
@@ -91,6 +97,9 @@ def test_metadata_round_trip() -> None:
         (lambda d: d["outputs"].update(mask_logits=None), "mask_logits"),
         (lambda d: (d["outputs"].update(class_logits=None), d.update(head=None)), "class_logits"),
         (lambda d: d["thresholds"].update(mask=3), "thresholds"),
+        (lambda d: d["thresholds"].update(max_lesion_normal_prob=0.0), "max_lesion_normal_prob"),
+        (lambda d: d["thresholds"].update(max_lesion_normal_prob=1.5), "max_lesion_normal_prob"),
+        (lambda d: d["thresholds"].update(max_lesion_normal_prob="x"), "max_lesion_normal_prob"),
         (lambda d: d["roi"].update(policy="fixed"), "roi"),
         (lambda d: d["head"]["w2"].update(shape=[4, 8]), "head"),
     ],
