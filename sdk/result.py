@@ -29,6 +29,9 @@ class Lesion:
     from the image-level prediction (``per_lesion`` says which), with the label rule of
     :class:`Result` applied: a lesion is never ``"normal"``, its probabilities are renormalized
     over the other classes (``normal`` 0.0); ``raw_probs`` keeps the classifier's own values.
+    A region whose ``raw_probs["normal"]`` exceeds the artifact's lesion gate
+    (``thresholds.max_lesion_normal_prob``, fitted at export; 1.0 = off) is not a lesion at all:
+    it is not listed and its pixels are not in ``Result.mask``.
     """
 
     id: int
