@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_demo_presets_are_the_documented_recipes() -> None:
     demo, ood = presets.PRESETS["demo"], presets.PRESETS["demo-ood"]
     assert demo.teacher is None and demo.student == "edge_s"
-    assert demo.student_kwargs == {"mask_stride": 2} and demo.split is None
+    assert demo.student_kwargs == {"mask_stride": 2, "depth": 11} and demo.split is None
     assert "onnx-int8" in demo.formats and demo.report_size == (600, 800)
     # The OOD twin differs from the demo only by where it trains and what it exports.
     same = {f.name for f in dataclasses.fields(demo)} - {
@@ -64,7 +64,21 @@ def _tiny(base: str, name: str, monkeypatch, **kw) -> presets.Preset:
     return tiny
 
 
+def _small_gate(monkeypatch):
+    """fit_lesion_gate on a few small frames (the real one draws 300 up to 600x800)."""
+    import functools
+
+    import export.pipeline as P
+
+    small = functools.partial(P.fit_lesion_gate, n=6, frame_sizes=((64, 64),))
+    monkeypatch.setattr(P, "fit_lesion_gate", small)
+    return small
+
+
 def test_teacherless_preset_runs_end_to_end(tmp_path: Path, monkeypatch) -> None:
+    from sdk.artifact import read_onnx_file_metadata
+
+    _small_gate(monkeypatch)
     _tiny(
         "demo-ood",
         "tiny",
@@ -82,7 +96,14 @@ def test_teacherless_preset_runs_end_to_end(tmp_path: Path, monkeypatch) -> None
     assert saved == json.loads(json.dumps(summary))
     assert saved["seconds"]["teacher"] == 0.0 and saved["seconds"]["training"] > 0
     assert [r["name"] for r in saved["rows"]] == ["edge_s fp32"]
-    assert saved["scope"] == {}  # demo-ood fits no scope (see the preset)
+    # demo-ood fits no scope (see the preset), but its artifact gets the recipe's lesion floor
+    # and a lesion gate fitted inside its own training region.
+    assert list(saved["scope"]) == ["edge_s fp32"]
+    gate = saved["scope"]["edge_s fp32"]["lesion_gate"]
+    assert list(saved["scope"]["edge_s fp32"]) == ["lesion_gate"] and gate["split"] == "ood-train"
+    md = read_onnx_file_metadata(out / "edge_s.onnx")
+    assert md.scope is None and md.min_lesion_area_frac == 0.002
+    assert md.max_lesion_normal_prob == gate["threshold"]
 
 
 def test_shipping_step_writes_floor_scope_and_temperature(tmp_path: Path, monkeypatch) -> None:
@@ -114,13 +135,16 @@ def test_shipping_step_writes_floor_scope_and_temperature(tmp_path: Path, monkey
         frame_sizes=((64, 64),),
     )
     monkeypatch.setattr(P, "fit_scope_and_temperature", small)
+    _small_gate(monkeypatch)
     summary = presets.run_preset("tiny-ship", tmp_path / "run", progress=False)
     path = tmp_path / "run" / "edge_s.onnx"
-    fit = summary["scope"]["edge_s fp32"]
+    fit = dict(summary["scope"]["edge_s fp32"])
+    gate = fit.pop("lesion_gate")
     assert fit["written"] and fit["temperature"] > 0
     md = read_onnx_file_metadata(path)  # the digest check passes: re-stamped after each write
     assert md.min_lesion_area_frac == tiny.min_lesion_area_frac == 0.002
     assert md.scope is not None and md.calibration["temperature"] == round(fit["temperature"], 6)
+    assert md.max_lesion_normal_prob == gate["threshold"] and gate["frames"] == 6
     with sdk.Analyzer(path, threads=1) as an:
         res = an.run(np.zeros((96, 128), np.uint8))
     assert res.scope_score is not None and 0.0 <= res.scope_score <= 1.0
