@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_demo_presets_are_the_documented_recipes() -> None:
     demo, ood = presets.PRESETS["demo"], presets.PRESETS["demo-ood"]
     assert demo.teacher is None and demo.student == "edge_s"
-    assert demo.student_kwargs == {"mask_stride": 2, "depth": 11} and demo.split is None
+    assert demo.student_kwargs == {"mask_stride": 2} and demo.split is None
     assert "onnx-int8" in demo.formats and demo.report_size == (600, 800)
     # The OOD twin differs from the demo only by where it trains and what it exports.
     same = {f.name for f in dataclasses.fields(demo)} - {
