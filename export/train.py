@@ -91,6 +91,17 @@ _RESUME_KEYS = (
     "warmup_steps",
     "pos_weight",
 )
+# What a run saved before the one trainer (issue #15, 2026-12-02) did without recording it: no
+# teacher, no deep supervision, no warm-up (that trainer is bit-identical to the old one there),
+# so such a run resumes under these values.
+_RESUME_LEGACY = {
+    "T": 4.0,
+    "alpha_kd": 0.0,
+    "beta_pixel": 0.0,
+    "gamma_feat": 0.0,
+    "aux_weight": 0.0,
+    "warmup_steps": 0,
+}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -461,7 +472,9 @@ def _resume_point(
     refuses to resume with settings that differ from the saved run's."""
     if resumed is None:
         return 0, [], -math.inf
-    saved = resumed.train.get("run", {})
+    saved = dict(resumed.train.get("run", {}))
+    if "alpha_kd" not in saved and saved.get("teacher") is None:
+        saved = {**_RESUME_LEGACY, **saved}  # a run of the trainer before these settings
     diff = {k: (saved.get(k), run[k]) for k in keys or _RESUME_KEYS if saved.get(k) != run[k]}
     if diff:
         raise InputError(

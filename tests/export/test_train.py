@@ -386,3 +386,19 @@ def test_cli_train_with_teacher_and_options(
     assert sdk_cli.main([*base, "--out", str(tmp_path / "bad"), "--gamma-feat", "1"]) == 1
     assert "need a teacher" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_resume_a_run_saved_before_the_one_trainer(tmp_path: Path) -> None:
+    """A run saved before the KD / deep-supervision / warm-up settings existed has none of them
+    in its record: it resumes under the values it trained with (off), and only those."""
+    out = tmp_path / "legacy"
+    train("edge_s", "synthetic", out, stop_after=1, **TINY)
+    js = out / "last.json"
+    meta = json.loads(js.read_text())
+    for k in ("T", "alpha_kd", "beta_pixel", "gamma_feat", "aux_weight", "warmup_steps"):
+        meta["train"]["run"].pop(k)
+    js.write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="warmup_steps"):
+        train("edge_s", "synthetic", out, resume=True, warmup_steps=5, **TINY)
+    train("edge_s", "synthetic", out, resume=True, **TINY)
+    assert [e["epoch"] for e in json.loads((out / "metrics.json").read_text())["epochs"]] == [0, 1]
