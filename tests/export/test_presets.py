@@ -37,6 +37,7 @@ def test_demo_presets_are_the_documented_recipes() -> None:
     assert all(getattr(demo, k) == getattr(ood, k) for k in same)
     assert ood.split == "ood-train" and ood.formats == ("onnx",)
     assert demo.scope and not ood.scope
+    assert not demo.lesion_gate and not ood.lesion_gate  # measured, off (see the preset)
 
 
 def test_unknown_preset(tmp_path: Path) -> None:
@@ -86,6 +87,7 @@ def test_teacherless_preset_runs_end_to_end(tmp_path: Path, monkeypatch) -> None
         frame_sizes=((64, 64), (96, 128)),
         report_size=(96, 128),
         report_frames=6,
+        lesion_gate=True,  # off in the demo presets (see Preset.lesion_gate): tested here
     )
     summary = presets.run_preset("tiny", tmp_path / "run", progress=False)
     out = tmp_path / "run"
@@ -126,6 +128,7 @@ def test_shipping_step_writes_floor_scope_and_temperature(tmp_path: Path, monkey
         report_size=(64, 64),
         report_frames=3,
         formats=("onnx",),
+        lesion_gate=True,
     )
     small = functools.partial(
         P.fit_scope_and_temperature,
