@@ -23,6 +23,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from sdk.artifact import Metadata, write_plan
 from sdk.backends.trt_common import Fingerprint, check_fingerprint, current_fingerprint, trt_module
@@ -115,6 +116,7 @@ def fp16_onnx(
     h = float16.convert_float_to_float16(
         m, keep_io_types=True, op_block_list=list(keep_fp32), disable_shape_infer=False
     )
+    _internal_readers_of_outputs_to_fp16(h, keep_fp32)
     del h.metadata_props[:]
     h.metadata_props.extend(props)
     out = Path(onnx_out)
@@ -126,6 +128,27 @@ def fp16_onnx(
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def _internal_readers_of_outputs_to_fp16(m: Any, keep_fp32: tuple[str, ...]) -> None:
+    """onnxconverter_common with ``keep_io_types`` ends each FP32 graph output with a Cast from
+    the FP16 tensor, but a node *inside* the graph that also reads that output keeps reading the
+    FP32 name -- and an FP16 op then mixes FP32 and FP16 inputs, which ONNX Runtime and TensorRT
+    refuse (the edge_s graphs since the mask-guided pooling reads ``features`` with a Mul).
+    Such readers are pointed at the FP16 tensor; FP32-kept ops (``keep_fp32``) keep the FP32
+    name, which is what they want."""
+    outs = {o.name for o in m.graph.output}
+    fp16_of = {
+        n.output[0]: n.input[0]
+        for n in m.graph.node
+        if n.op_type == "Cast" and len(n.output) == 1 and n.output[0] in outs
+    }
+    for n in m.graph.node:
+        if n.op_type in keep_fp32 or (n.op_type == "Cast" and n.output[0] in fp16_of):
+            continue
+        for i, name in enumerate(n.input):
+            if name in fp16_of:
+                n.input[i] = fp16_of[name]
 
 
 def _graph_precision(onnx_path: Path) -> str:

@@ -115,6 +115,41 @@ def test_fp16_cast_keeps_sensitive_ops_and_io_fp32(fp32, tmp_path) -> None:
         np.testing.assert_allclose(a, b, atol=1e-2, rtol=1e-2)
 
 
+def test_fp16_cast_of_a_graph_output_read_inside(tmp_path) -> None:
+    """The default model's ``features`` is a graph output and the mask-guided pooling's Mul reads
+    it too: after the FP16 cast that Mul must read the FP16 tensor (the converter left it on the
+    FP32 output, a graph ONNX Runtime refuses to load), and the outputs stay close to FP32."""
+    pytest.importorskip("onnxconverter_common")
+    import warnings
+
+    import sdk
+    from sdk import kernels, synthetic
+    from sdk.artifact import read_onnx_file_metadata
+
+    src = sdk.default_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the converter warns about every subnormal weight
+        h16 = fp16_onnx(src, tmp_path / "h.onnx")
+    h = onnx.load(str(h16))
+    outs = {o.name for o in h.graph.output}
+    readers = [n for n in h.graph.node if "features" in n.input and n.op_type != "Cast"]
+    assert "features" in outs and not readers, [n.name for n in readers]
+    md = read_onnx_file_metadata(src)
+    img = synthetic.phantom("malignant", (300, 400), seed=5, style="scanner")[0]
+    x = kernels.preprocess(img, md.input_size, md.channels, md.sigma, mean=md.mean, std=md.std)
+    s16 = ort.InferenceSession(str(h16), providers=["CPUExecutionProvider"])
+    ref = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    name = ref.get_inputs()[0].name
+    for o, a, b in zip(
+        [o.name for o in ref.get_outputs()],
+        ref.run(None, {name: x[None]}),
+        s16.run(None, {name: x[None]}),
+        strict=True,
+    ):
+        # FP16 (10-bit mantissa) through ~40 layers: ~1e-2 of the output scale.
+        assert np.abs(a - b).max() <= 0.02 * np.abs(a).max() + 0.02, o
+
+
 def test_build_engine_checks_before_needing_tensorrt(fp32, tmp_path) -> None:
     with pytest.raises(InputError, match="fp32 graph but fp16"):
         build_engine(fp32, tmp_path / "e.plan", meta(), "fp16")
