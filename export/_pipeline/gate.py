@@ -22,6 +22,7 @@ import numpy as np
 from export._pipeline.common import SCOPE_SIZES
 from sdk.artifact import read_onnx_file_metadata
 from sdk.errors import InputError
+from sdk.metrics import dice as frame_dice
 
 GATE_SEED = 7_000_003  # fit_lesion_gate's tuning phantoms: used nowhere else
 #: The most mean Dice the gate may cost the frames that hold a lesion (a lesion the gate drops is
@@ -29,11 +30,6 @@ GATE_SEED = 7_000_003  # fit_lesion_gate's tuning phantoms: used nowhere else
 LESION_DICE_BUDGET = 0.01
 #: Thresholds tried, most permissive last (1.0: the gate off).
 GATE_GRID = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0)
-
-
-def _dice(p: np.ndarray, t: np.ndarray) -> float:
-    s = int(p.sum()) + int(t.sum())
-    return 1.0 if s == 0 else 2.0 * int((p & t).sum()) / s
 
 
 def fit_lesion_gate(
@@ -54,10 +50,12 @@ def fit_lesion_gate(
     ``n`` scanner-style phantoms (``sdk.synthetic``, the training size mix, seed stream
     ``seed + GATE_SEED``; inside ``split``, a generator region, when given) run once through
     :class:`sdk.Analyzer` with the gate off (its scope, temperature and lesion floor as served;
-    no smoothing); for every threshold of ``grid`` the
-    lesions it would drop are taken out of each frame's mask and the mean Dice against the true
-    mask is computed. The best threshold wins (ties: the more permissive). A model without
-    per-lesion probabilities (no features / head) or without a "normal" class keeps 1.0.
+    no smoothing); for every threshold of ``grid`` the lesions it would drop are taken out of
+    each frame's mask and the mean Dice against the true mask is computed. The best threshold
+    by mean Dice over all frames wins (ties: the more permissive) among those that cost the
+    lesion frames at most ``lesion_budget`` of their mean Dice against the gate off (1.0 always
+    qualifies). A model without per-lesion probabilities (no features / head) or without a
+    "normal" class keeps 1.0.
 
     Returns ``{"threshold", "dice": {threshold: mean Dice}, "dice_off", "frames", ...}``.
     """
@@ -78,7 +76,6 @@ def fit_lesion_gate(
     if not (md.outputs.get("features") and md.head is not None) or NORMAL not in md.class_names:
         summary.update(threshold=1.0, reason="no per-lesion probabilities or no normal class")
         return summary
-    md.max_lesion_normal_prob = 1.0  # measured with the gate off
     frames = SyntheticFrames(
         int(n),
         [tuple(s) for s in frame_sizes],
@@ -113,7 +110,7 @@ def fit_lesion_gate(
             for pn, region in lesions:
                 if pn > g:
                     mm &= ~region
-            scores.append(_dice(mm, t))
+            scores.append(frame_dice(mm, t))
         sc = np.asarray(scores)
         dice[g] = float(sc.mean())
         lesion_dice[g] = float(sc[has_lesion].mean()) if has_lesion.any() else 1.0
