@@ -43,13 +43,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: One recipe per seed: what each was trained with (the table prints it). Epoch counts are
 #: sized to fit <= 60 minutes of one core of the 2-core EPYC at the model's default input.
 RECIPES: dict[str, dict[str, Any]] = {
-    # λ = 0.8: with its classifier alive (BatchNorm on the pooled vector) the class gradients
-    # delayed the mask's start by two epochs at λ = 0.6 (proxy ablation in the README).
+    # Every from-scratch seed starts its lesion logits at the lesion prior (export/models/
+    # _contract.py init_mask_logits): with the bias at 0 the first epochs drove every logit far
+    # negative and the masks stayed empty (benchmarks/results/seed-ablation-mtl_oca.md).
+    # λ = 0.8: segmentation weighted over the class loss (mtl_oca's classifier, alive with
+    # BatchNorm on the pooled vector, delayed the mask at λ = 0.6 before the prior init).
     "mtl_oca": dict(epochs=8, n_train=600, n_val=120, batch_size=8, lr=1e-3, lam=0.8),
-    # λ 0.8 as mtl_oca: at λ 0.6 (with aux 0.4, warm-up 50) its masks were still all empty
-    # after 4 epochs while its classifier learned (accuracy 0.49): the same delay.
     "nmtnet": dict(epochs=6, n_train=480, n_val=96, batch_size=8, lr=1e-3, lam=0.8, aux_weight=0.4),
-    "acsnet": dict(epochs=6, n_train=480, n_val=96, batch_size=8, lr=1e-3),
+    "acsnet": dict(epochs=6, n_train=480, n_val=96, batch_size=8, lr=1e-3, lam=0.8),
     "sam_mtl": dict(epochs=3, n_train=240, n_val=60, batch_size=4, lr=3e-4),
     "edge_s": dict(epochs=8, n_train=600, n_val=120, batch_size=16, lr=2e-3, size=(128, 128)),
 }

@@ -47,7 +47,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export.models._contract import CLASS_NAMES, MultiTaskModel
+from export.models._contract import (
+    CLASS_NAMES,
+    LESION_PRIOR,
+    MultiTaskModel,
+    with_mask_prior,
+)
 from export.models._registry import register_model, with_input_normalization
 from export.models._resnet import ConvNormAct, Norm, ResNet18Encoder, norm_layer
 
@@ -328,6 +333,9 @@ class ACSNet(MultiTaskModel):
             (e2, e3, e4), cls_width, mlp_hidden, num_classes, drop_rate, norm
         )
 
+    def mask_logit_convs(self) -> list[tuple[nn.Conv2d, int]]:
+        return [(self.mask_head[-1], 0)]
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         stem, c1, c2, c3, c4 = self.encoder(x)
         d = self.dsa_bottleneck(c4)
@@ -354,8 +362,10 @@ def acsnet(
     drop_rate: float = 0.3,
     input_mean: tuple[float, ...] | None = None,
     input_std: tuple[float, ...] | None = None,
+    mask_prior: float | None = LESION_PRIOR,
 ) -> ACSNet:
-    """ACSNet with a ResNet18 encoder at 256×256, one ``image`` channel, trained from scratch."""
+    """ACSNet with a ResNet18 encoder at 256×256, one ``image`` channel, trained from scratch;
+    the mask head starts at ``mask_prior`` (:func:`with_mask_prior`)."""
     model = ACSNet(
         num_classes=num_classes,
         norm=norm,
@@ -364,4 +374,4 @@ def acsnet(
         mlp_hidden=mlp_hidden,
         drop_rate=drop_rate,
     )
-    return with_input_normalization(model, input_mean, input_std)
+    return with_input_normalization(with_mask_prior(model, mask_prior), input_mean, input_std)

@@ -55,7 +55,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from export.models._contract import CLASS_NAMES, MultiTaskModel
+from export.models._contract import (
+    CLASS_NAMES,
+    LESION_PRIOR,
+    MultiTaskModel,
+    with_mask_prior,
+)
 from export.models._registry import register_model, with_input_normalization
 from export.models._resnet import ConvNormAct
 
@@ -251,6 +256,11 @@ class MTLOCA(MultiTaskModel):
             nn.init.normal_(head.weight, std=0.01)
             nn.init.zeros_(head.bias)
 
+    def mask_logit_convs(self) -> list[tuple[nn.Conv2d, int]]:
+        # The soft object regions: region 1 is the lesion (aux logit = region 1 - region 0).
+        region = self.oca.region_head[-1]
+        return [(self.mask_head, 0), *([(region, 1)] if region.out_channels == 2 else [])]
+
     def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The contract's outputs plus ``region_logits`` ``(B, K, H, W)`` for L_soft (class 0 =
         background, 1 = lesion), ``relation`` ``(B, H·W, K)`` and ``aux_mask_logits`` (the soft
@@ -288,8 +298,10 @@ def mtl_oca(
     drop_rate: float = 0.2,
     input_mean: tuple[float, ...] | None = None,
     input_std: tuple[float, ...] | None = None,
+    mask_prior: float | None = LESION_PRIOR,
 ) -> MTLOCA:
-    """MTL-OCA at the paper's 128×128 input, image + Gaussian-derivative magnitude channels."""
+    """MTL-OCA at the paper's 128×128 input, image + Gaussian-derivative magnitude channels;
+    the mask head and the lesion region start at ``mask_prior`` (:func:`with_mask_prior`)."""
     model = MTLOCA(
         num_classes=num_classes,
         base_width=base_width,
@@ -299,4 +311,4 @@ def mtl_oca(
         mlp_hidden=mlp_hidden,
         drop_rate=drop_rate,
     )
-    return with_input_normalization(model, input_mean, input_std)
+    return with_input_normalization(with_mask_prior(model, mask_prior), input_mean, input_std)

