@@ -8,7 +8,10 @@ batch 8, AdamW 1e-3, seed 0, one thread; validated on 96 phantoms of another see
 (Dice at the mask resolution, both-empty frames count 1; lesion Dice over frames with a lesion).
 Each variant changes one thing against its base; ``bn`` variants need the model with BatchNorm
 on the pooled vector (export/models/mtl_oca.py today), the others the model before it (git
-``fe9089e``: ``git worktree add /tmp/before fe9089e`` and run this script from there).
+``fe9089e``: ``git worktree add /tmp/before fe9089e`` and run this script from there). Variants
+E-H ran before the lesion-prior initialization (``mask_prior=None`` rebuilds them); the
+``prior`` variants use today's models, whose lesion logits start at the prior, and
+``nmtnet-*`` runs nmtnet on the same proxy.
 Results of the runs: ``benchmarks/results/seed-ablation-mtl_oca.md``.
 """
 
@@ -29,7 +32,13 @@ VARIANTS = {
     "F-bn-norm-aux": {"model_kwargs": NORM, "aux_weight": 0.4},
     "G-bn-lam08": {"lam": 0.8},
     "H-bn-pos4": {"pos_weight": 4.0},
+    # Since the lesion-prior initialization (export/models/_contract.py init_mask_logits):
+    "I-bn-prior": {"prior": True},
+    "nmtnet-base": {"arch": "nmtnet"},
+    "nmtnet-prior": {"arch": "nmtnet", "prior": True},
 }
+#: Variants that ran before the prior initialization; rebuilt with mask_prior=None.
+_NO_PRIOR = ("E-bn", "F-bn-norm-aux", "G-bn-lam08", "H-bn-pos4", "nmtnet-base")
 
 
 def main() -> None:
@@ -56,9 +65,14 @@ def main() -> None:
             progress=False,
             resume=True,
         )
-        kw.update(VARIANTS[name])
+        v = dict(VARIANTS[name])
+        arch = v.pop("arch", "mtl_oca")
+        v.pop("prior", None)
+        if name in _NO_PRIOR:
+            v["model_kwargs"] = {**v.get("model_kwargs", {}), "mask_prior": None}
+        kw.update(v)
         t = time.time()
-        train("mtl_oca", out_dir=args.runs / name, **kw)
+        train(arch, out_dir=args.runs / name, **kw)
         m = json.loads((args.runs / name / "metrics.json").read_text())
         per_epoch = [
             (round(e["val"]["dice"], 3), e["val"]["dice_lesion"], round(e["val"]["accuracy"], 3))
