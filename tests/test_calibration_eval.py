@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,21 +10,11 @@ import pytest
 
 from sdk.scope import ece
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ce():
-    spec = importlib.util.spec_from_file_location(
-        "calibration_eval", ROOT / "benchmarks/calibration_eval.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["calibration_eval"] = mod
-    try:
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.modules.pop("calibration_eval", None)
+def ce(load_benchmark):
+    return load_benchmark("calibration_eval")
 
 
 def _probs(rng, n):

@@ -5,8 +5,6 @@ pymust is not a sonoedge dependency (``pip install pymust``); the scoring tests 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,21 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ic():
-    spec = importlib.util.spec_from_file_location(
-        "independent_check", ROOT / "benchmarks/independent_check.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["independent_check"] = mod  # dataclasses resolve annotations through it
-    try:
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.modules.pop("independent_check", None)
+def ic(load_benchmark):
+    return load_benchmark("independent_check")
 
 
 def _pred(mask, label="benign", in_scope=True):

@@ -252,15 +252,10 @@ def test_cli_formats_and_soak_write_files(tmp_path, capsys) -> None:
     assert main(["bench", "soak", "--model", str(FP32), "--model", str(FP32)]) == 1
 
 
-def _readme_perf():
-    spec = importlib.util.spec_from_file_location("readme_perf", ROOT / "benchmarks/readme_perf.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_readme_perf_renders_and_replaces_between_markers(formats_report, tmp_path, capsys):
-    rp = _readme_perf()
+def test_readme_perf_renders_and_replaces_between_markers(
+    formats_report, tmp_path, capsys, load_benchmark
+):
+    rp = load_benchmark("readme_perf")
     results = tmp_path / "results"
     formats_report.write(results, "formats-test")
     for name in ("kernels-cpu-xeon-2c-1thread.json", "e2e-default-fp32-cpu-xeon-2c.json"):
