@@ -11,7 +11,6 @@ import pytest
 from sdk.scope import ece
 
 
-
 @pytest.fixture(scope="module")
 def ce(load_benchmark):
     return load_benchmark("calibration_eval")

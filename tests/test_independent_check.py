@@ -6,12 +6,10 @@ pymust is not a sonoedge dependency (``pip install pymust``); the scoring tests 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-
 
 
 @pytest.fixture(scope="module")
