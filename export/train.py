@@ -708,7 +708,12 @@ def train(
             mask_hw = tuple(model(x0.to(dev))["mask_logits"].shape[-2:])
         aug = Augment.from_option(augment)
 
-        def dataset(net: nn.Module, frames: Any, augmentation: Augment | None) -> MultiTaskDataset:
+        def dataset(
+            net: nn.Module,
+            frames: Any,
+            augmentation: Augment | None,
+            mask_size: tuple[int, ...] = mask_hw,
+        ) -> MultiTaskDataset:
             norm = normalization(net)
             return MultiTaskDataset(
                 frames,
@@ -716,7 +721,7 @@ def train(
                 input_channels=net.input_channels,
                 mean=norm["mean"],
                 std=norm["std"],
-                mask_size=mask_hw,
+                mask_size=mask_size,
                 augment=augmentation,
                 seed=seed,
             )
@@ -755,12 +760,15 @@ def train(
         }
         info_extra: dict[str, Any] = {}
         if t_model is not None:
-            # The reference the report compares with: the teacher on the same val frames.
+            # The reference the report compares with: the teacher on the same val frames, its
+            # masks scored at its own mask resolution (a teacher's mask may be finer than the
+            # student's: nmtnet's 256x256 for edge_s's 64x64).
+            with torch.no_grad():
+                tx = t_model.example_input(1, tuple(t_model.input_size))
+                t_mask_hw = tuple(t_model(tx.to(dev))["mask_logits"].shape[-2:])
+            t_val_ds = dataset(t_model, val_frames, None, t_mask_hw)
             t_val = evaluate(
-                t_model,
-                _loader(dataset(t_model, val_frames, None), batch_size, False, seed, 0, 0, pin),
-                None,
-                dev,
+                t_model, _loader(t_val_ds, batch_size, False, seed, 0, 0, pin), None, dev
             )
             summary.update(teacher=t_info, teacher_val=t_val)
             info_extra["distillation"] = {

@@ -102,6 +102,17 @@ def test_distillation_run(distilled: Path, teacher: Path) -> None:
     assert info["run"]["size"] == [64, 64]  # the teacher's size by default
 
 
+def test_teacher_with_another_mask_grid(teacher: Path, tmp_path: Path) -> None:
+    """Teacher and student masks on different grids (nmtnet's 256x256 mask into edge_s's 64x64
+    crashed the teacher's validation before the first step): the teacher is scored at its own
+    mask resolution, the pixel KD resamples its probabilities to the student's grid."""
+    best = distill(teacher, tmp_path / "fine", "edge_s", student_kwargs={"mask_stride": 2}, **TINY)
+    m = json.loads((best.parent / "metrics.json").read_text())
+    assert m["data"]["mask_size"] == [32, 32]  # the student's grid; the teacher's is 16x16
+    assert m["data"]["teacher_val"]["dice"] is not None
+    assert m["epochs"][0]["train"]["kd_pixel"] > 0
+
+
 def test_baseline_same_frames_no_kd(baseline: Path, distilled: Path) -> None:
     mb = json.loads((baseline.parent / "metrics.json").read_text())
     md = json.loads((distilled.parent / "metrics.json").read_text())
