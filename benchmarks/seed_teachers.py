@@ -241,7 +241,9 @@ def _markdown(doc: dict[str, Any]) -> None:
     if len(variants) > 1:
         lines += [
             "",
-            "Every KD setting measured (same baseline run):",
+            "Every KD setting measured, each beside the baseline of its own run (same student "
+            "recipe, frames and seed; the nmtnet pair was run after the MatMul pooling change "
+            "and scored on 300 frames, the edge_s pairs on 200):",
             "",
             "| teacher, KD | distilled Dice | baseline Dice | distilled OOD Dice | "
             "baseline OOD Dice | distilled acc. | baseline acc. |",

@@ -367,6 +367,10 @@ _SLOW_RUN = textwrap.dedent(
 )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_keeps_records_and_finalizes_the_video(tmp_path, tiny_onnx) -> None:
     src = _folder(tmp_path, n=400, size=(32, 40))
     out = tmp_path / "o"
@@ -377,6 +381,10 @@ def test_sigint_keeps_records_and_finalizes_the_video(tmp_path, tiny_onnx) -> No
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,  # not the checkout: its sdk/ would shadow a non-editable install
+        # SIGINT as a terminal gives it: a test run started in the background of a
+        # non-interactive shell (`bash .ci/run &`) passes SIGINT on as ignored, and Python then
+        # installs no KeyboardInterrupt handler -- the run would finish all frames, exit 0.
+        preexec_fn=_default_sigint,
     )
     try:
         deadline = time.monotonic() + 120
