@@ -52,9 +52,9 @@ def init_mask_logits(conv: nn.Conv2d, prior: float = LESION_PRIOR, channel: int 
     """
     if not (isinstance(prior, int | float) and 0.0 < prior < 1.0):
         raise InputError(f"the lesion prior must be a probability in (0, 1), got {prior!r}")
-    nn.init.normal_(conv.weight, std=0.01)
     if conv.bias is None:
         raise InputError("init_mask_logits needs a convolution with a bias")
+    nn.init.normal_(conv.weight, std=0.01)
     with torch.no_grad():
         conv.bias.zero_()
         conv.bias[channel] = math.log(prior / (1.0 - prior))
