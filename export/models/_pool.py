@@ -17,8 +17,10 @@ import functools
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["POOL_EPS", "linear_matrix", "mask_guided_pool"]
+__all__ = ["POOL_EPS", "MaskGuidedHead", "linear_matrix", "mask_guided_pool"]
 
 #: ``eps`` of :func:`sdk.kernels.pool_classify` (its default): the two must agree.
 POOL_EPS = 1e-6
@@ -72,3 +74,37 @@ def mask_guided_pool(
     w_feat = ay.t() @ w @ ax  # (B, hf, wf): each mask pixel's weight spread over its 4 cells
     num = (features * w_feat[:, None]).sum(dim=(2, 3))
     return num / (w.sum(dim=(1, 2))[:, None] + eps)
+
+
+class MaskGuidedHead(nn.Module):
+    """The mask-guided classification head of edge_s and sam_mtl (seed 001's MGC-A), the torch
+    side of what :func:`sdk.kernels.pool_classify` computes:
+    ``features = proj(x)``; ``pooled = mask_guided_pool(features, weights)``;
+    ``class_logits = fc2(ReLU(fc1(pooled)))``.
+
+    ``proj`` is the caller's projection onto the F feature channels (edge_s: 1x1 conv-BN-ReLU6,
+    sam_mtl: 1x1 conv-BN-ReLU); ``fc1`` / ``fc2`` are what :meth:`head_weights` hands the SDK.
+    """
+
+    def __init__(self, proj: nn.Module, feature_dim: int, hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.proj = proj
+        self.fc1 = nn.Linear(feature_dim, hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` the deepest map, ``weights`` ``(B, 1, hm, wm)`` mask probabilities →
+        ``(class_logits (B, K), features (B, F, hf, wf))``."""
+        features = self.proj(x)
+        pooled = mask_guided_pool(features, weights)
+        return self.fc2(F.relu(self.fc1(pooled))), features
+
+    def head_weights(self) -> dict[str, torch.Tensor]:
+        """``w1`` (H, F), ``b1`` (H,), ``w2`` (K, H), ``b2`` (K,): float32 copies, for
+        :class:`sdk.kernels.MLPHead`."""
+        return {
+            "w1": self.fc1.weight.detach().float().clone(),
+            "b1": self.fc1.bias.detach().float().clone(),
+            "w2": self.fc2.weight.detach().float().clone(),
+            "b2": self.fc2.bias.detach().float().clone(),
+        }

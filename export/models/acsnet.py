@@ -50,7 +50,7 @@ from torch import nn
 from export.models._contract import (
     CLASS_NAMES,
     LESION_PRIOR,
-    MultiTaskModel,
+    EncoderDecoderModel,
     with_mask_prior,
 )
 from export.models._registry import register_model, with_input_normalization
@@ -292,7 +292,7 @@ class MultiScaleChannelAttentionClassifier(nn.Module):
 # --- model ---------------------------------------------------------------------------------
 
 
-class ACSNet(MultiTaskModel):
+class ACSNet(EncoderDecoderModel):
     """ACSNet (see the module docstring for the architecture and what is inferred)."""
 
     input_channels = ("image",)
@@ -336,16 +336,20 @@ class ACSNet(MultiTaskModel):
     def mask_logit_convs(self) -> list[tuple[nn.Conv2d, int]]:
         return [(self.mask_head[-1], 0)]
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        stem, c1, c2, c3, c4 = self.encoder(x)
+    # encoder → decoder → heads (EncoderDecoderModel); encode is the default (the ResNet18
+    # stages: stem, c1..c4).
+    def decode(self, encoded: list[torch.Tensor]) -> torch.Tensor:
+        stem, c1, c2, c3, c4 = encoded
         d = self.dsa_bottleneck(c4)
         d = self.decoder[0](d, c3)
         d = self.dsa_decoder(self.decoder[1](d, c2))
         d = self.decoder[2](d, c1)
-        d = self.decoder[3](d, stem)
+        return self.decoder[3](d, stem)
+
+    def heads(self, encoded: list[torch.Tensor], decoded: torch.Tensor) -> dict[str, torch.Tensor]:
         return {
-            "mask_logits": _up2(self.mask_head(d)),
-            "class_logits": self.classifier([c2, c3, c4]),
+            "mask_logits": _up2(self.mask_head(decoded)),
+            "class_logits": self.classifier(encoded[2:]),
         }
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export.models._contract import CLASS_NAMES, MultiTaskModel
+from export.models._contract import CLASS_NAMES, EncoderDecoderModel
 from export.models._efficientnet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -33,7 +33,7 @@ from export.models._efficientnet import (
     conv_bn_act,
     load_lite0_imagenet,
 )
-from export.models._pool import mask_guided_pool
+from export.models._pool import MaskGuidedHead, mask_guided_pool
 from export.models._registry import register_model
 from sdk.errors import InputError
 from sdk.kernels import CHANNELS
@@ -69,7 +69,7 @@ class _FPNLite(nn.Module):
         return x
 
 
-class EdgeS(MultiTaskModel):
+class EdgeS(EncoderDecoderModel):
     """The edge student (see the module docstring).
 
     ``forward(x)``: float32 ``(B, C, h, w)``, h and w divisible by 16, channels
@@ -109,36 +109,46 @@ class EdgeS(MultiTaskModel):
             _SepConv(decoder_channels, decoder_channels),
             nn.Conv2d(decoder_channels, 1, 1),
         )
-        self.feature_proj = conv_bn_act(self.encoder.out_channels[-1], feature_channels)
-        self.head = nn.Sequential(
-            nn.Linear(feature_channels, head_hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(head_hidden, len(self.class_names)),
+        self.head = MaskGuidedHead(
+            conv_bn_act(self.encoder.out_channels[-1], feature_channels),
+            feature_channels,
+            head_hidden,
+            len(self.class_names),
         )
         if pretrained:
             load_lite0_imagenet(self.encoder, self.input_channels)
+        self._register_load_state_dict_pre_hook(_rename_pre_shared_head)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.encoder(x)
-        mask_logits = self.mask_head(self.decoder(feats))
-        features = self.feature_proj(feats[-1])
-        pooled = mask_guided_pool(features, torch.sigmoid(mask_logits))
-        return {
-            "mask_logits": mask_logits,
-            "class_logits": self.head(pooled),
-            "features": features,
-        }
+    # encoder → decoder → heads (EncoderDecoderModel): encode / decode are the defaults.
+    def heads(self, encoded: list[torch.Tensor], decoded: torch.Tensor) -> dict[str, torch.Tensor]:
+        mask_logits = self.mask_head(decoded)
+        class_logits, features = self.head(encoded[-1], torch.sigmoid(mask_logits))
+        return {"mask_logits": mask_logits, "class_logits": class_logits, "features": features}
 
     def head_weights(self) -> dict[str, torch.Tensor]:
         """``w1`` (H, F), ``b1`` (H,), ``w2`` (K, H), ``b2`` (K,): float32 copies, for
         :class:`sdk.kernels.MLPHead`."""
-        fc1, fc2 = self.head[0], self.head[2]
-        return {
-            "w1": fc1.weight.detach().float().clone(),
-            "b1": fc1.bias.detach().float().clone(),
-            "w2": fc2.weight.detach().float().clone(),
-            "b2": fc2.bias.detach().float().clone(),
-        }
+        return self.head.head_weights()
+
+
+#: Checkpoint keys of edge_s before the shared :class:`MaskGuidedHead` (runs trained up to
+#: 2026-12-02, e.g. the shipped default's): ``feature_proj.*`` and the ``head`` Sequential.
+_PRE_SHARED_HEAD = (
+    ("feature_proj.", "head.proj."),
+    ("head.0.", "head.fc1."),
+    ("head.2.", "head.fc2."),
+)
+
+
+def _rename_pre_shared_head(state: dict, prefix: str, *_: object) -> None:
+    """Load-time migration of an older checkpoint's keys (same tensors, new names)."""
+    if prefix + "head.0.weight" not in state:
+        return
+    for key in [k for k in state if k.startswith(prefix)]:
+        for old, new in _PRE_SHARED_HEAD:
+            if key.startswith(prefix + old):
+                state[prefix + new + key[len(prefix + old) :]] = state.pop(key)
+                break
 
 
 @register_model("edge_s")

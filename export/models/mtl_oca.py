@@ -58,7 +58,7 @@ from torch import nn
 from export.models._contract import (
     CLASS_NAMES,
     LESION_PRIOR,
-    MultiTaskModel,
+    EncoderDecoderModel,
     with_mask_prior,
 )
 from export.models._registry import register_model, with_input_normalization
@@ -201,7 +201,7 @@ class ObjectContextualAttention(nn.Module):
 # --- model ---------------------------------------------------------------------------------
 
 
-class MTLOCA(MultiTaskModel):
+class MTLOCA(EncoderDecoderModel):
     """MTL-OCA (see the module docstring).
 
     ``forward(x)``: ``x`` float32 ``(B, 2, H, W)`` (``image``, ``gdm``), H and W divisible by 8 →
@@ -212,6 +212,7 @@ class MTLOCA(MultiTaskModel):
     input_size = (128, 128)
     size_divisor = 8
     test_input_size = (64, 64)
+    has_aux_masks = True
 
     def __init__(
         self,
@@ -261,13 +262,30 @@ class MTLOCA(MultiTaskModel):
         region = self.oca.region_head[-1]
         return [(self.mask_head, 0), *([(region, 1)] if region.out_channels == 2 else [])]
 
-    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    # encoder → decoder → heads (EncoderDecoderModel): the ResUNet backbone is the encoder
+    # (its own U-Net decoder included: the paper's backbone), the object-contextual attention
+    # the decoder.
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(feats, bottleneck)``: the backbone's full-resolution map and its bottleneck."""
+        return self.backbone(x)
+
+    def decode(
+        self, encoded: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(augmented, region_logits, relation)`` of the object-contextual attention."""
+        return self.oca(encoded[0])
+
+    def heads(
+        self,
+        encoded: tuple[torch.Tensor, torch.Tensor],
+        decoded: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> dict[str, object]:
         """The contract's outputs plus ``region_logits`` ``(B, K, H, W)`` for L_soft (class 0 =
         background, 1 = lesion), ``relation`` ``(B, H·W, K)`` and ``aux_mask_logits`` (the soft
         regions as one lesion logit map, for :class:`export.losses.TrainingLoss`; the paper's
         α = 0.4 is ``aux_weight=0.4``)."""
-        feats, bottleneck = self.backbone(x)
-        augmented, region_logits, relation = self.oca(feats)
+        feats, bottleneck = encoded
+        augmented, region_logits, relation = decoded
         pooled = torch.cat([bottleneck.mean(dim=(2, 3)), feats.mean(dim=(2, 3))], dim=1)
         return {
             "mask_logits": self.mask_head(augmented),
@@ -278,10 +296,6 @@ class MTLOCA(MultiTaskModel):
             # logit difference, so the soft regions' CE is a BCE on this one logit map.
             "aux_mask_logits": (region_logits[:, 1:2] - region_logits[:, 0:1],),
         }
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.forward_train(x)
-        return {"mask_logits": out["mask_logits"], "class_logits": out["class_logits"]}
 
 
 # --- variants ------------------------------------------------------------------------------

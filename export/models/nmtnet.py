@@ -46,7 +46,7 @@ from torch import nn
 from export.models._contract import (
     CLASS_NAMES,
     LESION_PRIOR,
-    MultiTaskModel,
+    EncoderDecoderModel,
     with_mask_prior,
 )
 from export.models._registry import register_model, with_input_normalization
@@ -163,13 +163,14 @@ def masked_mean(feats: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 # --- model ---------------------------------------------------------------------------------
 
 
-class NMTNet(MultiTaskModel):
+class NMTNet(EncoderDecoderModel):
     """NMTNet (see the module docstring for the architecture and what is inferred)."""
 
     input_channels = ("image",)
     input_size = (256, 256)
     size_divisor = 32
     test_input_size = (64, 64)
+    has_aux_masks = True
 
     def __init__(
         self,
@@ -214,11 +215,15 @@ class NMTNet(MultiTaskModel):
         nn.init.normal_(self.mask_head[-1].weight, std=0.01)
         nn.init.zeros_(self.mask_head[-1].bias)
 
-    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The contract's outputs plus the LRE priors for deep supervision: ``side_logits_16``
-        ``(B, 1, H/16, W/16)``, ``side_logits_8`` and ``side_logits_4``, also as the tuple
-        ``aux_mask_logits`` (:class:`export.losses.TrainingLoss` deep supervision)."""
-        stem, c1, c2, c3, c4 = self.encoder(x)
+    # encoder → decoder → heads (EncoderDecoderModel); encode is the default (the ResNet18
+    # stages: stem, c1..c4).
+    def decode(
+        self, encoded: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """MFCR on the deep stages, then the LRE-gated decoder: ``(d2, levels, sides)`` -- the
+        stride-2 map, the stride-16 / 8 / 4 decoder levels the classifier pools, and the LRE
+        priors ``(B, 1, H/16 | H/8 | H/4, ...)`` for deep supervision."""
+        stem, c1, c2, c3, c4 = encoded
         d = self.mfcr([c2, c3, c4])
         levels = [d]
         sides = []
@@ -227,13 +232,22 @@ class NMTNet(MultiTaskModel):
             d = block(d, skip)
             levels.append(d)
             sides.append(side)
-        d = self.decoder[3](d, stem)
-        mask_half = self.mask_head(d)  # (B, 1, H/2, W/2)
+        return self.decoder[3](d, stem), levels[:3], sides
 
+    def heads(
+        self,
+        encoded: list[torch.Tensor],
+        decoded: tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]],
+    ) -> dict[str, object]:
+        """The contract's outputs plus the LRE priors for deep supervision: ``side_logits_16``
+        ``(B, 1, H/16, W/16)``, ``side_logits_8`` and ``side_logits_4``, also as the tuple
+        ``aux_mask_logits`` (:class:`export.losses.TrainingLoss` deep supervision)."""
+        d, levels, sides = decoded
+        mask_half = self.mask_head(d)  # (B, 1, H/2, W/2)
         # Fine-grained classifier: pool each level over the predicted lesion and globally.
         p = torch.sigmoid(mask_half)
         pooled = []
-        for feats, factor in zip(levels[:3], (16, 8, 4), strict=True):
+        for feats, factor in zip(levels, (16, 8, 4), strict=True):
             pooled.append(masked_mean(feats, F.avg_pool2d(p, factor)))
             pooled.append(feats.mean(dim=(2, 3)))
         return {
@@ -245,10 +259,6 @@ class NMTNet(MultiTaskModel):
 
     def mask_logit_convs(self) -> list[tuple[nn.Conv2d, int]]:
         return [(self.mask_head[-1], 0), *((lre.prior, 0) for lre in self.lre)]
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.forward_train(x)
-        return {"mask_logits": out["mask_logits"], "class_logits": out["class_logits"]}
 
 
 # --- variants ------------------------------------------------------------------------------

@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export.models._contract import LESION_PRIOR, MultiTaskModel, with_mask_prior
-from export.models._pool import mask_guided_pool
+from export.models._contract import LESION_PRIOR, EncoderDecoderModel, with_mask_prior
+from export.models._pool import MaskGuidedHead, mask_guided_pool
 from export.models._registry import register_model
 from export.models._tinyvit import TinyViT, load_litemedsam_encoder
 from export.models._vit import vit_b16
@@ -187,28 +187,10 @@ class UNetHead(nn.Module):
         return self.out(x)
 
 
-class MaskGuidedHead(nn.Module):
-    """MGC-A: features = ReLU(BN(1x1 conv(embedding))); mask-weighted mean; Linear-ReLU-Linear."""
-
-    def __init__(self, in_ch: int, feature_dim: int, hidden: int, num_classes: int) -> None:
-        super().__init__()
-        self.proj = ConvBNAct(in_ch, feature_dim, k=1)
-        self.fc1 = nn.Linear(feature_dim, hidden)
-        self.fc2 = nn.Linear(hidden, num_classes)
-
-    def forward(
-        self, embedding: torch.Tensor, weights: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns ``(class_logits (B, K), features (B, F, hf, wf))``."""
-        features = self.proj(embedding)
-        pooled = mask_guided_pool(features, weights)
-        return self.fc2(F.relu(self.fc1(pooled))), features
-
-
 # --------------------------------------------------------------------------- model
 
 
-class SamMTL(MultiTaskModel):
+class SamMTL(EncoderDecoderModel):
     """Prompt-free SAM encoder + SD-H / UNet-H mask decoder + MGC-A classifier.
 
     ``forward(x, guide_mask=None, use_prediction=None)``:
@@ -261,8 +243,12 @@ class SamMTL(MultiTaskModel):
             self._skip_ids = []
             self.decoder = SDHead(encoder.out_channels, stride)
         self.decoder_name = decoder
+        # MGC-A: features = ReLU(BN(1x1 conv(embedding))), mask-weighted mean, Linear-ReLU-Linear.
         self.head = MaskGuidedHead(
-            encoder.out_channels, feature_dim, hidden_dim, len(self.class_names)
+            ConvBNAct(encoder.out_channels, feature_dim, k=1),
+            feature_dim,
+            hidden_dim,
+            len(self.class_names),
         )
 
     @staticmethod
@@ -286,42 +272,58 @@ class SamMTL(MultiTaskModel):
             raise InputError(f"{type(self).__name__} takes 1 channel ('image'), got {x.shape[1]}")
         return (x.repeat(1, 3, 1, 1) - self.pixel_mean) / self.pixel_std
 
+    # encoder → decoder → heads (EncoderDecoderModel).
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(embedding, skips)``: the encoder's last map and the decoder's skips."""
+        img = self._encoder_input(x)
+        embedding, stages = self.encoder(img)
+        return embedding, [img if i < 0 else stages[i] for i in self._skip_ids]
+
+    def decode(self, encoded: tuple[torch.Tensor, list[torch.Tensor]]) -> torch.Tensor:
+        embedding, skips = encoded
+        return self.decoder(embedding, skips)
+
+    def heads(
+        self,
+        encoded: tuple[torch.Tensor, list[torch.Tensor]],
+        decoded: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """``weights``: what the classifier pools with (default: the predicted mask)."""
+        pool_w = torch.sigmoid(decoded) if weights is None else weights
+        class_logits, features = self.head(encoded[0], pool_w)
+        return {"mask_logits": decoded, "class_logits": class_logits, "features": features}
+
     def forward(
         self,
         x: torch.Tensor,
         guide_mask: torch.Tensor | None = None,
         use_prediction: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        img = self._encoder_input(x)
-        embedding, stages = self.encoder(img)
-        skips = [img if i < 0 else stages[i] for i in self._skip_ids]
-        mask_logits = self.decoder(embedding, skips)
+        if guide_mask is None:  # what export traces
+            return super().forward(x)
+        # Training-time curriculum: the classifier pools with the true mask (where
+        # ``use_prediction`` is False) instead of the predicted one.
+        encoded = self.encode(x)
+        mask_logits = self.decode(encoded)
         weights = torch.sigmoid(mask_logits)
-        if guide_mask is not None:  # training-time curriculum; export never passes it
-            guide = guide_mask.to(weights.dtype)
-            if guide.shape[-2:] != weights.shape[-2:]:
-                guide = F.interpolate(
-                    guide, size=weights.shape[-2:], mode="bilinear", align_corners=False
-                )
-            if use_prediction is None:
-                weights = guide
-            else:
-                weights = torch.where(use_prediction.view(-1, 1, 1, 1), weights, guide)
-        class_logits, features = self.head(embedding, weights)
-        return {"mask_logits": mask_logits, "class_logits": class_logits, "features": features}
+        guide = guide_mask.to(weights.dtype)
+        if guide.shape[-2:] != weights.shape[-2:]:
+            guide = F.interpolate(
+                guide, size=weights.shape[-2:], mode="bilinear", align_corners=False
+            )
+        if use_prediction is None:
+            weights = guide
+        else:
+            weights = torch.where(use_prediction.view(-1, 1, 1, 1), weights, guide)
+        return self.heads(encoded, mask_logits, weights)
 
     def mask_logit_convs(self) -> list[tuple[nn.Conv2d, int]]:
         return [(self.decoder.out, 0)]
 
     def head_weights(self) -> dict[str, torch.Tensor]:
         """w1 (128, 256), b1 (128,), w2 (3, 128), b2 (3,): the SDK's ReLU MLP head."""
-        h = self.head
-        return {
-            "w1": h.fc1.weight.detach().clone(),
-            "b1": h.fc1.bias.detach().clone(),
-            "w2": h.fc2.weight.detach().clone(),
-            "b2": h.fc2.bias.detach().clone(),
-        }
+        return self.head.head_weights()
 
 
 # --------------------------------------------------------------------------- training

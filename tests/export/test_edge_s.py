@@ -57,7 +57,32 @@ def test_head_weights_shapes_and_copies() -> None:
     assert hw["w1"].shape == (24, 48) and hw["b1"].shape == (24,)
     assert hw["w2"].shape == (3, 24) and hw["b2"].shape == (3,)
     hw["w1"].zero_()  # a copy: the model is untouched
-    assert model.head[0].weight.abs().sum() > 0
+    assert model.head.fc1.weight.abs().sum() > 0
+
+
+def test_checkpoint_keys_from_before_the_shared_head_load() -> None:
+    """Runs saved before edge_s used the shared MaskGuidedHead (``feature_proj.*``,
+    ``head.0.*`` / ``head.2.*``; the shipped default's) load strictly, with the same outputs."""
+    torch.manual_seed(0)
+    src = create_model("edge_s", pretrained=False).eval()
+    renames = (("head.proj.", "feature_proj."), ("head.fc1.", "head.0."), ("head.fc2.", "head.2."))
+    old = {}
+    for k, v in src.state_dict().items():
+        for new, before in renames:
+            if k.startswith(new):
+                k = before + k[len(new) :]
+                break
+        old[k] = v
+    assert "feature_proj.0.weight" in old and "head.2.bias" in old
+    dst = create_model("edge_s", pretrained=False).eval()
+    dst.load_state_dict(old, strict=True)
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        a, b = src(x), dst(x)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    # Current keys load as they are.
+    create_model("edge_s", pretrained=False).load_state_dict(src.state_dict(), strict=True)
 
 
 def test_imagenet_stem_folded_to_gray() -> None:
@@ -93,7 +118,7 @@ def test_mask_stride_two_gives_a_half_resolution_mask() -> None:
     assert out["mask_logits"].shape == (2, 1, 32, 48)
     assert out["features"].shape == (2, 64, 4, 6)
     pooled = mask_guided_pool(out["features"], torch.sigmoid(out["mask_logits"]))
-    torch.testing.assert_close(m.head(pooled), out["class_logits"])
+    torch.testing.assert_close(m.head.fc2(torch.relu(m.head.fc1(pooled))), out["class_logits"])
     for bad in (1, 3, 8):
         with pytest.raises(InputError, match="mask_stride"):
             create_model("edge_s", mask_stride=bad)

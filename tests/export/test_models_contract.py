@@ -11,7 +11,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from export.models import MultiTaskModel, create_model, list_models  # noqa: E402
+from export.models import (  # noqa: E402
+    EncoderDecoderModel,
+    MultiTaskModel,
+    create_model,
+    list_models,
+)
 from sdk.errors import InputError  # noqa: E402
 
 MODELS = list_models()
@@ -82,6 +87,23 @@ def test_deterministic_eval(model) -> None:
         a, b = model(*x), model(*x)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_encoder_decoder_stages_compose_forward(model) -> None:
+    """Single-input models are encoder → decoder → heads: ``forward`` is ``forward_train``'s
+    contract outputs in ``output_names`` order, and the training extras are declared."""
+    if not isinstance(model, EncoderDecoderModel):
+        assert isinstance(model.example_input(1), tuple)  # multi-input (samask_cltr)
+        pytest.skip(f"{type(model).__name__} takes several inputs")
+    (x,) = inputs(model, 2)
+    with torch.no_grad():
+        out, train_out = model(x), model.forward_train(x)
+        staged = model.heads(model.encode(x), model.decode(model.encode(x)))
+    assert tuple(out) == model.output_names
+    for k in model.output_names:
+        torch.testing.assert_close(out[k], train_out[k], rtol=0, atol=0)
+        torch.testing.assert_close(out[k], staged[k], rtol=0, atol=0)
+    assert ("aux_mask_logits" in train_out) == model.has_aux_masks
 
 
 def test_batch_independence(model) -> None:

@@ -432,11 +432,14 @@ def test_nan_class_logits_are_a_model_error(frame, tmp_path) -> None:
     def edit(m, onnx) -> None:
         from onnx import numpy_helper
 
-        for i, init in enumerate(m.graph.initializer):
-            if init.name == "model.head.2.bias":
-                arr = numpy_helper.to_array(init).copy()
-                arr[0] = np.nan
-                m.graph.initializer[i].CopyFrom(numpy_helper.from_array(arr, init.name))
+        # The last Linear's bias (edge_s before / after the shared MaskGuidedHead).
+        names = ("model.head.2.bias", "model.head.fc2.bias")
+        hits = [i for i, init in enumerate(m.graph.initializer) if init.name in names]
+        assert len(hits) == 1, "the class head's bias is not in the default graph"
+        init = m.graph.initializer[hits[0]]
+        arr = numpy_helper.to_array(init).copy()
+        arr[0] = np.nan
+        m.graph.initializer[hits[0]].CopyFrom(numpy_helper.from_array(arr, init.name))
 
     p = _edited_default(tmp_path, edit)
     assert isinstance(_run_or_model_error(p, frame), ModelError)
