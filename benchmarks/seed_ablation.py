@@ -11,7 +11,7 @@ on the pooled vector (export/models/mtl_oca.py today), the others the model befo
 ``fe9089e``: ``git worktree add /tmp/before fe9089e`` and run this script from there). Variants
 E-H ran before the lesion-prior initialization (``mask_prior=None`` rebuilds them); the
 ``prior`` variants use today's models, whose lesion logits start at the prior, and
-``nmtnet-*`` runs nmtnet on the same proxy.
+``nmtnet-*`` runs nmtnet on the same proxy, ``acsnet-*`` acsnet's two classifier poolings.
 Results of the runs: ``benchmarks/results/seed-ablation-mtl_oca.md``.
 """
 
@@ -36,6 +36,10 @@ VARIANTS = {
     "I-bn-prior": {},  # today's mtl_oca as built
     "nmtnet-base": {"arch": "nmtnet"},
     "nmtnet-prior": {"arch": "nmtnet"},
+    # acsnet's classifier (its 256x256 run: AUC 0.53, training CE at ln 3): the whole-frame
+    # average of each scale against lesion-pooled + global (NMTNet's pooling); λ 0.8 as that run.
+    "acsnet-global": {"arch": "acsnet", "lam": 0.8, "model_kwargs": {"cls_pool": "global"}},
+    "acsnet-lesion": {"arch": "acsnet", "lam": 0.8, "model_kwargs": {"cls_pool": "lesion"}},
 }
 #: Variants that ran before the prior initialization; rebuilt with mask_prior=None.
 _NO_PRIOR = ("E-bn", "F-bn-norm-aux", "G-bn-lam08", "H-bn-pos4", "nmtnet-base")

@@ -298,3 +298,29 @@ def test_acsnet_onnx_parity_with_active_deformation(tmp_path) -> None:
     mask, logits = sess.run(["mask_logits", "class_logits"], {"input": x.numpy()})
     np.testing.assert_allclose(mask, ref["mask_logits"].numpy(), atol=1e-4)
     np.testing.assert_allclose(logits, ref["class_logits"].numpy(), atol=1e-4)
+
+
+def test_acsnet_lesion_pooled_classifier_reads_the_predicted_lesion() -> None:
+    """cls_pool="lesion": each scale is pooled over the predicted lesion and globally, so the
+    class logits move when only the lesion probability moves; "global" ignores it; anything
+    else is refused."""
+    from sdk.errors import InputError
+
+    torch.manual_seed(0)
+    m = create_model("acsnet", cls_pool="lesion").eval()
+    clf = m.classifier
+    assert clf.pool == "lesion" and clf.factors == (4, 8, 16)
+    x = torch.rand(1, 1, 64, 64)
+    feats = m.encode(x)[2:]
+    left = torch.zeros(1, 1, 32, 32)
+    left[..., :, :16] = 1.0
+    with torch.no_grad():
+        a, b = clf(feats, left), clf(feats, 1.0 - left)
+        assert (a - b).abs().max() > 1e-4
+        with pytest.raises(InputError, match="lesion probability"):
+            clf(feats)
+    g = create_model("acsnet", cls_pool="global").eval().classifier
+    with torch.no_grad():
+        torch.testing.assert_close(g(feats, left), g(feats, 1.0 - left), rtol=0, atol=0)
+    with pytest.raises(InputError, match="cls_pool"):
+        create_model("acsnet", cls_pool="max")
