@@ -4,9 +4,10 @@ size and time the SDK end to end on them (`sonoedge bench e2e`), same run agains
     pip install . && python benchmarks/e2e_artifacts.py runs/models_table/edge_s/best \\
         --size 256 --out benchmarks/results
 
-Until the export pipeline ships the embedded default model (issue #5) this is how the e2e
-figures are produced. The model is fully convolutional, so a checkpoint trained at another size
-runs at --size; these are latency figures, not accuracy figures.
+For the embedded default model, ``sonoedge bench e2e --model sdk/models/default-fp32.onnx``
+needs no script; this one is for a checkpoint of your own at an input size of your choice. The
+model is fully convolutional, so a checkpoint trained at another size runs at --size; these are
+latency figures, not accuracy figures.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """sonoedge export stage: research models → distilled, quantized ONNX / TensorRT artifacts.
 
-Needs the ``export`` extra (torch, onnx). Filled in by the models and export issues.
+Needs the ``export`` extra (torch, onnx): the models (:mod:`export.models`), the trainer
+(:mod:`export.train`), the export pipeline (:mod:`export.pipeline`), quantization and TensorRT
+builds, and the ``sonoedge`` commands that need torch (:mod:`export.cli`).
 
 Bring your own model (issue #16, :mod:`export.importer`): ``export.import_onnx``,
 ``export.import_torch`` and ``export.quantize(src, dst, ...)``. They are resolved lazily

@@ -8,13 +8,14 @@
 
 Design: adapter nodes around the user's graph, not a runtime that guesses
 --------------------------------------------------------------------------
-The SDK runs one model contract (DESIGN.md): input ``input`` ``[B, C, h, w]`` float32 as the
-preprocess kernel writes it, outputs ``mask_logits`` ``[B, 1, h', w']`` and ``class_logits``
-``[B, K]``. A user's model differs in names, layout, colour, normalization and output
-activations. Two ways to bridge that: teach the runtime every variant (more metadata fields,
-branches in the hot path of every backend -- ONNX Runtime, TensorRT, OpenVINO, torch -- and in
-the CUDA preprocess), or rewrite the user's graph once, at import, so it obeys the contract the
-runtime already runs. We do the latter: :func:`import_onnx` wraps the graph in a few ONNX nodes,
+The SDK runs one model contract (docs/ARCHITECTURE.md "The model contract"): input ``input``
+``[B, C, h, w]`` float32 as the preprocess kernel writes it, outputs ``mask_logits``
+``[B, 1, h', w']`` and ``class_logits`` ``[B, K]``. A user's model differs in names, layout,
+colour, normalization and output activations. Two ways to bridge that: teach the runtime every
+variant (more metadata fields, branches in the hot path of every backend -- ONNX Runtime,
+TensorRT, OpenVINO, torch -- and in the CUDA preprocess), or rewrite the user's graph once, at
+import, so it obeys the contract the runtime already runs. We do the latter: :func:`import_onnx`
+wraps the graph in a few ONNX nodes,
 
 * in front: the SDK feeds channel ``image`` = resized gray / 255 (metadata mean 0, std 1, so the
   kernel's normalization is the identity) as ``[B, 1, h, w]``; one ``Mul`` + ``Add`` per channel

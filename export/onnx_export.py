@@ -1,7 +1,10 @@
-"""Eager PyTorch model → ONNX file (opset ≥ 17, dynamic batch), the first export step.
+"""Eager PyTorch model → ONNX file (opset ≥ 17, dynamic batch), and sonoedge metadata into it.
 
-Issue #5 grows this into the full ``to_onnx`` step (metadata, checker, parity report); the
-models' contract tests already go through it, so every architecture is known to export.
+:func:`to_onnx_file` is the bare export: :func:`export.pipeline.to_onnx`
+(``export/_pipeline/onnx_step.py``) builds on it (metadata, ``onnx.checker``, parity against
+eager PyTorch), and the models' contract tests go through it, so every registered architecture
+is known to export. :func:`embed_metadata` writes an :class:`sdk.artifact.Metadata` into an ONNX
+file and stamps its integrity digest.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The export pipeline of issue #5: one typed function per step, path in → path out.
+"""The export pipeline: one typed function per step, path in → path out.
 
     teacher checkpoint ─ distill ─► student checkpoint ─ to_onnx ─► model.onnx (FP32)
         ├─ quantize_cpu ─► model.int8.onnx        (ONNX Runtime CPU, QDQ uint8 activations)
@@ -30,12 +30,13 @@ split of :func:`export.data.stratified_split` (the split training used).
 Every artifact is written under a temporary name in its folder and renamed when complete.
 
 This module orchestrates (:func:`run_export`) and holds the quantization steps; the other steps
-live in ``export._pipeline``: ``common`` (seed streams, file writing, the contract check,
-:class:`Artifact`), ``frames`` (calibration / held-out / report frames, :func:`evaluate_onnx`),
-``onnx_step`` (:func:`to_onnx`), ``trt_step`` (:func:`build_trt`), ``scope``
-(:func:`fit_scope_and_temperature`) and ``report`` (:func:`report`). Their public names, the seed
-streams and the helpers other modules use (``_session``, ``_class_probs``) are importable from
-here as before.
+live in ``export._pipeline``: ``common`` (seed streams, the contract check, ONNX Runtime
+sessions, :class:`Artifact`), ``frames`` (calibration / held-out / report frames,
+:func:`evaluate_onnx`), ``onnx_step`` (:func:`to_onnx`), ``trt_step`` (:func:`build_trt`),
+``report`` (:func:`report`), and the fits a shipping step (:mod:`export.presets`) writes into an
+artifact's metadata: ``scope`` (:func:`fit_scope_and_temperature`) and ``gate``
+(:func:`fit_lesion_gate`). Their public names, the seed streams and the helpers other modules
+use (``_session``, ``_class_probs``) are importable from here.
 """
 
 from __future__ import annotations

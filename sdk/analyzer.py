@@ -1,5 +1,6 @@
 """``sdk.Analyzer``: one frame in, mask + label + lesions out -- a façade over
-:class:`sdk.pipeline.FramePipeline` (prepare → infer → finish; DESIGN.md "The frame path").
+:class:`sdk.pipeline.FramePipeline` (prepare → infer → finish; docs/ARCHITECTURE.md, "The frame
+path").
 
 The Analyzer checks its arguments, picks the backend and, on :meth:`Analyzer.load`, binds a
 FramePipeline to the artifact; ``run``, ``run_batch`` and ``stream`` compose its public stages.

@@ -1,12 +1,15 @@
 """The ``sonoedge`` command line.
 
-``sonoedge info``            what this install can do (kernels, CUDA, versions)
-``sonoedge demo``            run the frame-path kernels on a phantom and write what they compute
-``sonoedge phantom``         contact sheet + cine loop of synthetic B-mode phantoms
-``sonoedge bench kernels``   kernels vs OpenCV / SciPy / NumPy (and CuPy / torch on a GPU)
+Defined here: ``info`` (what this install can run, or an artifact's metadata), ``demo`` (the
+embedded model on a phantom cine, :mod:`sdk.demo`), ``run`` (a source through an Analyzer,
+:mod:`sdk.runner`) and ``bench`` (:mod:`sdk.bench`). Registered from their own modules by
+:func:`build_parser`: ``phantom`` (:mod:`sdk.synthetic.cli`), ``serve`` (:mod:`sdk.serve.cli`),
+``batch`` (:mod:`sdk.batch`), ``triton-repo`` (:mod:`export.triton_repo`) and, from
+:mod:`export.cli` (torch imported inside the handlers only), ``train``, ``export``, ``doctor``,
+``import`` and ``quantize``.
 
 Every command has ``--help``. Exit codes: 0 success, 1 a reported error (``sdk.errors``),
-2 bad usage.
+2 bad usage, 130 interrupted (:func:`main`).
 """
 
 from __future__ import annotations

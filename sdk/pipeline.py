@@ -1,6 +1,7 @@
 """``sdk.pipeline.FramePipeline``: the frame path as three public stages, prepare → infer → finish.
 
-DESIGN.md, "The frame path": a :class:`StagedFrame` carries one frame through the stages.
+docs/ARCHITECTURE.md, "The frame path": a :class:`StagedFrame` carries one frame through the
+stages.
 
 * :meth:`FramePipeline.prepare`: the frame as uint8 (:func:`to_uint8`), its ROI checked, and --
   on the host route -- the fused preprocess kernel writing straight into an input tensor.

@@ -30,8 +30,9 @@ def _clean(v: float | None) -> float | None:
 
 
 def check_contract(onnx_path: str | os.PathLike[str]) -> dict[str, str | None]:
-    """Output roles of an ONNX per the model contract (DESIGN.md): ``input`` [B, C, h, w],
-    ``mask_logits`` [B, 1, h', w'], and ``class_logits`` [B, K] and/or ``features``.
+    """Output roles of an ONNX per the model contract (docs/ARCHITECTURE.md "The model
+    contract"): ``input`` [B, C, h, w], ``mask_logits`` [B, 1, h', w'], and ``class_logits``
+    [B, K] and/or ``features``.
 
     Returns:
         ``{"mask_logits": name, "class_logits": name | None, "features": name | None}``.

@@ -1,4 +1,4 @@
-"""The model contract of DESIGN.md, for every architecture in the registry.
+"""The model contract (docs/ARCHITECTURE.md, "The model contract"), for every registered model.
 
 Every model is an ``nn.Module`` subclassing :class:`MultiTaskModel`:
 

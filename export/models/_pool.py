@@ -8,7 +8,7 @@ grid by the transpose of the resampling, ``A_yᵀ W A_x`` -- two small MatMuls a
 matrices in the exported graph, as the SDK's C++ / CUDA kernels compute it. The first edge_s
 graphs built ``up(f)`` with a Resize (64 channels to the 64×64 mask): measured on the AVX2 EPYC
 with ONNX Runtime's profiler, 665 µs of a ~4 ms FP32 call and 1320 µs of the INT8 one
-(``benchmarks/results/pool-matmul-*.md`` has the before / after of the whole model).
+(``benchmarks/results/default-latency-avx2.md`` has the before / after of the whole model).
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ __all__ = ["MAX_DYNAMIC_BATCH", "Backend", "IOSpec"]
 #: Batch cap for models with a dynamic batch axis (the input buffer is sized for it).
 MAX_DYNAMIC_BATCH = 8
 
-#: The model contract (DESIGN.md): rank and meaning of each output role's axes.
+#: The model contract (docs/ARCHITECTURE.md, "The model contract"): rank and meaning of each
+#: output role's axes.
 ROLE_AXES: dict[str, tuple[str, ...]] = {
     "mask_logits": ("batch", "1", "h'", "w'"),
     "class_logits": ("batch", "classes"),

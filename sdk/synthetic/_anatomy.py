@@ -82,7 +82,7 @@ def _noise(rng: np.random.Generator, shape: tuple[int, int], sx: float, sz: floa
     """Unit-variance smooth Gaussian random field with correlation sigmas ``(sz, sx)`` pixels.
 
     Drawn on a grid decimated so each sigma spans ~2 coarse pixels, blurred there and resized
-    up: the cost no longer grows with the correlation length.
+    up: the cost does not grow with the correlation length.
     """
     fz, fx = max(sz / 2.0, 1.0), max(sx / 2.0, 1.0)
     ch, cw = max(int(shape[0] / fz) + 2, 2), max(int(shape[1] / fx) + 2, 2)

@@ -199,7 +199,8 @@ def _smooth_table(rng: np.random.Generator, orders: range, amp: float) -> np.nda
 
 def _within(centre: float, half_width: float) -> tuple[np.ndarray, np.ndarray]:
     """Table entries within ``half_width`` of ``centre`` on the circle: ``(indices, d)`` with
-    ``d = angle(exp(1j (phi - centre)))``, the wrapped offset, computed exactly as before.
+    ``d = angle(exp(1j (phi - centre)))``, the wrapped offset, exactly as evaluated over the whole
+    table.
 
     A bump ``clip(1 - |d| / w, 0) ** k`` is exactly 0 elsewhere (adding it there adds 0.0), so
     it is evaluated on these entries only: the complex exp / angle over all 720 entries per bump

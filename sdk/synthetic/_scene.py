@@ -624,7 +624,7 @@ def _noise_bank(shape: tuple[int, int]) -> np.ndarray:
 @lru_cache(maxsize=4)
 def _scaled_noise_bank(shape: tuple[int, int], amplitude: float) -> np.ndarray:
     """The bank times the noise amplitude (read-only): a knob that changes per frame costs one
-    multiply of the bank, as before, never a new draw."""
+    multiply of the bank, never a new draw."""
     bank = _noise_bank(shape) * np.float32(amplitude)
     bank.setflags(write=False)
     return bank

@@ -1,6 +1,7 @@
-"""The contract every registered model passes (DESIGN.md, export/models/_contract.py):
-shapes, gradients reach every parameter, ONNX parity with eager, deterministic eval, batch
-independence. Parametrized over the registry, so a new model is tested by registering it."""
+"""The contract every registered model passes (docs/ARCHITECTURE.md, "The model contract";
+export/models/_contract.py): shapes, gradients reach every parameter, ONNX parity with eager,
+deterministic eval, batch independence. Parametrized over the registry, so a new model is
+tested by registering it."""
 
 from __future__ import annotations
 

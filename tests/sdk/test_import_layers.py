@@ -1,5 +1,6 @@
-"""The layers of DESIGN.md: importing the runtime never loads export, torch or TensorRT, and the
-import-linter contracts of pyproject.toml hold (the same check `.ci/run` makes)."""
+"""The layers of docs/ARCHITECTURE.md ("Layout and layers"): importing the runtime never loads
+export, torch or TensorRT, and the import-linter contracts of pyproject.toml hold (the same check
+`.ci/run` makes)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ FORBIDDEN = ("export", "torch", "tensorrt")
 
 
 def _runtime_modules() -> list[str]:
-    """Every sdk module but its CLI and bench tools (DESIGN.md: they may import export)."""
+    """Every sdk module but its CLI and bench tools (docs/ARCHITECTURE.md: they may import
+    export)."""
     names = [m.name for m in pkgutil.walk_packages(sdk.__path__, "sdk.")]
     return sorted(
         n
