@@ -167,6 +167,16 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(prev)
 
 
+def _mask_hw(net: nn.Module, hw: tuple[int, int], dev: torch.device) -> tuple[int, int]:
+    """The mask grid ``net`` predicts for an ``hw`` input: one probe forward in eval mode (a
+    student's and a teacher's grids may differ: nmtnet's 256x256 against edge_s's 64x64)."""
+    x = net.example_input(1, hw)
+    net.eval()
+    with torch.no_grad():
+        h, w = net(x.to(dev))["mask_logits"].shape[-2:]
+    return int(h), int(w)
+
+
 def _loader(
     ds: MultiTaskDataset,
     batch_size: int,
@@ -704,9 +714,7 @@ def train(
                 f"{arch} takes {len(x0)} inputs; train() feeds single-input models only"
             )
         model.to(dev)
-        model.eval()
-        with torch.no_grad():
-            mask_hw = tuple(model(x0.to(dev))["mask_logits"].shape[-2:])
+        mask_hw = _mask_hw(model, hw, dev)
         aug = Augment.from_option(augment)
 
         def dataset(
@@ -764,9 +772,7 @@ def train(
             # The reference the report compares with: the teacher on the same val frames, its
             # masks scored at its own mask resolution (a teacher's mask may be finer than the
             # student's: nmtnet's 256x256 for edge_s's 64x64).
-            with torch.no_grad():
-                tx = t_model.example_input(1, tuple(t_model.input_size))
-                t_mask_hw = tuple(t_model(tx.to(dev))["mask_logits"].shape[-2:])
+            t_mask_hw = _mask_hw(t_model, tuple(t_model.input_size), dev)
             t_val_ds = dataset(t_model, val_frames, None, t_mask_hw)
             t_val = evaluate(
                 t_model, _loader(t_val_ds, batch_size, False, seed, 0, 0, pin), None, dev
