@@ -118,24 +118,6 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str], str]] = {
 # --------------------------------------------------------------------------- frames
 
 
-def use_classic_phantoms() -> None:
-    """Draw the export stage's synthetic frames in ``style="classic"``: the default model was
-    trained, calibrated and reported on those phantoms (sdk/models/REPORT.md), and
-    ``export.data.open_frames("synthetic")`` draws ``style="scanner"`` ones since 2026-12-02.
-    Applied to ``export.pipeline``'s calibration / held-out / report frames (drawn in
-    ``export._pipeline.frames``)."""
-    import export._pipeline.frames as P
-    from export.data import SyntheticFrames, open_frames
-
-    def classic(data: Any, class_names: Any = None, **kw: Any) -> Any:
-        if str(data) != "synthetic":
-            return open_frames(data, class_names, **kw)
-        kw.pop("split", None)
-        return SyntheticFrames(kw["n"], kw["size"], kw["seed"], class_names, style="classic")
-
-    P.open_frames = classic  # type: ignore[assignment]
-
-
 # --------------------------------------------------------------------------- machine
 
 
@@ -288,13 +270,80 @@ def build(name: str, opts: dict[str, Any], src: Path, work: Path, calib: list[np
 
 
 def resized(path: Path, size: int, work: Path) -> Path:
-    """The same file with an input of size x size (spatial dims of the outputs left free)."""
-    if size == 128:
-        return path
-    out = work / f"{path.stem}@{size}.onnx"
+    """The same file with an input of size x size (spatial dims of the outputs left free).
+
+    The mask-guided pooling's two MatMuls read constant bilinear resampling matrices built for
+    the exported size (``export/models/_pool.py``: mask grid x feature grid); they are rebuilt
+    for the new size, scaled with it (without this ONNX Runtime refuses the graph: incompatible
+    MatMul dimensions). Every other weight is size-independent.
+    """
+    from onnx import numpy_helper
+
+    from export.models._pool import _linear_array
+
     m = onnx.load(str(path))
     d = m.graph.input[0].type.tensor_type.shape.dim
+    base = int(d[2].dim_value)
+    if size == base:
+        return path
+    out = work / f"{path.stem}@{size}.onnx"
     d[2].dim_value, d[3].dim_value = size, size
+    consts = {t.name: t for t in m.graph.initializer}
+    for n in m.graph.node:
+        if n.op_type == "Constant":
+            consts.update((n.output[0], a.t) for a in n.attribute if a.name == "value")
+    qdq = {
+        n.output[0]: n
+        for n in m.graph.node
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+    }
+    def source(name: str, q: tuple[str, str | None] | None) -> tuple[str, Any]:
+        """Follow an operand through Q / DQ nodes to its constant: a float constant is
+        replaced; an integer one is requantized with the scale / zero point that reads it."""
+        while name not in consts and name in qdq:
+            if qdq[name].op_type == "DequantizeLinear":
+                dq_in = qdq[name].input
+                q = (dq_in[1], dq_in[2] if len(dq_in) > 2 else None)
+            name = qdq[name].input[0]
+        return name, q
+
+    operands = []  # (constant name, (scale name, zero-point name) or None) per MatMul operand
+    for n in m.graph.node:
+        if n.op_type == "MatMul":  # float, or QDQ variants that quantize weightless MatMuls
+            operands += [source(i, None) for i in n.input]
+        elif n.op_type == "QLinearMatMul":  # the QOperator format: a, a_scale, a_zp, b, ...
+            operands += [source(n.input[k], (n.input[k + 1], n.input[k + 2])) for k in (0, 3)]
+    rebuilt = 0
+    for name, q in operands:
+        init = consts.get(name)
+        if init is None or len(init.dims) != 2:
+            continue
+        if init.data_type == onnx.TensorProto.FLOAT:
+            q = None
+        a = numpy_helper.to_array(init)
+        scale = zp = None
+        if q is not None:
+            scale = float(numpy_helper.to_array(consts[q[0]]))
+            zp = numpy_helper.to_array(consts[q[1]]) if q[1] else np.zeros((), a.dtype)
+            a = (a.astype(np.float32) - zp.astype(np.float32)) * scale
+        r, c = a.shape
+        if (r * size) % base or (c * size) % base:
+            continue
+        r2, c2 = r * size // base, c * size // base
+        tol = 0.0 if q is None else scale / 2 + 1e-7
+        if np.allclose(a, _linear_array(r, c), rtol=0, atol=tol):
+            new = _linear_array(r2, c2)
+        elif np.allclose(a, _linear_array(c, r).T, rtol=0, atol=tol):
+            new = _linear_array(c2, r2).T
+        else:
+            continue
+        if q is not None:
+            info = np.iinfo(zp.dtype)
+            new = np.clip(np.round(new / scale) + zp, info.min, info.max).astype(zp.dtype)
+        init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(new), init.name))
+        rebuilt += 1
+    if rebuilt not in (0, 2):
+        raise RuntimeError(f"{path}: {rebuilt} pooling matrices found (expected 0 or 2)")
     for o in m.graph.output:
         for x in o.type.tensor_type.shape.dim[2:]:
             x.Clear()
@@ -521,7 +570,6 @@ def main() -> None:
     from sdk.artifact import read_onnx_file_metadata
     from sdk.bench.timing import machine_info
 
-    use_classic_phantoms()
     info = cpu_info()
     tag = args.tag or info["tag"]
     args.work.mkdir(parents=True, exist_ok=True)
@@ -694,8 +742,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- versions: {m['versions']}, onnx {doc['onnx']}; {m['date']}; command: "
         f"`{doc['command']}` ({doc['wall_s']:.0f} s)",
         "- source: `sdk/models/default-fp32.onnx` (not retrained); variants: 300 calibration "
-        "phantoms (classic style, export's size mix, percentile); accuracy: 200 held-out "
-        "phantoms (export's "
+        "phantoms (scanner style, the export's own: size mix, percentile); accuracy: 200 "
+        "held-out phantoms (export's "
         f"budget frames, mask grid), FP32 Dice {doc['fp32']['dice']:.4f} / accuracy "
         f"{doc['fp32']['accuracy']:.3f}",
         "- exact: max |mask-logit| of ORT's fused integer kernels vs its op-by-op Q/DQ "
