@@ -75,7 +75,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def one_torch_thread():
     """torch on one thread for a test module (tests/export, benchmark tests). The 2 CPU cores are
     shared: torch's OpenMP threads stall each other when oversubscribed, and these tiny tensors
-    gain nothing from a second thread. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    gain nothing from a second thread. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
     torch = pytest.importorskip("torch")
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
