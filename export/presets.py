@@ -16,7 +16,10 @@
   ``depth=11`` (Lite0 blocks 9-11 at stride 16, 0.72 M parameters, ~1.35× the inference): better
   on its validation mix (lesion Dice 0.854 vs 0.830, AUC 0.926 vs 0.908) but *worse* on the 500
   fresh 600×800 report phantoms with the same shipping step (Dice 0.738 vs 0.783, accuracy 0.716
-  vs 0.714). **No teacher**: the previous report measured the distilled student 3.5 Dice
+  vs 0.714). Also tried (2026-12-02): wider heads (decoder 48 / features 96 / head 96) and a
+  160×160 input -- after the shipping step on the report phantoms Dice 0.781 / 0.756 and
+  accuracy 0.704 / 0.716 against 0.759 / 0.714: within run-to-run spread, not taken
+  (``sdk/models/REPORT.md``). **No teacher**: the previous report measured the distilled student 3.5 Dice
   points *below* the same student trained alone (the 0.27 M-parameter student looked
   capacity-bound), and the teacher's ~12 minutes of a 45-minute budget buy more student frames
   instead (1200 vs 600).
