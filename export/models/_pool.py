@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["POOL_EPS", "MaskGuidedHead", "linear_matrix", "mask_guided_pool"]
+__all__ = ["POOL_EPS", "MaskGuidedHead", "linear_matrix", "mask_guided_pool", "masked_mean"]
 
 #: ``eps`` of :func:`sdk.kernels.pool_classify` (its default): the two must agree.
 POOL_EPS = 1e-6
@@ -51,6 +51,12 @@ def linear_matrix(dst: int, src: int) -> torch.Tensor:
     ONNX nodes).
     """
     return torch.from_numpy(_linear_array(int(dst), int(src)).copy())
+
+
+def masked_mean(feats: torch.Tensor, weight: torch.Tensor, eps: float = POOL_EPS) -> torch.Tensor:
+    """``Σ w·f / (Σ w + eps)`` over pixels of the same grid: ``(B, C, H, W), (B, 1, H, W) →
+    (B, C)`` (nmtnet's and acsnet's lesion pooling; no lesion gives 0, not NaN)."""
+    return (feats * weight).sum(dim=(2, 3)) / (weight.sum(dim=(2, 3)) + eps)
 
 
 def mask_guided_pool(

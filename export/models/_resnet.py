@@ -24,9 +24,18 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BasicBlock", "ConvNormAct", "Norm", "ResNet18Encoder", "gn_groups", "norm_layer"]
+__all__ = [
+    "BasicBlock",
+    "ConvNormAct",
+    "Norm",
+    "ResNet18Encoder",
+    "gn_groups",
+    "norm_layer",
+    "up2",
+]
 
 Norm = Literal["batch", "group"]
 
@@ -152,3 +161,8 @@ class ResNet18Encoder(nn.Module):
         c3 = self.layer3(c2)
         c4 = self.layer4(c3)
         return [stem, c1, c2, c3, c4]
+
+
+def up2(x: torch.Tensor) -> torch.Tensor:
+    """Bilinear x2 upsampling (half-pixel centres): the U-Net decoders' step (acsnet, nmtnet)."""
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)

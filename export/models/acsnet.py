@@ -54,17 +54,11 @@ from export.models._contract import (
     with_mask_prior,
 )
 from export.models._registry import register_model, with_input_normalization
-from export.models._resnet import ConvNormAct, Norm, ResNet18Encoder, norm_layer
+from export.models._pool import masked_mean
+from export.models._resnet import ConvNormAct, Norm, ResNet18Encoder, norm_layer, up2
 from sdk.errors import InputError
 
 __all__ = ["ACSNet", "DSAModule", "DeformConv2d", "GateUnit", "acsnet", "deform_conv2d"]
-
-
-_POOL_EPS = 1e-6
-
-
-def _up2(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -252,7 +246,7 @@ class GatedDecoderBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = _up2(x)
+        x = up2(x)
         return self.convs(torch.cat([x, self.gate(skip, x)], dim=1))
 
 
@@ -312,7 +306,7 @@ class MultiScaleChannelAttentionClassifier(nn.Module):
                 if lesion is None:
                     raise InputError("a lesion-pooled classifier needs the lesion probability")
                 w = F.avg_pool2d(lesion, factor)
-                parts.append((g * w).sum(dim=(2, 3)) / (w.sum(dim=(2, 3)) + _POOL_EPS))
+                parts.append(masked_mean(g, w))
             parts.append(g.mean(dim=(2, 3)))
         desc = torch.cat(parts, 1)
         return self.mlp(desc * self.channel_attention(desc))
@@ -380,7 +374,7 @@ class ACSNet(EncoderDecoderModel):
         mask_half = self.mask_head(decoded)  # (B, 1, H/2, W/2)
         lesion = torch.sigmoid(mask_half) if self.classifier.pool == "lesion" else None
         return {
-            "mask_logits": _up2(mask_half),
+            "mask_logits": up2(mask_half),
             "class_logits": self.classifier(encoded[2:], lesion),
         }
 

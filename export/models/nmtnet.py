@@ -50,15 +50,11 @@ from export.models._contract import (
     with_mask_prior,
 )
 from export.models._registry import register_model, with_input_normalization
-from export.models._resnet import ConvNormAct, Norm, ResNet18Encoder
+from export.models._pool import masked_mean
+from export.models._resnet import ConvNormAct, Norm, ResNet18Encoder, up2
 
 __all__ = ["MFCR", "LesionRegionEnhancement", "NMTNet", "nmtnet"]
 
-_EPS = 1e-6
-
-
-def _up2(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
 # --- blocks --------------------------------------------------------------------------------
@@ -132,7 +128,7 @@ class LesionRegionEnhancement(nn.Module):
         nn.init.zeros_(self.prior.bias)
 
     def forward(self, skip: torch.Tensor, deep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        prior_logits = _up2(self.prior(deep))
+        prior_logits = up2(self.prior(deep))
         region = skip * torch.sigmoid(prior_logits)
         # skip − local mean keeps what a 3×3 neighbourhood does not explain: edges and speckle
         # texture, the cues of irregular margins.
@@ -152,12 +148,7 @@ class DecoderBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.convs(torch.cat([_up2(x), skip], dim=1))
-
-
-def masked_mean(feats: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``Σ w·f / (Σ w + eps)`` over pixels: ``(B, C, H, W), (B, 1, H, W) → (B, C)``."""
-    return (feats * weight).sum(dim=(2, 3)) / (weight.sum(dim=(2, 3)) + _EPS)
+        return self.convs(torch.cat([up2(x), skip], dim=1))
 
 
 # --- model ---------------------------------------------------------------------------------
@@ -251,7 +242,7 @@ class NMTNet(EncoderDecoderModel):
             pooled.append(masked_mean(feats, F.avg_pool2d(p, factor)))
             pooled.append(feats.mean(dim=(2, 3)))
         return {
-            "mask_logits": _up2(mask_half),
+            "mask_logits": up2(mask_half),
             "class_logits": self.classifier(torch.cat(pooled, dim=1)),
             **{f"side_logits_{r}": s for r, s in zip((16, 8, 4), sides, strict=True)},
             "aux_mask_logits": tuple(sides),
