@@ -19,7 +19,11 @@
   vs 0.714). Also tried (2026-12-02): wider heads (decoder 48 / features 96 / head 96) and a
   160×160 input -- after the shipping step on the report phantoms Dice 0.781 / 0.756 and
   accuracy 0.704 / 0.716 against 0.759 / 0.714: within run-to-run spread, not taken
-  (``sdk/models/REPORT.md``). **No teacher**: the previous report measured the distilled student 3.5 Dice
+  (``sdk/models/REPORT.md``). Tried (2026-12-03): twice the distinct frames for the same
+  optimizer steps (2400 × 12 epochs): +1.4 Dice / +1.2 accuracy / +3.0 AUC on the report
+  phantoms, but its OOD twin lost 2.1 Dice points on the held-out splits (mean 0.709 vs 0.729)
+  and the independent pymust check fell from Dice 0.743 to 0.670 -- better on our generator,
+  worse beyond it: not taken (``sdk/models/REPORT.md``). **No teacher**: the previous report measured the distilled student 3.5 Dice
   points *below* the same student trained alone (the 0.27 M-parameter student looked
   capacity-bound), and the teacher's ~12 minutes of a 45-minute budget buy more student frames
   instead (1200 vs 600).
