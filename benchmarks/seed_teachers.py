@@ -175,8 +175,13 @@ def export_rows(
         **small,
     )
     rows = json.loads(res.report[1].read_text(encoding="utf-8"))["rows"]
+    # Which checkpoint: the rows of a short run and of a seed recipe's run are not comparable.
+    ck = json.loads((run / "best.json").read_text(encoding="utf-8"))
+    r = ck["train"]["run"]
+    h, w = r["size"] if isinstance(r["size"], list) else (r["size"], r["size"])
+    trained = f"{r['n_train']} frames × {r['epochs']} epochs at {h}×{w} (best: epoch {ck['epoch']})"
     keep = ("name", "format", "status", "size_mb", "dice", "accuracy", "macro_auc", "ms_per_frame")
-    return [{k: r.get(k) for k in keep} | {"frames": n} for r in rows]
+    return [{k: x.get(k) for k in keep} | {"frames": n, "checkpoint": trained} for x in rows]
 
 
 def _ood(best: Path, n: int) -> tuple[float, float]:
@@ -307,15 +312,16 @@ def _markdown(doc: dict[str, Any]) -> None:
             "artifact through `sdk.Analyzer` with its own preprocessing on fresh 600×800 "
             "phantoms of the export report's seed stream; Dice at frame resolution):",
             "",
-            "| seed | artifact | status | MB | n | Dice | accuracy | AUC | ms/frame |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+            "| seed | checkpoint | artifact | status | MB | n | Dice | accuracy | AUC | ms/frame |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, rows in sorted(exports.items()):
             for r in rows:
                 mb = "–" if r.get("size_mb") is None else f"{r['size_mb']:.2f}"
                 ms = "–" if r.get("ms_per_frame") is None else f"{r['ms_per_frame']:.1f}"
                 lines.append(
-                    f"| {name} | {r['name']} | {r['status']} | {mb} | {r['frames']} "
+                    f"| {name} | {r.get('checkpoint', '–')} | {r['name']} | {r['status']} | {mb} "
+                    f"| {r['frames']} "
                     f"| {num(r.get('dice'))} | {num(r.get('accuracy'))} "
                     f"| {num(r.get('macro_auc'))} | {ms} |"
                 )

@@ -37,6 +37,7 @@ def test_export_rows_of_a_trained_checkpoint_land_in_the_results(
     assert [r["format"] for r in rows] == ["onnx", "onnx-int8"]
     assert rows[0]["status"] == "ok" and 0.0 <= rows[0]["dice"] <= 1.0
     assert all(r["frames"] == 4 for r in rows)
+    assert rows[0]["checkpoint"].startswith("16 frames × 1 epochs at 64×64")
     assert (runs / "edge_s" / "export" / "edge_s.onnx").is_file()
 
     # The results files are the repository's: the test writes into its own folder instead.
@@ -45,7 +46,7 @@ def test_export_rows_of_a_trained_checkpoint_land_in_the_results(
     doc = json.loads((tmp_path / "seed-teachers.json").read_text())
     assert doc["exports"]["edge_s"] == rows
     md = (tmp_path / "seed-teachers.md").read_text()
-    assert "| edge_s | edge_s fp32 | ok |" in md and "| edge_s | edge_s int8 (cpu) |" in md
+    assert "| edge_s fp32 | ok |" in md and "| edge_s int8 (cpu) |" in md
 
 
 def test_export_refuses_an_unknown_seed(load_benchmark):
