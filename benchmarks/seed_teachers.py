@@ -211,25 +211,48 @@ def _machine() -> dict[str, Any]:
     return {k: m[k] for k in ("cpu", "cpu_class", "isa", "cores", "device", "versions", "date")}
 
 
+def _machine_tag(m: dict[str, Any]) -> str:
+    return f"{m['cpu']} ({m['cpu_class']})"
+
+
 def _update(entry: dict[str, Any], key: str, command: str) -> Path:
     """Merge ``entry`` into the results JSON (``key``: the model or "distillation", whose
-    command is recorded) and rewrite its markdown twin."""
+    command is recorded) and rewrite its markdown twin. Each model / export entry carries the
+    machine and date it was measured on (the file gathers runs of several sessions)."""
     path = RESULTS / "seed-teachers.json"
     doc = json.loads(path.read_text()) if path.is_file() else {"models": {}}
-    doc.setdefault("models", {})
-    for key, value in entry.items():
-        if key == "models":
-            doc["models"].update(value)
+    entry = json.loads(json.dumps(entry))  # stamped below: the caller's dicts stay as they were
+    here = _machine()
+    # Entries written before they carried their own machine were measured on the file's last one.
+    old = doc.get("machine")
+    for group in ("models", "exports"):
+        for value in doc.get(group, {}).values():
+            for r in value if isinstance(value, list) else [value]:
+                if old and "machine" not in r:
+                    r["machine"], r["measured"] = _machine_tag(old), doc.get("date")
+    if old and "distillation" in doc and "machine" not in doc["distillation"]:
+        doc["distillation"]["machine"] = _machine_tag(old)
+        doc["distillation"]["measured"] = doc.get("date")
+    today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    for field_, value in entry.items():
+        if field_ in ("models", "exports"):  # merged per name
+            for name, v in value.items():
+                for r in v if isinstance(v, list) else [v]:
+                    r["machine"], r["measured"] = _machine_tag(here), today
+                doc.setdefault(field_, {})[name] = v
         else:
-            doc[key] = value
+            if field_ == "distillation":
+                value["machine"], value["measured"] = _machine_tag(here), today
+            doc[field_] = value
+    doc.setdefault("models", {})
     if "distillation" in entry:  # every KD setting measured stays in the record
         d = entry["distillation"]
         kd = d.get("kd", {"alpha_kd": 1.0, "beta_pixel": 1.0})
         tag = f"{d['teacher']}-a{kd['alpha_kd']:g}-b{kd['beta_pixel']:g}"
         doc.setdefault("distillation_variants", {})[tag] = d
-    doc["machine"] = _machine()
-    doc["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
-    doc["command"] = "python benchmarks/seed_teachers.py {train,score,distill} NAME"
+    doc["machine"] = here
+    doc["date"] = today
+    doc["command"] = "python benchmarks/seed_teachers.py {train,score,distill,export} NAME"
     doc.setdefault("commands", {})[key] = command
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
@@ -238,12 +261,29 @@ def _update(entry: dict[str, Any], key: str, command: str) -> Path:
     return path
 
 
+def _machines(doc: dict[str, Any]) -> str:
+    """ "CPU (class) for a, b; CPU (class) for c": which entry was measured where."""
+    where: dict[str, list[str]] = {}
+    for group in ("models", "exports"):
+        for name, value in sorted(doc.get(group, {}).items()):
+            r = value[0] if isinstance(value, list) and value else value
+            tag = r.get("machine") if isinstance(r, dict) else None
+            label = name if group == "models" else f"{name} export"
+            where.setdefault(tag or _machine_tag(doc["machine"]), []).append(label)
+    d = doc.get("distillation")
+    if d:
+        where.setdefault(d.get("machine") or _machine_tag(doc["machine"]), []).append(
+            "the distillation"
+        )
+    return "; ".join(f"{m} for {', '.join(names)}" for m, names in where.items()) or "–"
+
+
 def _markdown(doc: dict[str, Any]) -> None:
     m = doc["machine"]
     lines = [
         "### Seed teachers (issue #15)",
         "",
-        f"- machine: {m['cpu']} ({m['cpu_class']}), {m['cores']} cores, {m['device']}; "
+        f"- machines: {_machines(doc)}; {m['cores']} cores, {m['device']}; last update "
         f"{doc['date']}",
         f"- frames: scanner-style phantoms at {', '.join(f'{h}x{w}' for h, w in FRAME_SIZES)}, "
         "ultrasound augmentation, seed 0; scores on fresh phantoms (seed "

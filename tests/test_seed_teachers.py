@@ -44,8 +44,18 @@ def test_export_rows_of_a_trained_checkpoint_land_in_the_results(
     monkeypatch.setattr(mod, "RESULTS", tmp_path)
     mod._update({"exports": {"edge_s": rows}}, "edge_s", "test")
     doc = json.loads((tmp_path / "seed-teachers.json").read_text())
-    assert doc["exports"]["edge_s"] == rows
+    assert [
+        {k: v for k, v in r.items() if k not in ("machine", "measured")}
+        for r in doc["exports"]["edge_s"]
+    ] == rows
+    assert doc["exports"]["edge_s"][0]["machine"] and doc["commands"] == {"edge_s": "test"}
+    # A second seed's rows join the first's (merged per name, each command under its name):
+    mod._update({"exports": {"other": rows}}, "other", "test 2")
+    doc = json.loads((tmp_path / "seed-teachers.json").read_text())
+    assert sorted(doc["exports"]) == ["edge_s", "other"]
+    assert doc["commands"] == {"edge_s": "test", "other": "test 2"}
     md = (tmp_path / "seed-teachers.md").read_text()
+    assert "for edge_s export, other export" in md
     assert "| edge_s fp32 | ok |" in md and "| edge_s int8 (cpu) |" in md
 
 
@@ -53,3 +63,20 @@ def test_export_refuses_an_unknown_seed(load_benchmark):
     mod = load_benchmark("seed_teachers")
     with pytest.raises(SystemExit):
         mod.main(["export", "no_such_seed"])
+
+
+def test_entries_keep_the_machine_they_were_measured_on(load_benchmark, tmp_path, monkeypatch):
+    mod = load_benchmark("seed_teachers")
+    monkeypatch.setattr(mod, "RESULTS", tmp_path)
+    old = {"cpu": "Old CPU", "cpu_class": "avx2", "cores": 2, "device": "no GPU"}
+    row = dict(input="1x64x64", frames=8, epochs=1, train_s=60.0, score_frames=8)
+    row |= dict(dice=0.5, dice_lesion=0.5, accuracy=0.5, auc=0.5)
+    (tmp_path / "seed-teachers.json").write_text(
+        json.dumps({"models": {"a": dict(row)}, "machine": old, "date": "2026-01-01"})
+    )
+    mod._update({"models": {"b": dict(row)}}, "b", "cmd b")
+    doc = json.loads((tmp_path / "seed-teachers.json").read_text())
+    assert doc["models"]["a"]["machine"] == "Old CPU (avx2)"
+    assert doc["models"]["a"]["measured"] == "2026-01-01"
+    assert doc["models"]["b"]["machine"] != "Old CPU (avx2)"
+    assert "Old CPU (avx2) for a;" in (tmp_path / "seed-teachers.md").read_text()
