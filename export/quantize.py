@@ -298,22 +298,79 @@ def _ensure_node_names(m: onnx.ModelProto) -> bool:
 
 
 class _Reader:
-    """``CalibrationDataReader`` over preprocessed frames (1, C, h, w) float32."""
+    """``CalibrationDataReader`` over preprocessed frames (1, C, h, w) float32; ``set_range``
+    and ``len`` let ONNX Runtime feed them in strides (``CalibStridedMinMax``)."""
 
     def __init__(self, name: str, frames: Sequence[np.ndarray]) -> None:
         self.name = name
         self.frames = frames
-        self.i = 0
+        self.i, self.end = 0, len(frames)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.i, self.end = start_index, min(end_index, len(self.frames))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.i >= len(self.frames):
+        if self.i >= self.end:
             return None
         x = self.frames[self.i]
         self.i += 1
         return {self.name: x if x.ndim == 4 else x[None]}
 
     def rewind(self) -> None:
-        self.i = 0
+        self.i, self.end = 0, len(self.frames)
+
+
+#: Bytes of intermediate tensors the calibration may hold at once. ONNX Runtime's histogram
+#: calibrators (percentile, entropy) keep *every* intermediate tensor of *every* calibration
+#: frame in memory before they build the histograms (``HistogramCalibrater.collect_data``): 300
+#: frames of mtl_oca at 96x96 were killed for memory on a 24 GiB machine. Above this budget the
+#: frames go in strides (``CalibStridedMinMax``; each stride's histograms are merged into the
+#: previous ones, on the first stride's bin width, so the ranges can differ slightly from one
+#: pass); under it (an edge_s export at 128x128: ~20 MiB a frame, 6 GiB for 300) calibration is
+#: one pass, as before.
+CALIBRATION_MEMORY_BYTES = 8 << 30
+
+
+def activation_bytes(m: onnx.ModelProto, x: np.ndarray) -> int:
+    """Bytes of the float tensors one forward pass of ``m`` produces on input ``x``, the graph's
+    outputs included: measured by running ``m`` once with every node output exposed, as ONNX
+    Runtime's calibrator does (static shape inference cannot size GroupNorm reshapes or
+    deformable convolutions)."""
+    import onnxruntime as ort
+
+    g = onnx.ModelProto()
+    g.CopyFrom(m)
+    have = {o.name for o in g.graph.output}
+    for n in g.graph.node:
+        for name in n.output:
+            if name and name not in have:
+                g.graph.output.append(onnx.ValueInfoProto(name=name))
+                have.add(name)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    s = ort.InferenceSession(g.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    outs = s.run(None, {s.get_inputs()[0].name: x})
+    return int(sum(o.nbytes for o in outs if isinstance(o, np.ndarray) and o.dtype.kind == "f"))
+
+
+def calibration_stride(
+    m: onnx.ModelProto, frames: Sequence[np.ndarray], budget: int | None = None
+) -> int | None:
+    """Frames per calibration stride so that the held intermediate tensors stay within
+    ``budget`` (:data:`CALIBRATION_MEMORY_BYTES`): None (one pass) when all frames fit, else the
+    largest divisor of their number that fits (ONNX Runtime needs equal strides), at least 1."""
+    budget = CALIBRATION_MEMORY_BYTES if budget is None else budget
+    n = len(frames)
+    x = frames[0] if frames[0].ndim == 4 else frames[0][None]
+    per_frame = max(activation_bytes(m, np.ascontiguousarray(x, np.float32)), 1)
+    if per_frame * n <= budget:
+        return None
+    fit = max(1, budget // per_frame)
+    return max(d for d in range(1, min(fit, n) + 1) if n % d == 0)
 
 
 def _check_calibration(
@@ -391,6 +448,9 @@ def quantize(
         }
         if target == "tensorrt":
             extra["QuantizeBias"] = False
+        stride = calibration_stride(m, frames)
+        if stride is not None:
+            extra["CalibStridedMinMax"] = stride  # any calibrator: collect_data per stride
         if spec["reduce_range"] and spec.get("depthwise_8bit"):
             # Depthwise weights keep 8 bits (their kernels cannot saturate; module docstring).
             extra["TensorQuantOverrides"] = {

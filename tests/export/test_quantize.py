@@ -12,6 +12,8 @@ ort = pytest.importorskip("onnxruntime")
 from export.onnx_export import to_onnx_file  # noqa: E402
 from export.quantize import (  # noqa: E402
     EXACT_INTEGER_SESSION_CONFIG,
+    activation_bytes,
+    calibration_stride,
     check_tensorrt_qdq,
     node_sensitivity,
     output_nodes,
@@ -353,3 +355,43 @@ def test_pooling_matmuls_stay_float(frames, tmp_path) -> None:
     x = np.stack(frames[:4])
     fc, qc = run(fp, x)[1], run(tmp_path / "q.onnx", x)[1]
     assert np.abs(qc - fc).max() < 0.1 * np.abs(fc).max(), (qc, fc)
+
+
+def test_activation_bytes_counts_every_float_tensor_of_one_pass(fp32, frames) -> None:
+    m = onnx.load(str(fp32))
+    b = activation_bytes(m, frames[0][None])
+    # Net: three 8-channel 32x32 float maps per conv stage at least, and the outputs.
+    assert b >= 3 * 8 * 32 * 32 * 4
+    # Per frame: a batch of two doubles it (but for the few constants a node produces).
+    assert abs(activation_bytes(m, np.concatenate([frames[0][None]] * 2)) - 2 * b) < 0.01 * b
+
+
+def test_calibration_goes_in_strides_above_the_memory_budget(
+    fp32, frames, tmp_path, monkeypatch
+) -> None:
+    import export.quantize as Q
+
+    m = onnx.load(str(fp32))
+    per = activation_bytes(m, frames[0][None])
+    assert calibration_stride(m, frames) is None  # 12 small frames: one pass
+    # A budget of 5 frames' tensors: the largest divisor of 12 that fits is 4.
+    assert calibration_stride(m, frames, budget=5 * per) == 4
+    assert calibration_stride(m, frames[:11], budget=5 * per) == 1  # 11 is prime
+    one = quantize(fp32, tmp_path / "one.onnx", frames, calibrate_method="percentile", min_frames=8)
+    ranges: list[tuple[int, int]] = []
+    real = Q._Reader.set_range
+
+    def spy(self, start_index, end_index):
+        ranges.append((start_index, end_index))
+        real(self, start_index, end_index)
+
+    monkeypatch.setattr(Q._Reader, "set_range", spy)
+    monkeypatch.setattr(Q, "CALIBRATION_MEMORY_BYTES", 5 * per)
+    strided = quantize(
+        fp32, tmp_path / "strided.onnx", frames, calibrate_method="percentile", min_frames=8
+    )
+    assert ranges == [(0, 4), (4, 8), (8, 12)]  # ONNX Runtime fed the frames in 3 strides
+    # The same graph, ranges from merged histograms: outputs close to the one-pass file's.
+    x = frames[0][None]
+    for a, b in zip(run(one, x), run(strided, x), strict=True):
+        np.testing.assert_allclose(a, b, atol=0.05 * float(np.abs(a).max()) + 1e-3)
