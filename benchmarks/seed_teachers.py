@@ -179,7 +179,7 @@ def export_rows(
     ck = json.loads((run / "best.json").read_text(encoding="utf-8"))
     r = ck["train"]["run"]
     h, w = r["size"] if isinstance(r["size"], list) else (r["size"], r["size"])
-    trained = f"{r['n_train']} frames × {r['epochs']} epochs at {h}×{w} (best: epoch {ck['epoch']})"
+    trained = f"{r['n_train']} frames × {r['epochs']} epochs at {h}×{w} (best: epoch {ck['epoch'] + 1})"
     keep = ("name", "format", "status", "size_mb", "dice", "accuracy", "macro_auc", "ms_per_frame")
     return [{k: x.get(k) for k in keep} | {"frames": n, "checkpoint": trained} for x in rows]
 
