@@ -258,7 +258,9 @@ class MultiScaleChannelAttentionClassifier(nn.Module):
     the predicted lesion *and* globally (the lesion probability area-pooled onto each scale's
     grid), as NMTNet's classifier does -- a lesion covers ~5 % of a frame, and the whole-frame
     average of a from-scratch encoder carried no class information (issue #15: a linear probe on
-    the trained global descriptor scored 0.39, training CE stayed at ln 3 for 6 epochs).
+    the trained global descriptor scored 0.39, training CE stayed at ln 3 for 6 epochs). Measured
+    at 256x256 with the seed recipe, the lesion pooling did not rescue it (AUC 0.556 vs 0.531 on
+    300 fresh phantoms; ``benchmarks/results/seed-teachers.md``): "global" stays the default.
     """
 
     def __init__(
