@@ -20,19 +20,8 @@ def test_export_rows_of_a_trained_checkpoint_land_in_the_results(
 
     mod = load_benchmark("seed_teachers")
     runs = tmp_path / "runs"
-    train(
-        "edge_s",
-        "synthetic",
-        runs / "edge_s",
-        epochs=1,
-        batch_size=8,
-        seed=0,
-        device="cpu",
-        n_train=16,
-        size=64,
-        threads=1,
-        progress=False,
-    )
+    tiny = dict(epochs=1, batch_size=8, seed=0, n_train=16, size=64, threads=1, progress=False)
+    train("edge_s", "synthetic", runs / "edge_s", device="cpu", **tiny)
     rows = mod.export_rows(runs / "edge_s", n=4, calib_frames=8, eval_frames=8, min_calib_frames=8)
     assert [r["format"] for r in rows] == ["onnx", "onnx-int8"]
     assert rows[0]["status"] == "ok" and 0.0 <= rows[0]["dice"] <= 1.0
