@@ -34,6 +34,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +180,9 @@ def export_rows(
     ck = json.loads((run / "best.json").read_text(encoding="utf-8"))
     r = ck["train"]["run"]
     h, w = r["size"] if isinstance(r["size"], list) else (r["size"], r["size"])
-    trained = f"{r['n_train']} frames × {r['epochs']} epochs at {h}×{w} (best: epoch {ck['epoch'] + 1})"
+    trained = (
+        f"{r['n_train']} frames × {r['epochs']} epochs at {h}×{w} (best: epoch {ck['epoch'] + 1})"
+    )
     keep = ("name", "format", "status", "size_mb", "dice", "accuracy", "macro_auc", "ms_per_frame")
     return [{k: x.get(k) for k in keep} | {"frames": n, "checkpoint": trained} for x in rows]
 
@@ -215,6 +218,16 @@ def _machine_tag(m: dict[str, Any]) -> str:
     return f"{m['cpu']} ({m['cpu_class']})"
 
 
+def _records(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every measured record of a results document (or of an entry for it): each model, each
+    export row, the distillation -- what carries its own machine and date."""
+    yield from doc.get("models", {}).values()
+    for rows in doc.get("exports", {}).values():
+        yield from rows
+    if "distillation" in doc:
+        yield doc["distillation"]
+
+
 def _update(entry: dict[str, Any], key: str, command: str) -> Path:
     """Merge ``entry`` into the results JSON (``key``: the model or "distillation", whose
     command is recorded) and rewrite its markdown twin. Each model / export entry carries the
@@ -225,24 +238,16 @@ def _update(entry: dict[str, Any], key: str, command: str) -> Path:
     here = _machine()
     # Entries written before they carried their own machine were measured on the file's last one.
     old = doc.get("machine")
-    for group in ("models", "exports"):
-        for value in doc.get(group, {}).values():
-            for r in value if isinstance(value, list) else [value]:
-                if old and "machine" not in r:
-                    r["machine"], r["measured"] = _machine_tag(old), doc.get("date")
-    if old and "distillation" in doc and "machine" not in doc["distillation"]:
-        doc["distillation"]["machine"] = _machine_tag(old)
-        doc["distillation"]["measured"] = doc.get("date")
+    for r in _records(doc):
+        if old and "machine" not in r:
+            r["machine"], r["measured"] = _machine_tag(old), doc.get("date")
     today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    for r in _records(entry):
+        r["machine"], r["measured"] = _machine_tag(here), today
     for field_, value in entry.items():
         if field_ in ("models", "exports"):  # merged per name
-            for name, v in value.items():
-                for r in v if isinstance(v, list) else [v]:
-                    r["machine"], r["measured"] = _machine_tag(here), today
-                doc.setdefault(field_, {})[name] = v
+            doc.setdefault(field_, {}).update(value)
         else:
-            if field_ == "distillation":
-                value["machine"], value["measured"] = _machine_tag(here), today
             doc[field_] = value
     doc.setdefault("models", {})
     if "distillation" in entry:  # every KD setting measured stays in the record
