@@ -16,13 +16,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 import sdk
+from export._files import writing
 from sdk import synthetic
 
 SEED_BASE = 62_000_000
@@ -69,10 +69,9 @@ def main() -> None:
     sheet = np.vstack(rows)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.part{out.suffix}")  # no half-written picture on failure
-    if not cv2.imwrite(str(tmp), sheet):
-        raise OSError(f"could not write {out}")
-    os.replace(tmp, out)
+    with writing(out) as tmp:  # no half-written picture on failure
+        if not cv2.imwrite(str(tmp), sheet):
+            raise OSError(f"could not write {out}")
     print(out)
 
 
