@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
+import os
 import time
 from pathlib import Path
+
+from sdk.cpu import describe
 
 TRAINED = ("edge_s", "mtl_oca", "nmtnet", "acsnet")
 
@@ -65,8 +67,9 @@ def main() -> None:
     lines = [
         "### Models (issue 4)",
         "",
-        f"- machine: {platform.processor() or platform.machine()}, 2 cores; "
+        f"- machine: {describe()}; {os.cpu_count()} cores; "
         f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"- command: `python benchmarks/models_table.py --out {args.out}`",
         "- latency: ONNX Runtime FP32, CPU, 2 intra-op threads, no spinning, median of 50, "
         "batch 1, the model's default input (`python -m export.profile --json`)",
         f"- training: the same short run for every model: {args.n_train} synthetic phantoms, "
