@@ -6,4 +6,5 @@ set(SONOEDGE_CPU_KERNEL_SOURCES
   kernels/src/mask_post_cpu.cpp
   kernels/src/components_cpu.cpp
   kernels/src/scope_cpu.cpp
+  kernels/src/sigmoid_cpu.cpp
   kernels/src/cpu_isa.cpp)

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "sonoedge/components.h"
+#include "sonoedge/sigmoid_cpu.h"
 
 namespace sonoedge {
 
@@ -41,12 +42,10 @@ int components_cpu(const float* logits, int h, int w, float threshold, double sx
                    double min_area, float* prob, int32_t* labels,
                    std::vector<ComponentStats>& stats, float* kept_logits) {
   const size_t n = static_cast<size_t>(h) * w;
-  for (size_t i = 0; i < n; ++i) {
-    if (!std::isfinite(logits[i]))
-      throw InputError("mask logits contain NaN or inf at flat index " + std::to_string(i) +
-                       ": the model produced invalid output");
-    prob[i] = sigmoidf_(logits[i]);
-  }
+  const int64_t bad = sigmoid_cpu(logits, prob, n, /*inf_ok=*/false);  // vectorized
+  if (bad >= 0)
+    throw InputError("mask logits contain NaN or inf at flat index " + std::to_string(bad) +
+                     ": the model produced invalid output");
   // ---- pass 1: provisional labels ----------------------------------------------------------
   std::vector<int32_t> parent(1, 0);  // label 0 = background
   for (int y = 0; y < h; ++y) {

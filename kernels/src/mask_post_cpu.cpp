@@ -12,6 +12,7 @@
 
 #include "sonoedge/cpu_isa.h"
 #include "sonoedge/mask_post.h"
+#include "sonoedge/sigmoid_cpu.h"
 
 namespace sonoedge {
 

@@ -18,24 +18,24 @@ thread_local std::vector<float> t_hp;
 void mask_post_cpu(const MaskPostArgs& a, int num_threads) {
   const Roi& roi = a.roi;
   const size_t n = static_cast<size_t>(a.h) * a.w;
-  for (size_t i = 0; i < n; ++i)
-    if (std::isnan(a.logits[i]))
-      throw InputError("mask logits contain NaN at flat index " + std::to_string(i) +
-                       ": the model produced invalid output");
+  // The probabilities of the whole grid at once (sonoedge/sigmoid_cpu.h, vectorized); -inf
+  // logits (cells the caller dropped) are allowed, NaN is refused.
+  std::vector<float> prob(n);
+  const int64_t bad = sigmoid_cpu(a.logits, prob.data(), n, /*inf_ok=*/true);
+  if (bad >= 0)
+    throw InputError("mask logits contain NaN at flat index " + std::to_string(bad) +
+                     ": the model produced invalid output");
 
   // Where the mask can be 1: a blend of probabilities that are all <= threshold is <= threshold,
   // so only output columns interpolating a logit column above the threshold somewhere (cols
   // [c_lo, c_hi]), and only output rows blending a logit row that has such a column, can be 1.
   // Everything else is cleared with memset: a small lesion on a large frame costs a fraction of
   // the full blend, an empty frame almost nothing.
-  std::vector<float> prob(n);
   std::vector<uint8_t> row_hot(a.h, 0);
   int c_lo = a.w, c_hi = -1;
   for (int y = 0; y < a.h; ++y) {
-    const float* lg = a.logits + static_cast<size_t>(y) * a.w;
-    float* pr = prob.data() + static_cast<size_t>(y) * a.w;
+    const float* pr = prob.data() + static_cast<size_t>(y) * a.w;
     for (int i = 0; i < a.w; ++i) {
-      pr[i] = sigmoidf_(lg[i]);
       if (pr[i] > a.threshold) {
         row_hot[y] = 1;
         c_lo = std::min(c_lo, i);
