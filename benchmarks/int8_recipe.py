@@ -293,10 +293,9 @@ def resized(path: Path, size: int, work: Path) -> Path:
         if n.op_type == "Constant":
             consts.update((n.output[0], a.t) for a in n.attribute if a.name == "value")
     qdq = {
-        n.output[0]: n
-        for n in m.graph.node
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+        n.output[0]: n for n in m.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
     }
+
     def source(name: str, q: tuple[str, str | None] | None) -> tuple[str, Any]:
         """Follow an operand through Q / DQ nodes to its constant: a float constant is
         replaced; an integer one is requantized with the scale / zero point that reads it."""
@@ -366,7 +365,7 @@ def session(path: Path, threads: int, optimized: bool = True, config: dict | Non
     )
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the SDK's backend
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the committed tables
     for k, v in (config or {}).items():
         so.add_session_config_entry(k, v)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

@@ -158,7 +158,11 @@ def render_e2e(items: list[tuple[Path, dict[str, Any]]], rel: str) -> str:
         "### End to end",
         "",
         "`Analyzer.run` on uint8 frames (preprocess, model, mask, lesions, pooling) interleaved "
-        "with the bare ONNX Runtime session on the same model, same run.",
+        "with the bare ONNX Runtime session on the same model, same run, the session set up as "
+        "the SDK's (`sdk.backends.onnxruntime.session_options`). Files from 2026-12-03 on have a "
+        "row per `spin` setting: the default (ONNX Runtime's threads busy-wait within a model "
+        "call, sleep between calls) and `spin=False` (never busy-wait; what every earlier row "
+        "measured).",
         "",
         "Streaming: `Analyzer.stream` from a source that is always ahead; the default batches "
         "the frames waiting (max_batch 4), the second figure is one frame per model call "
@@ -169,26 +173,30 @@ def render_e2e(items: list[tuple[Path, dict[str, Any]]], rel: str) -> str:
     ]
     items = [it for _, group in by_cpu_class(items) for it in group]
     for path, doc in items:
-        rows = doc.get("rows", [])
-        e2e = next((r for r in rows if r.get("anchor")), None)
-        streams = [r for r in rows if "stream" in r.get("name", "")]
-        if e2e is None:
-            continue
+        # One README row per end-to-end row of the file (since 2026-12-03 one per ``spin``
+        # setting), with the streaming rows that follow it.
+        groups: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        for r in doc.get("rows", []):
+            if r.get("anchor"):
+                groups.append((r, []))
+            elif "stream" in r.get("name", "") and groups:
+                groups[-1][1].append(r)
         model = str(doc.get("title", "")).split(":", 1)[-1].strip()
-        p99 = _num(r"p99 ([\d.]+) ms", e2e.get("note", ""))
-        fps = [_num(r"([\d.]+) frames/s", r.get("note", "")) for r in streams]
-        amed, ratio = e2e.get("anchor_median_us"), e2e.get("ratio")
-        cells = [
-            cpu_class_of(path, doc),
-            model,
-            e2e["name"],
-            f"{e2e['median_us'] / 1e3:.2f} ms",
-            f"{p99:.2f} ms" if p99 is not None else "–",
-            " / ".join(f"{f:.0f}" for f in fps if f is not None) + " frames/s" if fps else "–",
-            f"{amed / 1e3:.2f} ms" if amed else "–",
-            f"{ratio:.2f}×" if ratio else "–",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        for e2e, streams in groups:
+            p99 = _num(r"p99 ([\d.]+) ms", e2e.get("note", ""))
+            fps = [_num(r"([\d.]+) frames/s", r.get("note", "")) for r in streams]
+            amed, ratio = e2e.get("anchor_median_us"), e2e.get("ratio")
+            cells = [
+                cpu_class_of(path, doc),
+                model,
+                e2e["name"],
+                f"{e2e['median_us'] / 1e3:.2f} ms",
+                f"{p99:.2f} ms" if p99 is not None else "–",
+                " / ".join(f"{f:.0f}" for f in fps if f is not None) + " frames/s" if fps else "–",
+                f"{amed / 1e3:.2f} ms" if amed else "–",
+                f"{ratio:.2f}×" if ratio else "–",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines += [machine_line(doc, p, rel) + "  " for p, doc in items]
     return "\n".join(lines).rstrip() + "\n"

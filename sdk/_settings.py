@@ -70,6 +70,21 @@ def check_real(
     return f
 
 
+def check_backend_args(backend: Any, device: Any, spin: Any) -> None:
+    """``backend`` and ``device`` strings, ``spin`` a bool; :class:`InputError` otherwise."""
+    for name, value in (("backend", backend), ("device", device)):
+        if not isinstance(value, str):
+            raise InputError(
+                f"{name} must be a string ('auto', or a name such as 'onnxruntime' / 'cpu'), "
+                f"got {type(value).__name__} {value!r}"
+            )
+    if not isinstance(spin, bool | np.bool_):
+        raise InputError(
+            f"spin must be True or False (busy-wait within model calls), got "
+            f"{type(spin).__name__} {spin!r}"
+        )
+
+
 def check_threads(threads: Any) -> int | None:
     """None, or an int in 1 .. MAX_THREADS_PER_CPU x the logical CPUs."""
     if threads is None:

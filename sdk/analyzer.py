@@ -62,6 +62,8 @@ class Analyzer:
             ``MAX_THREADS_PER_CPU`` × the logical CPUs. The kernels run on the calling
             thread: at 256×256 they take well under a millisecond, and OpenMP teams that wait on
             cores the backend or the capture thread hold cost more than they save.
+        spin: backend threads busy-wait within a model call, never between calls (ONNX Runtime:
+            ~0.8× the latency); False where other busy processes fill the cores (2× slower there).
         bit_depth: bit depth of integer frames wider than 8 bits (see :func:`to_uint8`).
         pixel_spacing_mm: (row, col) spacing for lesion areas in mm² (per call overrides), two
             finite numbers in ``sdk.sources.SPACING_RANGE_MM``.
@@ -96,18 +98,14 @@ class Analyzer:
         threads: int | None = None,
         bit_depth: int | None = None,
         pixel_spacing_mm: tuple[float, float] | None = None,
+        spin: bool = True,
     ) -> None:
         if path is not None and not isinstance(path, str | os.PathLike):
             raise InputError(
                 f"path must be a str or pathlib.Path of a .onnx / .plan artifact, or None for "
                 f"the embedded default model (sdk.default_model()); got {type(path).__name__}"
             )
-        for name, value in (("backend", backend), ("device", device)):
-            if not isinstance(value, str):
-                raise InputError(
-                    f"{name} must be a string ('auto', or a name such as 'onnxruntime' / 'cpu'), "
-                    f"got {type(value).__name__} {value!r}"
-                )
+        S.check_backend_args(backend, device, spin)
         if threshold is not None:
             threshold = S.check_real(threshold, "threshold", 0.0, 1.0, "the mask probability cut")
         smoothing = S.check_real(smoothing, "smoothing", 0.0, 1.0, "0 = off, 0.6 typical", True)
@@ -119,6 +117,7 @@ class Analyzer:
         self.bit_depth = S.check_bit_depth(bit_depth)
         self.pixel_spacing_mm = check_pixel_spacing(pixel_spacing_mm)
         self._backend: Backend = choose_backend(self.path, backend)(self.path, device, threads)
+        self._backend.spin = bool(spin)
         self._pipeline: FramePipeline | None = None  # bound by load()
         self._ready = False  # load() finished: the pipeline is bound
         self._closed = False

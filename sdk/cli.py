@@ -358,6 +358,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         smoothing=args.smoothing,
+        spin=not args.no_spin,
     ) as a:
         summary = run_source(
             a,
@@ -471,6 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto, cpu, cuda or tensorrt",
     )
     run.add_argument("--threads", type=_threads, default=None, help=f"CPU threads, 1..{4 * _CORES}")
+    run.add_argument(
+        "--no-spin",
+        action="store_true",
+        help="no busy-waiting in the model's threads (for CPUs other busy processes fill; "
+        "default: they spin within each model call only)",
+    )
     run.add_argument(
         "--smoothing",
         type=float_type(0.0, 1.0, hi_open=True),

@@ -53,8 +53,8 @@ from export.models._contract import (
     EncoderDecoderModel,
     with_mask_prior,
 )
-from export.models._registry import register_model, with_input_normalization
 from export.models._pool import masked_mean
+from export.models._registry import register_model, with_input_normalization
 from export.models._resnet import ConvNormAct, Norm, ResNet18Encoder, norm_layer, up2
 from sdk.errors import InputError
 

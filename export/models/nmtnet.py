@@ -49,12 +49,11 @@ from export.models._contract import (
     EncoderDecoderModel,
     with_mask_prior,
 )
-from export.models._registry import register_model, with_input_normalization
 from export.models._pool import masked_mean
+from export.models._registry import register_model, with_input_normalization
 from export.models._resnet import ConvNormAct, Norm, ResNet18Encoder, up2
 
 __all__ = ["MFCR", "LesionRegionEnhancement", "NMTNet", "nmtnet"]
-
 
 
 # --- blocks --------------------------------------------------------------------------------

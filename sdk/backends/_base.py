@@ -76,6 +76,10 @@ class Backend:
         #: (:meth:`_check_output_values`). The Analyzer turns it on; a bare Backend used as a plain
         #: model runner (tests of single ops) leaves it off.
         self.check_outputs = False
+        #: Let the runtime's worker threads busy-wait within a model call (never between calls);
+        #: backends whose runtime has no such switch ignore it. See
+        #: :func:`sdk.backends.onnxruntime.session_options`. Set before :meth:`load`.
+        self.spin = True
         #: The ``.onnx`` file's integrity digest ("sha256:..."), checked at load; None when the
         #: file carries none (a user's plain ONNX) or is not an ``.onnx``.
         self.digest: str | None = None

@@ -10,9 +10,33 @@ from sdk.artifact import read_onnx_metadata
 from sdk.backends._base import Backend, IOSpec
 from sdk.errors import BackendUnavailableError, ModelError
 
-__all__ = ["OnnxRuntimeBackend"]
+__all__ = ["OnnxRuntimeBackend", "session_options"]
 
 _ORT_TYPES = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
+
+
+def session_options(ort: Any, threads: int | None, spin: bool = True) -> Any:
+    """The ``SessionOptions`` of the SDK's CPU sessions (the benchmarks' bare-session anchors
+    take the same, so that a ratio compares the SDK's work, not two configurations).
+
+    ``threads``: intra-op threads (None: ONNX Runtime's choice), one inter-op thread.
+    ``spin``: the intra-op threads busy-wait for work *within* a model call and stop spinning
+    when it returns (``session.force_spinning_stop``), so between frames they sleep and leave the
+    cores to the capture, the UI and the SDK's own kernels. Measured on the 2-core EPYC
+    (2026-12-03, edge_s 128x128, 2 threads, the two configurations interleaved in one process):
+    the model call takes 0.73-0.77x the time of a session that never spins, and
+    ``Analyzer.run`` 0.80-0.85x; with one other busy process the two are within 5 %; with both
+    cores taken by other busy processes spinning is 2x *slower* -- pass ``spin=False`` there.
+    ``spin=False``: no busy-waiting at all (``session.intra_op.allow_spinning`` 0)."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if spin:
+        so.add_session_config_entry("session.force_spinning_stop", "1")
+    return so
 
 
 class OnnxRuntimeBackend(Backend):
@@ -58,14 +82,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendUnavailableError(
                 "onnxruntime is not installed: pip install onnxruntime"
             ) from e
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            so.intra_op_num_threads = int(self.threads)
-            so.inter_op_num_threads = 1
-        # No busy-waiting between ops: on a scanner the capture, UI and our kernels share the
-        # cores; spinning ORT threads starve them (measured: 2x slower medians on a loaded CPU).
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so = session_options(ort, self.threads, self.spin)
         # Outside the try: a missing execution provider (device="cuda" without onnxruntime-gpu)
         # is a BackendUnavailableError naming it, not a "corrupted model".
         providers = self._providers(ort)

@@ -5,7 +5,9 @@ inference + post-process + lesions + pooling) and ``session.run`` of the same ON
 already preprocessed input (the anchor: what a hand-rolled script pays for inference alone).
 Also the streaming throughput (``Analyzer.stream`` over the same frames, a source that is always
 ahead: with the default ``max_batch=4`` the frames waiting share model calls; ``max_batch=1``
-alongside).
+alongside). Both with the SDK's default ``spin=True`` (ONNX Runtime's threads busy-wait within a
+call, sleep between calls) and with ``spin=False``; each anchor is a bare session with the same
+options (:func:`sdk.backends.onnxruntime.session_options`), so a ratio compares the SDK's own work.
 """
 
 from __future__ import annotations
@@ -29,11 +31,7 @@ def run(
     n_frames: int = 16,
     command: str = "",
 ) -> Table:
-    import onnxruntime as ort
-
-    from sdk import kernels as K
     from sdk import synthetic
-    from sdk.analyzer import Analyzer
 
     frames = [
         synthetic.phantom(lbl, size=frame_shape, seed=100 + i)[0]
@@ -41,13 +39,34 @@ def run(
             range(n_frames), ["benign", "malignant", "normal"] * n_frames, strict=False
         )
     ]
-    a = Analyzer(model, threads=threads).load()
+    rows = []
+    for spin in (True, False):  # the SDK's default, then no busy-waiting at all
+        rows += _rows(model, frames, threads, spin, repeat, frame_shape)
+    return Table(f"End to end: {Path(model).name}", rows, machine_info(), command)
+
+
+def _rows(
+    model: str | Path,
+    frames: list[np.ndarray],
+    threads: int,
+    spin: bool,
+    repeat: int,
+    frame_shape: tuple[int, int],
+) -> list[Row]:
+    """The end-to-end row and the streaming rows for one ``spin`` setting: the Analyzer and its
+    anchor, a bare session with the same options (``session_options``), interleaved."""
+    import onnxruntime as ort
+
+    from sdk import kernels as K
+    from sdk.analyzer import Analyzer
+    from sdk.backends.onnxruntime import session_options
+
+    n_frames = len(frames)
+    a = Analyzer(model, threads=threads, spin=spin).load()
     md = a.metadata
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the SDK's backend
-    sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(model), session_options(ort, threads, spin), providers=["CPUExecutionProvider"]
+    )
     x = K.preprocess(
         frames[0],
         size=md.input_size,
@@ -58,7 +77,6 @@ def run(
     )[None]
     name = sess.get_inputs()[0].name
     it = iter(range(10**9))
-
     t = compare(
         {
             "sonoedge Analyzer.run": lambda: a.run(frames[next(it) % n_frames]),
@@ -73,16 +91,18 @@ def run(
     p99 = float(np.percentile(e2e, 99) * 1e6)
     n_stream = max(repeat, 100)
     streams = []
-    for max_batch in (MAX_BATCH, 1):  # the default (waiting frames batched), then one per call
+    # The default max_batch (waiting frames share a call), then one frame per call.
+    for max_batch in (MAX_BATCH, 1) if spin else (MAX_BATCH,):
         t0 = time.perf_counter()
         src = (frames[i % n_frames] for i in range(n_stream))
         count = sum(1 for _ in a.stream(src, max_batch=max_batch))
         streams.append((max_batch, count, time.perf_counter() - t0))
     a.close()
     size = f"{frame_shape[0]}×{frame_shape[1]} u8 → {md.input_size[0]}×{md.input_size[1]}"
-    rows = [
+    how = "spin within calls (default)" if spin else "spin=False"
+    return [
         Row(
-            f"end-to-end {size}, {md.precision}",
+            f"end-to-end {size}, {md.precision}, {how}",
             "sonoedge Analyzer.run",
             "bare ORT session.run",
             med,
@@ -92,7 +112,7 @@ def run(
         ),
         *(
             Row(
-                f"streaming throughput, max_batch={mb}"
+                f"streaming throughput, max_batch={mb}, {how}"
                 + (" (default: waiting frames share a call)" if mb > 1 else ""),
                 "Analyzer.stream",
                 None,
@@ -105,4 +125,3 @@ def run(
             for mb, count, wall in streams
         ),
     ]
-    return Table(f"End to end: {Path(model).name}", rows, machine_info(), command)

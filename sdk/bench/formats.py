@@ -254,14 +254,13 @@ def phantom_frames(n: int = 8, shape: tuple[int, int] = (600, 800), seed: int = 
 
 
 def ort_session(path: str | Path, threads: int, provider: str = "CPUExecutionProvider") -> Any:
-    """An ONNX Runtime session set up as the SDK's backend sets its own (no spinning)."""
+    """An ONNX Runtime session set up as the SDK's backend sets its own (its default ``spin``:
+    :func:`sdk.backends.onnxruntime.session_options`)."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = int(threads)
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    from sdk.backends.onnxruntime import session_options
+
+    so = session_options(ort, int(threads))
     providers = [provider] + (
         ["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else []
     )

@@ -294,3 +294,25 @@ def test_latency_stats_and_markdown_escape() -> None:
         }
     )
     assert "x \\| y" in md
+
+
+# --------------------------------------------------------------------------- e2e
+
+
+def test_e2e_measures_both_spin_settings_each_against_its_own_anchor() -> None:
+    """`sonoedge bench e2e`: one end-to-end row per ``spin`` setting, each timed against a bare
+    session with the same options (interleaved, same run), and the streaming rows."""
+    from sdk.bench import e2e
+
+    t = e2e.run(FP32, threads=1, repeat=5, n_frames=3, frame_shape=(120, 160))
+    ends = [r for r in t.rows if r.name.startswith("end-to-end")]
+    assert [("spin=False" in r.name, "default" in r.name) for r in ends] == [
+        (False, True),
+        (True, False),
+    ]
+    for r in ends:
+        assert r.anchor == "bare ORT session.run" and r.median_us > 0 and r.anchor_median_us
+        assert _close(r.ratio, r.median_us / r.anchor_median_us)
+    streams = [r for r in t.rows if r.name.startswith("streaming")]
+    assert len(streams) == 3 and all(r.median_us > 0 and "frames/s" in r.note for r in streams)
+    assert "spin within calls (default)" in t.markdown()

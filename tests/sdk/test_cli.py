@@ -93,16 +93,20 @@ def test_bench_e2e(tmp_path, tiny_features_onnx) -> None:
     ]
     assert main(argv) == 0
     data = json.loads((tmp_path / "e2e.json").read_text())
-    e2e = data["rows"][0]
-    assert e2e["anchor"] == "bare ORT session.run" and e2e["ratio"] > 0
-    batched, single = data["rows"][1:]
+    # spin within calls (the default): end to end, streaming batched and one frame per call;
+    # then spin=False: end to end, streaming batched.
+    e2e, batched, single, e2e_off, batched_off = data["rows"]
+    for row in (e2e, e2e_off):
+        assert row["anchor"] == "bare ORT session.run" and row["ratio"] > 0
+    assert "spin=False" in e2e_off["name"] and "spin=False" not in e2e["name"]
     assert "max_batch=4" in batched["name"] and "max_batch=1" in single["name"]
-    for row in (batched, single):  # throughput against 1 / p50 of the same run
+    for row, end in ((batched, e2e), (single, e2e), (batched_off, e2e_off)):
+        # throughput against 1 / p50 of the same run and setting
         fps = float(row["note"].split(" frames/s")[0])
         ratio = float(row["note"].split("= ")[1].split("×")[0])
         # The note prints the ratio with 2 decimals (error <= 0.005) and fps with 1 decimal
         # (relative error < 1e-3 at these rates): a relative bound failed on ratios near 0.35.
-        assert ratio == pytest.approx(fps * e2e["median_us"] / 1e6, abs=0.0051, rel=1e-3)
+        assert ratio == pytest.approx(fps * end["median_us"] / 1e6, abs=0.0051, rel=1e-3)
 
 
 def test_console_script_entry_point() -> None:
@@ -164,6 +168,28 @@ def test_run_writes_video_records_and_latency(tmp_path, tiny_onnx, capsys) -> No
     assert cv2.imread(str(out / "latency.png")) is not None
     assert (out / "frames.csv").read_text().count("\n") == 9
     assert not list(out.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-spin"]])
+def test_run_no_spin_reaches_the_backend(tmp_path, tiny_onnx, monkeypatch, flag) -> None:
+    """``sonoedge run --no-spin``: the backend loads with ``spin=False`` (default: True)."""
+    from sdk import synthetic
+    from sdk.backends.onnxruntime import OnnxRuntimeBackend
+
+    seen: list[bool] = []
+    real = OnnxRuntimeBackend._load_impl
+
+    def spy(self: OnnxRuntimeBackend) -> None:
+        seen.append(self.spin)
+        real(self)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "_load_impl", spy)
+    src = tmp_path / "f.png"
+    cv2.imwrite(str(src), synthetic.phantom("benign", size=(120, 160), seed=1)[0])
+    out = tmp_path / "out"
+    args = ["run", str(src), "--model", str(tiny_onnx), "--out", str(out), "--quiet", *flag]
+    assert main(args) == 0
+    assert seen == [not flag]
 
 
 def test_run_missing_source_is_a_clean_error(tmp_path, tiny_onnx, capsys) -> None:
