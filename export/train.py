@@ -66,6 +66,7 @@ __all__ = ["evaluate", "resolve_device", "train"]
 
 # Settings that must be equal when resuming (epochs may grow).
 _RESUME_KEYS = (
+    "frozen_encoder",  # absent (None) unless set
     "arch",
     "data",
     "size",
@@ -475,6 +476,62 @@ def _split_json(split: Any, data: str | os.PathLike[str]) -> Any:
     return json.loads(json.dumps(resolve_split(split).to_dict()))
 
 
+class _FrozenEncoder:
+    """``model.encode`` with the encoder frozen (``train(frozen_encoder=True)``): no gradient,
+    eval mode (BatchNorm statistics kept), and each distinct input computed once -- the outputs
+    are kept in memory under a hash of the input sample's bytes and reused on every later epoch
+    and validation pass. Installed as an instance attribute, so the model's state dict, its
+    checkpoint and its export are those of the plain model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.encode = model.encode  # the bound method of the class
+        self.store: dict[bytes, Any] = {}
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+
+    @staticmethod
+    def _key(x: torch.Tensor) -> bytes:
+        import hashlib
+
+        a = x.detach().cpu().contiguous().numpy()
+        return hashlib.blake2b(
+            a.tobytes(), digest_size=16, person=str(a.shape).encode()[:16]
+        ).digest()
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        keys = [self._key(x[i]) for i in range(len(x))]
+        miss = sorted({i for i, k in enumerate(keys) if k not in self.store})
+        if miss:
+            enc = self.model.encoder
+            was = enc.training
+            enc.eval()
+            try:
+                with torch.no_grad():
+                    out = self.encode(x[miss])
+            finally:
+                enc.train(was)
+            for j, i in enumerate(miss):
+                self.store[keys[i]] = _map_tensors(out, lambda t, j=j: t[j].detach().clone())
+        return _stack([self.store[k] for k in keys], x.device)
+
+
+def _map_tensors(obj: Any, fn: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, list | tuple):
+        return type(obj)(_map_tensors(o, fn) for o in obj)
+    raise InputError(f"frozen_encoder: encode() returned a {type(obj).__name__}")
+
+
+def _stack(items: list[Any], dev: torch.device) -> Any:
+    """Per-sample cached structures (tensors in nested tuples / lists) -> one batch."""
+    first = items[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack(items).to(dev)
+    return type(first)(_stack([it[i] for it in items], dev) for i in range(len(first)))
+
+
 def _resume_point(
     resumed: Any, run: dict[str, Any], out: Path, keys: tuple[str, ...] = ()
 ) -> tuple[int, list[dict[str, Any]], float]:
@@ -485,7 +542,9 @@ def _resume_point(
     saved = dict(resumed.train.get("run", {}))
     if "alpha_kd" not in saved and saved.get("teacher") is None:
         saved = {**_RESUME_LEGACY, **saved}  # a run of the trainer before these settings
-    diff = {k: (saved.get(k), run[k]) for k in keys or _RESUME_KEYS if saved.get(k) != run[k]}
+    diff = {
+        k: (saved.get(k), run.get(k)) for k in keys or _RESUME_KEYS if saved.get(k) != run.get(k)
+    }
     if diff:
         raise InputError(
             f"cannot resume {out}: settings differ from the saved run "
@@ -533,6 +592,7 @@ def train(
     aux_weight: float = 0.0,
     warmup_steps: int = 0,
     pos_weight: float | None = None,
+    frozen_encoder: bool = False,
 ) -> Path:
     """Train ``arch`` on ``data`` (optionally distilling ``teacher``); return the JSON of its
     best checkpoint.
@@ -586,6 +646,13 @@ def train(
         warmup_steps: linear learning-rate warm-up over this many first optimizer steps (0:
             none).
         pos_weight: weight of the lesion pixels in the mask BCE (None: 1).
+        frozen_encoder: keep the model's (pretrained) encoder as it is -- no gradient, eval
+            mode -- and compute its outputs once per distinct input, reused on every epoch
+            (:class:`_FrozenEncoder`); the training frames then keep the augmentation drawn for
+            the first epoch, so each epoch sees the same views. For encoders too slow to train
+            on a CPU: sam_mtl's LiteMedSAM TinyViT takes ~2.3 s a 256×256 frame on 2 cores,
+            its decoder and head ~0.05 s. Models with an ``encoder`` and ``encode`` only
+            (:class:`export.models._contract.EncoderDecoderModel`).
 
     Returns:
         Path of ``out_dir/best.json`` (load it with :func:`export.checkpoint.load_checkpoint`).
@@ -654,6 +721,13 @@ def train(
                 f"{list(t_model.class_names)}; KD needs the same classes in the same order "
                 "(pass model_kwargs={'class_names': ...})"
             )
+        if frozen_encoder and not (
+            isinstance(getattr(model, "encoder", None), nn.Module) and hasattr(model, "encode")
+        ):
+            raise InputError(
+                f"{arch} has no separate encoder (an `encoder` module and `encode`): "
+                "frozen_encoder must be False"
+            )
         if aux_weight > 0 and not getattr(model, "has_aux_masks", False):
             raise InputError(
                 f"{arch} returns no auxiliary mask outputs from forward_train "
@@ -700,6 +774,8 @@ def train(
             "warmup_steps": warmup_steps,
             "pos_weight": pos_weight,
         }
+        if frozen_encoder:  # only when set: runs saved before the option resume unchanged
+            run["frozen_encoder"] = True
         start, history, best = _resume_point(resumed, run, out)
         out.mkdir(parents=True, exist_ok=True)
 
@@ -714,6 +790,8 @@ def train(
                 f"{arch} takes {len(x0)} inputs; train() feeds single-input models only"
             )
         model.to(dev)
+        if frozen_encoder:
+            model.encode = _FrozenEncoder(model)
         mask_hw = _mask_hw(model, hw, dev)
         aug = Augment.from_option(augment)
 
@@ -753,7 +831,9 @@ def train(
         criterion = TrainingLoss(
             MultiTaskLoss(lam, weights, pos_weight), report_kd=t_model is not None, **loss_args
         ).to(dev)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay
+        )
         if resumed is not None and resumed.optimizer_state is not None:
             opt.load_state_dict(resumed.optimizer_state)
         if dev.type == "cuda":
@@ -797,7 +877,7 @@ def train(
         for epoch in range(start, end):
             t0 = time.perf_counter()
             torch.manual_seed(seed * 1_000_003 + epoch)
-            train_ds.set_epoch(epoch)
+            train_ds.set_epoch(0 if frozen_encoder else epoch)  # frozen: the cached views
             loader = _loader(train_ds, batch_size, True, seed, epoch, num_workers, pin)
             desc = f"{kind}{arch} epoch {epoch + 1}/{epochs}"
             train_loss = _train_epoch(

@@ -402,3 +402,46 @@ def test_resume_a_run_saved_before_the_one_trainer(tmp_path: Path) -> None:
         train("edge_s", "synthetic", out, resume=True, warmup_steps=5, **TINY)
     train("edge_s", "synthetic", out, resume=True, **TINY)
     assert [e["epoch"] for e in json.loads((out / "metrics.json").read_text())["epochs"]] == [0, 1]
+
+
+def test_frozen_encoder_trains_the_rest_and_encodes_each_frame_once(tmp_path: Path) -> None:
+    """train(frozen_encoder=True): the encoder's weights and BatchNorm statistics stay as they
+    were, the decoder and heads learn, each distinct frame is encoded once over all epochs (the
+    training views fixed, the cache reused), the checkpoint is the plain model's (it loads and
+    runs without the cache), and resuming without the flag is refused."""
+    from safetensors.torch import load_file
+
+    from export.train import _FrozenEncoder
+
+    calls: list[int] = []
+    real = _FrozenEncoder.__call__
+
+    def counting(self: _FrozenEncoder, x: torch.Tensor) -> object:
+        before = len(self.store)
+        out = real(self, x)
+        calls.append(len(self.store) - before)
+        return out
+
+    torch.manual_seed(0)
+    start = create_model("edge_s").state_dict()  # as train() builds it (seed 0)
+    out = tmp_path / "frozen"
+    kw = {**TINY, "epochs": 3, "n_train": 16, "n_val": 8}
+    import unittest.mock as um
+
+    with um.patch.object(_FrozenEncoder, "__call__", counting):
+        best = train("edge_s", "synthetic", out, frozen_encoder=True, **kw)
+    # 16 training + 8 validation frames + the shape probe: encoded once each, 3 epochs.
+    assert sum(calls) == 16 + 8 + 1
+    w = {k[len("model.") :]: v for k, v in load_file(str(out / "last.safetensors")).items()}
+    enc = [k for k in w if k.startswith("encoder.")]
+    assert enc and all(torch.equal(w[k], start[k]) for k in enc)  # incl. BN running stats
+    assert any(not torch.equal(w[k], start[k]) for k in w if k.startswith("heads") or "dec" in k)
+    ck = load_checkpoint(best)
+    assert "encode" not in vars(ck.model)  # a plain model: no cache attached
+    assert ck.train["run"]["frozen_encoder"] is True
+    with torch.no_grad():
+        assert ck.model(ck.model.example_input(1, (64, 64)))["mask_logits"].shape[0] == 1
+    with pytest.raises(InputError, match="frozen_encoder"):
+        train("edge_s", "synthetic", out, resume=True, **{**kw, "epochs": 4})
+    with pytest.raises(InputError, match="no separate encoder"):
+        train("mtl_oca", "synthetic", tmp_path / "m", frozen_encoder=True, **TINY)
