@@ -151,7 +151,7 @@ def score(best: Path, n: int = SCORE_FRAMES, threads: int = 2) -> dict[str, Any]
         "input": f"{len(model.input_channels)}x{hw[0]}x{hw[1]}",
         "recipe": {
             k: run[k]
-            for k in ("batch_size", "lr", "aux_weight", "warmup_steps", "augment")
+            for k in ("batch_size", "lr", "aux_weight", "warmup_steps", "augment", "frozen_encoder")
             if k in run
         },
         "score_frames": n,
@@ -255,6 +255,8 @@ def _update(entry: dict[str, Any], key: str, command: str) -> Path:
         else:
             doc[field_] = value
     doc.setdefault("models", {})
+    for name in entry.get("models", {}):  # scored now: no longer "not trained"
+        doc.get("not_trained", {}).pop(name, None)
     if "distillation" in entry:  # every KD setting measured stays in the record
         d = entry["distillation"]
         kd = d.get("kd", {"alpha_kd": 1.0, "beta_pixel": 1.0})

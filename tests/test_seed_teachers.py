@@ -69,3 +69,18 @@ def test_entries_keep_the_machine_they_were_measured_on(load_benchmark, tmp_path
     assert doc["models"]["a"]["measured"] == "2026-01-01"
     assert doc["models"]["b"]["machine"] != "Old CPU (avx2)"
     assert "Old CPU (avx2) for a;" in (tmp_path / "seed-teachers.md").read_text()
+
+
+def test_a_scored_model_leaves_the_not_trained_list(load_benchmark, tmp_path, monkeypatch):
+    mod = load_benchmark("seed_teachers")
+    monkeypatch.setattr(mod, "RESULTS", tmp_path)
+    row = dict(input="1x64x64", frames=8, epochs=1, train_s=60.0, score_frames=8)
+    row |= dict(dice=0.5, dice_lesion=0.5, accuracy=0.5, auc=0.5)
+    (tmp_path / "seed-teachers.json").write_text(
+        json.dumps({"models": {}, "not_trained": {"b": "too slow", "c": "two inputs"}})
+    )
+    mod._update({"models": {"b": dict(row)}}, "b", "cmd b")
+    doc = json.loads((tmp_path / "seed-teachers.json").read_text())
+    assert doc["not_trained"] == {"c": "two inputs"} and "b" in doc["models"]
+    md = (tmp_path / "seed-teachers.md").read_text()
+    assert "- c: two inputs" in md and "too slow" not in md
