@@ -357,15 +357,12 @@ def resized(path: Path, size: int, work: Path) -> Path:
 def session(path: Path, threads: int, optimized: bool = True, config: dict | None = None) -> Any:
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if optimized
-        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the committed tables
+    from sdk.backends.onnxruntime import session_options
+
+    # The SDK's session setup without spinning: what the committed tables were measured with.
+    so = session_options(ort, threads, spin=False)
+    if not optimized:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     for k, v in (config or {}).items():
         so.add_session_config_entry(k, v)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

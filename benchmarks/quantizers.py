@@ -115,17 +115,18 @@ def _versions() -> dict[str, str | None]:
 
 
 def _ort_session(path: Path, threads: int, level: str = "all", opt_out: Path | None = None) -> Any:
-    """Session with the SDK ONNX Runtime backend's options (sdk/backends/onnxruntime.py)."""
+    """Session with the SDK ONNX Runtime backend's options without spinning
+    (``sdk.backends.onnxruntime.session_options(spin=False)``: what the committed table was
+    measured with)."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
+    from sdk.backends.onnxruntime import session_options
+
+    so = session_options(ort, threads, spin=False)
     so.graph_optimization_level = {
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     }[level]
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
     if opt_out is not None:
         so.optimized_model_filepath = str(opt_out)
