@@ -42,6 +42,12 @@ FRAME_SIZES = ((128, 128), (256, 256), (480, 640), (600, 800))
 SCORE_SEED = 3_000_017
 SCORE_FRAMES = 300
 EXPORT_FRAMES = 100  # 600x800 phantoms per artifact in a seed's export report
+CALIB_FRAMES = 300  # the export's default INT8 calibration frames
+#: Seeds calibrated on fewer frames than the export's 300 (``export --calib-frames`` overrides):
+#: ONNX Runtime's percentile calibrator histograms every calibrated tensor of every frame, and
+#: sam_mtl's TinyViT at 256x256 has 2.1 GiB of them a frame -- 300 frames were > 30 min of
+#: histogramming on the 2 cores (stopped, 2026-12-03); each frame still holds ~500 M values.
+EXPORT_CALIB_FRAMES = {"sam_mtl": 32}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 #: One recipe per seed: what each was trained with (the table prints it). Epoch counts are
@@ -189,7 +195,11 @@ def export_rows(
         f"{r['n_train']} frames × {r['epochs']} epochs at {h}×{w} (best: epoch {ck['epoch'] + 1})"
     )
     keep = ("name", "format", "status", "size_mb", "dice", "accuracy", "macro_auc", "ms_per_frame")
-    return [{k: x.get(k) for k in keep} | {"frames": n, "checkpoint": trained} for x in rows]
+    calib = small.get("calib_frames", CALIB_FRAMES)
+    return [
+        {k: x.get(k) for k in keep} | {"frames": n, "checkpoint": trained, "calib_frames": calib}
+        for x in rows
+    ]
 
 
 def _ood(best: Path, n: int) -> tuple[float, float]:
@@ -370,9 +380,13 @@ def _markdown(doc: dict[str, Any]) -> None:
         for name, rows in sorted(exports.items()):
             for r in rows:
                 mb = "–" if r.get("size_mb") is None else f"{r['size_mb']:.2f}"
+                cal = r.get("calib_frames", CALIB_FRAMES)
+                status = r["status"]
+                if "int8" in r["name"] and cal != CALIB_FRAMES:
+                    status += f" ({cal} calibration frames)"
                 ms = "–" if r.get("ms_per_frame") is None else f"{r['ms_per_frame']:.1f}"
                 lines.append(
-                    f"| {name} | {r.get('checkpoint', '–')} | {r['name']} | {r['status']} | {mb} "
+                    f"| {name} | {r.get('checkpoint', '–')} | {r['name']} | {status} | {mb} "
                     f"| {r['frames']} "
                     f"| {num(r.get('dice'))} | {num(r.get('accuracy'))} "
                     f"| {num(r.get('macro_auc'))} | {ms} |"
@@ -402,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         default=EXPORT_FRAMES,
         help=f"export: 600x800 report phantoms ({EXPORT_FRAMES})",
     )
+    p.add_argument(
+        "--calib-frames",
+        type=int,
+        default=None,
+        help=f"export: INT8 calibration frames ({CALIB_FRAMES}; {EXPORT_CALIB_FRAMES})",
+    )
     p.add_argument("--alpha-kd", type=float, default=1.0, help="distill: class KD weight (1)")
     p.add_argument("--beta-pixel", type=float, default=1.0, help="distill: pixel KD weight (1)")
     args = p.parse_args(argv)
@@ -416,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(r, indent=2))
         print(_update({"models": {args.arch: r}}, args.arch, command))
     elif args.action == "export":
-        rows = export_rows(args.runs / args.arch, args.report_frames, max(args.threads, 1))
+        calib = args.calib_frames or EXPORT_CALIB_FRAMES.get(args.arch, CALIB_FRAMES)
+        small = {} if calib == CALIB_FRAMES else {"calib_frames": calib, "min_calib_frames": calib}
+        rows = export_rows(args.runs / args.arch, args.report_frames, max(args.threads, 1), **small)
         print(json.dumps(rows, indent=2))
         print(_update({"exports": {args.arch: rows}}, args.arch, command))
     elif args.action == "distill":

@@ -324,49 +324,80 @@ class _Reader:
 
 
 #: Bytes of intermediate tensors the calibration may hold at once. ONNX Runtime's histogram
-#: calibrators (percentile, entropy) keep *every* intermediate tensor of *every* calibration
-#: frame in memory before they build the histograms (``HistogramCalibrater.collect_data``): 300
-#: frames of mtl_oca at 96x96 were killed for memory on a 24 GiB machine. Above this budget the
-#: frames go in strides (``CalibStridedMinMax``; each stride's histograms are merged into the
-#: previous ones, on the first stride's bin width, so the ranges can differ slightly from one
-#: pass); under it (an edge_s export at 128x128: ~20 MiB a frame, 6 GiB for 300) calibration is
-#: one pass, as before.
+#: calibrators (percentile, entropy) keep every *calibrated* tensor (the float inputs and outputs
+#: of the node types being quantized) of *every* calibration frame in memory before they build
+#: the histograms (``HistogramCalibrater.collect_data``): 300 frames of mtl_oca at 96x96 were
+#: killed for memory on a 24 GiB machine. Above this budget the frames go in strides
+#: (``CalibStridedMinMax``; each stride's histograms are merged into the previous ones, on the
+#: first stride's bin width, so the ranges can differ slightly from one pass); under it (an
+#: edge_s export at 128x128: ~19 MiB a frame, 6 GiB for 300) calibration is one pass.
 CALIBRATION_MEMORY_BYTES = 8 << 30
 
 
-def activation_bytes(m: onnx.ModelProto, x: np.ndarray) -> int:
-    """Bytes of the float tensors one forward pass of ``m`` produces on input ``x``, the graph's
-    outputs included: measured by running ``m`` once with every node output exposed, as ONNX
-    Runtime's calibrator does (static shape inference cannot size GroupNorm reshapes or
-    deformable convolutions)."""
+def calibrated_tensors(m: onnx.ModelProto, op_types: Sequence[str]) -> set[str]:
+    """Names of the tensors ONNX Runtime's calibrators observe for ``op_types``
+    (``CalibraterBase.select_tensors_to_calibrate``): every input and output of a node of those
+    types that is not an initializer (the float ones among them, at run time)."""
+    inits = {i.name for i in m.graph.initializer}
+    ops = set(op_types)
+    return {
+        t
+        for n in m.graph.node
+        if n.op_type in ops
+        for t in (*n.input, *n.output)
+        if t and t not in inits
+    }
+
+
+def activation_bytes(
+    m: onnx.ModelProto, x: np.ndarray, op_types: Sequence[str] | None = None
+) -> int:
+    """Bytes of the float tensors one forward pass of ``m`` produces on input ``x``: every node
+    output (``op_types`` None), or only those the calibrator of ``op_types`` keeps
+    (:func:`calibrated_tensors`), the graph's outputs included. Measured by running ``m`` once
+    with those tensors exposed, as ONNX Runtime's calibrator does (static shape inference cannot
+    size GroupNorm reshapes or deformable convolutions). The difference matters for big graphs:
+    sam_mtl (TinyViT) at 256x256 produces 5.9 GiB of node outputs a frame, of which the CPU
+    recipe's calibrator keeps 2.1 GiB."""
     import onnxruntime as ort
 
     g = onnx.ModelProto()
     g.CopyFrom(m)
     have = {o.name for o in g.graph.output}
-    for n in g.graph.node:
-        for name in n.output:
-            if name and name not in have:
-                g.graph.output.append(onnx.ValueInfoProto(name=name))
-                have.add(name)
+    want = (
+        [o for n in g.graph.node for o in n.output]
+        if op_types is None
+        else sorted(calibrated_tensors(g, op_types))
+    )
+    graph_in = {i.name for i in g.graph.input}
+    for name in want:
+        if name and name not in have and name not in graph_in:
+            g.graph.output.append(onnx.ValueInfoProto(name=name))
+            have.add(name)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
     s = ort.InferenceSession(g.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     outs = s.run(None, {s.get_inputs()[0].name: x})
-    return int(sum(o.nbytes for o in outs if isinstance(o, np.ndarray) and o.dtype.kind == "f"))
+    kept = int(sum(o.nbytes for o in outs if isinstance(o, np.ndarray) and o.dtype.kind == "f"))
+    # The graph input is calibrated too when a calibrated node reads it.
+    return kept + (x.nbytes if op_types is not None and graph_in & set(want) else 0)
 
 
 def calibration_stride(
-    m: onnx.ModelProto, frames: Sequence[np.ndarray], budget: int | None = None
+    m: onnx.ModelProto,
+    frames: Sequence[np.ndarray],
+    budget: int | None = None,
+    op_types: Sequence[str] | None = None,
 ) -> int | None:
-    """Frames per calibration stride so that the held intermediate tensors stay within
-    ``budget`` (:data:`CALIBRATION_MEMORY_BYTES`): None (one pass) when all frames fit, else the
-    largest divisor of their number that fits (ONNX Runtime needs equal strides), at least 1."""
+    """Frames per calibration stride so that the held intermediate tensors (those of
+    ``op_types``' calibrator: :func:`activation_bytes`) stay within ``budget``
+    (:data:`CALIBRATION_MEMORY_BYTES`): None (one pass) when all frames fit, else the largest
+    divisor of their number that fits (ONNX Runtime needs equal strides), at least 1."""
     budget = CALIBRATION_MEMORY_BYTES if budget is None else budget
     n = len(frames)
     x = frames[0] if frames[0].ndim == 4 else frames[0][None]
-    per_frame = max(activation_bytes(m, np.ascontiguousarray(x, np.float32)), 1)
+    per_frame = max(activation_bytes(m, np.ascontiguousarray(x, np.float32), op_types), 1)
     if per_frame * n <= budget:
         return None
     fit = max(1, budget // per_frame)
@@ -413,6 +444,7 @@ def quantize(
     exclude_nodes: Sequence[str] = (),
     calibrate_method: str = "minmax",
     min_frames: int = MIN_CALIBRATION_FRAMES,
+    calibration_cache: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Static INT8 QDQ quantization for ``target`` ("cpu" or "tensorrt"); path in, path out.
 
@@ -421,6 +453,13 @@ def quantize(
     weight (:func:`unweighted_matmuls`) stay float. The result is
     written to a temporary name and renamed; for "tensorrt" it must pass
     :func:`check_tensorrt_qdq` or nothing is written.
+
+    ``calibration_cache``: a JSON file of the calibrated tensor ranges (ONNX Runtime's
+    ``calibration_cache_path``; 1.32 has it): written by the first call, read by the next ones
+    instead of running the calibration again -- only valid for the same model, frames, target and
+    method (:func:`quantize_with_budget` uses it for its fallback candidates, which differ only
+    in ``exclude_nodes``: which tensors the calibrator observes does not depend on it). Ignored
+    (every call calibrates) with an ONNX Runtime that lacks it.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -448,7 +487,9 @@ def quantize(
         }
         if target == "tensorrt":
             extra["QuantizeBias"] = False
-        stride = calibration_stride(m, frames)
+        ops = list(CPU_OP_TYPES if target == "cpu" else TRT_OP_TYPES)
+        cached = calibration_cache is not None and Path(calibration_cache).is_file()
+        stride = None if cached else calibration_stride(m, frames, op_types=ops)
         if stride is not None:
             extra["CalibStridedMinMax"] = stride  # any calibrator: collect_data per stride
         if spec["reduce_range"] and spec.get("depthwise_8bit"):
@@ -462,7 +503,7 @@ def quantize(
             str(tmp),
             _Reader(name, frames),
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(CPU_OP_TYPES if target == "cpu" else TRT_OP_TYPES),
+            op_types_to_quantize=ops,
             per_channel=True,
             reduce_range=spec["reduce_range"],
             activation_type=QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8,
@@ -470,6 +511,7 @@ def quantize(
             nodes_to_exclude=exclude,
             calibrate_method=methods[calibrate_method],
             extra_options=extra,
+            **_cache_kwargs(calibration_cache),
         )
         q = onnx.load(str(tmp))
         if target == "cpu":
@@ -485,6 +527,18 @@ def quantize(
             onnx.save(q, str(part))
             stamp_onnx_digest(part)  # the copied digest hashed the FP32 graph: a fresh one
     return onnx_out
+
+
+def _cache_kwargs(path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """``calibration_cache_path`` for ``quantize_static`` when given and supported."""
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    params = inspect.signature(quantize_static).parameters
+    if path is None or "calibration_cache_path" not in params:
+        return {}
+    return {"calibration_cache_path": str(path)}
 
 
 def _mark_int8(key: str, value: str, target: str) -> str:
@@ -653,6 +707,8 @@ def quantize_with_budget(
         raise InputError(f"evaluate() must return {list(watch)}; missing {missing}")
     history: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as td:
+        # One calibration for every candidate: they differ only in the nodes kept float.
+        cache = Path(td) / "calibration.json"
         full = quantize(
             onnx_in,
             Path(td) / "full.onnx",
@@ -660,6 +716,7 @@ def quantize_with_budget(
             target,
             calibrate_method=calibrate_method,
             min_frames=min_frames,
+            calibration_cache=cache,
         )
         m8 = evaluate(full)
         history.append({"float_nodes": [], **m8})
@@ -680,6 +737,7 @@ def quantize_with_budget(
                 exclude_nodes=keep_float,
                 calibrate_method=calibrate_method,
                 min_frames=min_frames,
+                calibration_cache=cache,
             )
             m8 = evaluate(cand)
             history.append({"float_nodes": keep_float, **m8})

@@ -395,3 +395,91 @@ def test_calibration_goes_in_strides_above_the_memory_budget(
     x = frames[0][None]
     for a, b in zip(run(one, x), run(strided, x), strict=True):
         np.testing.assert_allclose(a, b, atol=0.05 * float(np.abs(a).max()) + 1e-3)
+
+
+def test_activation_bytes_of_the_calibrated_tensors_only(fp32, frames) -> None:
+    """The calibrator keeps the inputs / outputs of the quantized node types only: fewer bytes
+    than every node output, and the TensorRT recipe (convolutions only) fewer still."""
+    from export.quantize import CPU_OP_TYPES, TRT_OP_TYPES, calibrated_tensors
+
+    m = onnx.load(str(fp32))
+    x = frames[0][None]
+    every = activation_bytes(m, x)
+    cpu, trt = activation_bytes(m, x, CPU_OP_TYPES), activation_bytes(m, x, TRT_OP_TYPES)
+    assert 0 < trt <= cpu <= every + x.nbytes
+    names = calibrated_tensors(m, TRT_OP_TYPES)
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    assert {convs[0].input[0], convs[0].output[0]} <= names
+    assert not names & {i.name for i in m.graph.initializer}  # weights are not calibrated
+
+
+def test_calibration_cache_skips_the_second_calibration(fp32, frames, tmp_path, monkeypatch):
+    """With ``calibration_cache`` the ranges are computed once: the second quantization (other
+    nodes kept float) never reads a frame and gets the first one's scales."""
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    import export.quantize as Q
+
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        pytest.skip("this ONNX Runtime has no calibration_cache_path")
+    cache = tmp_path / "cal.json"
+    kw = {"min_frames": 8, "calibrate_method": "percentile", "calibration_cache": cache}
+    first = quantize(fp32, tmp_path / "a.onnx", frames, **kw)
+    assert cache.is_file()
+
+    def no_frames(self):
+        raise AssertionError("calibration ran again")
+
+    monkeypatch.setattr(Q._Reader, "get_next", no_frames)
+    conv = next(n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv")
+    second = quantize(fp32, tmp_path / "b.onnx", frames, exclude_nodes=[conv], **kw)
+
+    def scales(path):
+        m = onnx.load(str(path))
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+        return {
+            n.input[0]: float(inits[n.input[1]])
+            for n in m.graph.node
+            if n.op_type == "QuantizeLinear"
+            and inits.get(n.input[1]) is not None
+            and inits[n.input[1]].ndim == 0
+        }
+
+    a, b = scales(first), scales(second)
+    shared = set(a) & set(b)
+    assert shared and all(a[t] == b[t] for t in shared)
+    assert len(b) < len(a)  # the excluded conv's input is no longer quantized for it
+
+
+def test_budget_fallback_calibrates_once(fp32, frames, tmp_path, monkeypatch) -> None:
+    """quantize_with_budget's fallback candidates reuse the first calibration's ranges."""
+    import inspect
+    import sys
+
+    from onnxruntime.quantization import quantize_static
+
+    ortq = sys.modules["onnxruntime.quantization.quantize"]  # the module, not the function
+
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        pytest.skip("this ONNX Runtime has no calibration_cache_path")
+    made = []
+    real = ortq.create_calibrator
+
+    def count(*a, **k):
+        made.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ortq, "create_calibrator", count)
+    calls = iter(range(100))
+
+    def evaluate(path):  # FP32, full INT8 (misses), then every fallback candidate misses too
+        return {"dice": 1.0 if next(calls) == 0 else 0.0, "accuracy": 1.0}
+
+    with pytest.raises(ModelError):
+        quantize_with_budget(
+            fp32, tmp_path / "q.onnx", frames, evaluate, min_frames=8, sensitivity_frames=2
+        )
+    assert next(calls) > 3  # several candidates were quantized
+    assert made == [1]
