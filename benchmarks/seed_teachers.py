@@ -80,6 +80,20 @@ RECIPES: dict[str, dict[str, Any]] = {
     "sam_mtl": dict(
         epochs=30, n_train=400, n_val=80, batch_size=8, lr=1e-3, lam=0.8, frozen_encoder=True
     ),
+    # SAMASK-CLTR (52.6 M parameters, random init: no 3-D ResNet-50 weights offline) on cine
+    # slabs (export.slab_data: 16 frames of a sweep at 256x256 into its default 16x128x128
+    # input, the true masks as prompts perturbed like a frame model's). A training step costs
+    # ~2.5 s a slab on the 2 cores (profiled: 3-D convolutions and their backward ~55 %), so
+    # the hour holds ~1400 slab steps: 420 slabs x 3 epochs.
+    "samask_cltr": dict(
+        epochs=3,
+        n_train=420,
+        n_val=60,
+        batch_size=4,
+        lr=2e-4,
+        warmup_steps=30,
+        frame_sizes=((256, 256),),
+    ),
     "edge_s": dict(epochs=8, n_train=600, n_val=120, batch_size=16, lr=2e-3, size=(128, 128)),
 }
 #: Distillation: the demo preset's student (edge_s with the half-resolution mask at 128×128),
@@ -116,7 +130,8 @@ def _train(arch: str, runs: Path, threads: int) -> Path:
 
 
 def score(best: Path, n: int = SCORE_FRAMES, threads: int = 2) -> dict[str, Any]:
-    """Dice / accuracy / AUC of a checkpoint on ``n`` fresh phantoms at its own input."""
+    """Dice / accuracy / AUC of a checkpoint on ``n`` fresh phantoms at its own input (a slab
+    classifier: :func:`score_slabs`)."""
     import torch
 
     from export.checkpoint import load_checkpoint, normalization
@@ -127,6 +142,8 @@ def score(best: Path, n: int = SCORE_FRAMES, threads: int = 2) -> dict[str, Any]
     ck = load_checkpoint(best, device="cpu")
     model = ck.model.eval()
     run = ck.train["run"]
+    if isinstance(model.example_input(1, tuple(run["size"])), tuple):
+        return score_slabs(best, n, threads)
     frames = SyntheticFrames(n, FRAME_SIZES, int(run["seed"]) + SCORE_SEED, model.class_names)
     hw = tuple(run["size"])
     model.input_size = hw
@@ -161,6 +178,78 @@ def score(best: Path, n: int = SCORE_FRAMES, threads: int = 2) -> dict[str, Any]
             if k in run
         },
         "score_frames": n,
+    }
+
+
+def _default_prompts(analyzer: Any, frames: Any, hw: tuple[int, int]) -> Any:
+    """The deployment's prompts: each frame through the embedded default model
+    (``analyzer``), its frame-resolution mask area-resized to the slab model's input."""
+    import cv2
+    import numpy as np
+
+    area = cv2.INTER_AREA
+    return np.stack(
+        [
+            cv2.resize((analyzer.run(f).mask > 0).astype(np.float32), hw[::-1], interpolation=area)
+            for f in frames
+        ]
+    )
+
+
+def score_slabs(best: Path, n: int = SCORE_FRAMES, threads: int = 2) -> dict[str, Any]:
+    """A slab classifier (samask_cltr) on ``n`` fresh cine slabs (seed ``+SCORE_SEED``), with the
+    prompts the deployment gives it -- the embedded default model's masks of each frame
+    (``accuracy`` / ``auc``) -- and with the true masks (``accuracy_true_prompt`` /
+    ``auc_true_prompt``: the classifier alone)."""
+    import numpy as np
+    import torch
+
+    import sdk
+    from export.checkpoint import load_checkpoint, normalization
+    from export.slab_data import CineSlabs, SlabDataset
+    from sdk import metrics as M
+
+    torch.set_num_threads(threads)
+    ck = load_checkpoint(best, device="cpu")
+    model = ck.model.eval()
+    run = ck.train["run"]
+    hw = tuple(run["size"])
+    model.input_size = hw
+    sizes = [tuple(s) for s in run["frame_sizes"]] if run.get("frame_sizes") else [hw]
+    slabs = CineSlabs(n, model.input_depth, sizes, int(run["seed"]) + SCORE_SEED, model.class_names)
+    norm = normalization(model)
+    ds = SlabDataset(slabs, hw, mean=norm["mean"], std=norm["std"])
+    probs: dict[str, list[Any]] = {"true": [], "default": []}
+    labels = []
+    with torch.no_grad(), sdk.Analyzer(threads=threads) as analyzer:
+        for i in range(n):
+            (vol, truth), _, y = ds[i]
+            frames, _, _ = slabs.get(i)
+            prompt = torch.from_numpy(_default_prompts(analyzer, frames, hw)[None])
+            for key, m in (("true", truth), ("default", prompt)):
+                logits = model(vol[None], m[None])["class_logits"][0]
+                probs[key].append(torch.softmax(logits.float(), 0).numpy())
+            labels.append(int(y))
+    y_true = np.asarray(labels)
+    res = {}
+    for key, suffix in (("default", ""), ("true", "_true_prompt")):
+        p = np.stack(probs[key])
+        auc = M.macro_auc(y_true, p)
+        res["accuracy" + suffix] = round(M.accuracy(y_true, p.argmax(1)), 4)
+        res["auc" + suffix] = None if not np.isfinite(auc) else round(float(auc), 4)
+    metrics = json.loads((best.parent / "metrics.json").read_text())
+    return {
+        "dice": None,
+        "dice_lesion": None,
+        **res,
+        "train_s": round(sum(e["seconds"] for e in metrics["epochs"]), 1),
+        "epochs": len(metrics["epochs"]),
+        "best_epoch": metrics["best_epoch"] + 1,
+        "frames": run["n_train"],
+        "input": f"1x{model.input_depth}x{hw[0]}x{hw[1]} + mask prompt",
+        "recipe": {k: run[k] for k in ("batch_size", "lr", "warmup_steps") if k in run},
+        "score_frames": n,
+        "prompt": "the embedded default model's masks (true masks: *_true_prompt)",
     }
 
 

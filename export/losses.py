@@ -148,7 +148,9 @@ class MultiTaskLoss(nn.Module):
         class_weights: float ``(K,)`` CE weights, or None for plain CE.
 
     ``forward(outputs, mask, labels)`` → ``(total, parts)`` with ``parts`` the detached
-    ``{"bce", "dice", "seg", "cls", "total"}`` as Python floats.
+    ``{"bce", "dice", "seg", "cls", "total"}`` as Python floats. A model without
+    ``mask_logits`` (a slab classifier) trains on the CE alone (``{"cls", "total"}``; λ does not
+    apply).
     """
 
     def __init__(
@@ -176,9 +178,11 @@ class MultiTaskLoss(nn.Module):
     def forward(
         self, outputs: dict[str, torch.Tensor], mask: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        cls = ce_loss(outputs["class_logits"], labels, self.class_weights)
+        if "mask_logits" not in outputs:  # a slab classifier (class logits only): CE alone
+            return cls, {"cls": float(cls.detach()), "total": float(cls.detach())}
         bce = bce_loss(outputs["mask_logits"], mask, self.pos_weight)
         dsc = dice_loss(outputs["mask_logits"], mask)
-        cls = ce_loss(outputs["class_logits"], labels, self.class_weights)
         seg = bce + dsc
         total = self.lam * seg + (1.0 - self.lam) * cls
         parts = {"bce": bce, "dice": dsc, "seg": seg, "cls": cls, "total": total}

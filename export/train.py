@@ -59,6 +59,7 @@ from export.data import (
 from export.data import frame_sizes as data_frame_sizes
 from export.losses import MultiTaskLoss, TrainingLoss, balanced_class_weights
 from export.models import create_model, list_models, model_defaults
+from export.slab_data import CineSlabs, SlabDataset
 from sdk import metrics
 from sdk.errors import BackendUnavailableError, InputError
 
@@ -211,8 +212,9 @@ def evaluate(
     """Validation metrics of ``model`` over ``loader`` (items ``(x, mask, label)``).
 
     Returns a JSON-safe dict: ``dice``, ``iou`` (means over frames, masks at the model's mask
-    resolution, both-empty frames count 1), ``dice_lesion`` (mean over frames with a lesion;
-    None without any), ``accuracy``, ``macro_auc`` (None when undefined),
+    resolution, both-empty frames count 1; None for a model without ``mask_logits``, a slab
+    classifier whose ``x`` is ``(volume, prompt)``), ``dice_lesion`` (mean over frames with a
+    lesion; None without any), ``accuracy``, ``macro_auc`` (None when undefined),
     ``sensitivity`` / ``specificity`` (per class, None where undefined), ``confusion``, and the
     validation losses when a criterion is given.
     """
@@ -226,19 +228,20 @@ def evaluate(
     sums: dict[str, float] = {}
     n = 0
     for x, m, y, *_ in loader:
-        x, m, y = x.to(dev), m.to(dev), y.to(dev)
-        out = model(x)
+        x, m, y = _to(x, dev), m.to(dev), y.to(dev)
+        out = _forward(model, x)
         if criterion is not None:
             _, parts = criterion(out, m, y)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v * len(y)
         n += len(y)
-        pred = (torch.sigmoid(out["mask_logits"]) > 0.5).cpu().numpy()
-        true = (m > 0.5).cpu().numpy()
-        for p, t in zip(pred, true, strict=True):
-            dices.append(metrics.dice(p[0], t[0]))
-            ious.append(metrics.iou(p[0], t[0]))
-            lesion.append(bool(t.any()))
+        if "mask_logits" in out:  # a slab classifier has none: no mask metrics
+            pred = (torch.sigmoid(out["mask_logits"]) > 0.5).cpu().numpy()
+            true = (m > 0.5).cpu().numpy()
+            for p, t in zip(pred, true, strict=True):
+                dices.append(metrics.dice(p[0], t[0]))
+                ious.append(metrics.iou(p[0], t[0]))
+                lesion.append(bool(t.any()))
         probs.append(torch.softmax(out["class_logits"].float(), 1).cpu().numpy())
         labels.append(y.cpu().numpy())
     if n == 0:
@@ -254,8 +257,8 @@ def evaluate(
         return [None if not np.isfinite(v) else float(v) for v in a]
 
     res: dict[str, Any] = {
-        "dice": float(np.mean(dices)),
-        "iou": float(np.mean(ious)),
+        "dice": float(np.mean(dices)) if dices else None,
+        "iou": float(np.mean(ious)) if ious else None,
         # Lesion frames only: the mean above counts every correctly empty normal frame as 1.
         "dice_lesion": float(np.mean(np.asarray(dices)[lesion])) if any(lesion) else None,
         "accuracy": metrics.accuracy(y_true, y_pred),
@@ -289,10 +292,21 @@ class _PairDataset(Dataset):
         return x, m, y, xt
 
 
-def _outputs(model: nn.Module, x: torch.Tensor, train_outputs: bool) -> dict[str, torch.Tensor]:
+def _to(x: Any, dev: torch.device, pin: bool = False) -> Any:
+    """A batch's input on ``dev``: one tensor, or the inputs of a multi-input model."""
+    if isinstance(x, list | tuple):
+        return tuple(t.to(dev, non_blocking=pin) for t in x)
+    return x.to(dev, non_blocking=pin)
+
+
+def _forward(model: nn.Module, x: Any) -> dict[str, torch.Tensor]:
+    return model(*x) if isinstance(x, tuple) else model(x)
+
+
+def _outputs(model: nn.Module, x: Any, train_outputs: bool) -> dict[str, torch.Tensor]:
     """``forward_train`` (the contract's outputs plus ``aux_mask_logits``) when deep
     supervision asks for it, else ``forward``."""
-    return model.forward_train(x) if train_outputs else model(x)
+    return model.forward_train(x) if train_outputs else _forward(model, x)
 
 
 def _train_epoch(
@@ -315,7 +329,7 @@ def _train_epoch(
     aux = criterion.aux_weight > 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch")
     for i, (x, m, y, xt) in enumerate(bar):
-        x, m, y = x.to(dev, non_blocking=pin), m.to(dev, non_blocking=pin), y.to(dev)
+        x, m, y = _to(x, dev, pin), m.to(dev, non_blocking=pin), y.to(dev)
         t_out = None
         if teacher is not None:
             # Frozen teacher (eval mode, no graph): gradients reach the student only.
@@ -382,15 +396,18 @@ def _lr_schedule(lr: float, epochs: int, steps_per_epoch: int, warmup_steps: int
 def _summary_line(desc: str, record: dict[str, Any]) -> str:
     val = record["val"]
     auc = "n/a" if val["macro_auc"] is None else f"{val['macro_auc']:.3f}"
+    seg = "" if val["dice"] is None else f"dice {val['dice']:.3f} iou {val['iou']:.3f} "
     return (
         f"{desc}: loss {record['train'].get('total', float('nan')):.4f} "
-        f"val dice {val['dice']:.3f} iou {val['iou']:.3f} acc {val['accuracy']:.3f} "
-        f"auc {auc} ({record['seconds']:.1f} s)"
+        f"val {seg}acc {val['accuracy']:.3f} auc {auc} ({record['seconds']:.1f} s)"
     )
 
 
 def _score(val: dict[str, Any]) -> float:
-    """Model selection: mean of Dice and accuracy (both in [0, 1], both always defined)."""
+    """Model selection: mean of Dice and accuracy (both in [0, 1]); accuracy alone for a model
+    without a mask (a slab classifier)."""
+    if val["dice"] is None:
+        return float(val["accuracy"])
     return 0.5 * (val["dice"] + val["accuracy"])
 
 
@@ -461,6 +478,55 @@ def _data(
     frames = open_frames(data, class_names, seed=seed)
     tr, va = stratified_split(frames.labels, val_fraction, seed)
     return FrameSubset(frames, tr), FrameSubset(frames, va)
+
+
+def _check_slab_run(
+    arch: str,
+    model: nn.Module,
+    x0: tuple[torch.Tensor, ...],
+    data: Any,
+    split: Any,
+    teacher: nn.Module | None,
+    frozen_encoder: bool,
+    aux_weight: float,
+) -> None:
+    """What a slab classifier's run supports: two inputs (volume, mask prompt), class logits
+    only, synthetic cine slabs (:mod:`export.slab_data`), no teacher / split / frozen encoder /
+    deep supervision -- anything else is refused by name rather than ignored."""
+    if len(x0) != 2 or "mask_logits" in model.output_names:
+        raise InputError(
+            f"{arch} takes {len(x0)} inputs and returns {list(model.output_names)}; train() "
+            "feeds one frame, or a (volume, mask prompt) slab to a class-only model"
+        )
+    refused = {
+        "data other than 'synthetic' (slabs are drawn from sdk.synthetic.cine)": str(data)
+        != "synthetic",
+        "split": split is not None,
+        "teacher": teacher is not None,
+        "frozen_encoder": frozen_encoder,
+        "aux_weight": aux_weight > 0,
+    }
+    bad = [k for k, v in refused.items() if v]
+    if bad:
+        raise InputError(f"{arch} is a slab classifier; its runs take no {', '.join(bad)}")
+
+
+def _slabs(
+    model: nn.Module,
+    size: tuple[int, int] | Sequence[tuple[int, int]],
+    n_train: int,
+    n_val: int | None,
+    val_fraction: float,
+    seed: int,
+) -> tuple[CineSlabs, CineSlabs]:
+    """(train, validation) cine slabs of the model's depth, validation from another stream."""
+    k = len(model.class_names)
+    nv = n_val if n_val is not None else max(k, round(n_train * val_fraction))
+    depth = int(model.input_depth)
+    return (
+        CineSlabs(n_train, depth, size, seed, model.class_names),
+        CineSlabs(_positive_int(nv, "n_val"), depth, size, seed + 7_919_003, model.class_names),
+    )
 
 
 def _split_json(split: Any, data: str | os.PathLike[str]) -> Any:
@@ -779,20 +845,24 @@ def train(
         start, history, best = _resume_point(resumed, run, out)
         out.mkdir(parents=True, exist_ok=True)
 
-        train_frames, val_frames = _data(
-            data, model.class_names, frame_sizes or hw, n_train, n_val, val_fraction, seed, split
-        )
+        x0 = model.example_input(1, hw)
+        slab = isinstance(x0, tuple)  # a slab classifier: (volume, mask prompt) -> class
+        if slab:
+            _check_slab_run(arch, model, x0, data, split, t_model, frozen_encoder, aux_weight)
+            train_frames, val_frames = _slabs(
+                model, frame_sizes or hw, n_train, n_val, val_fraction, seed
+            )
+        else:
+            sizes = frame_sizes or hw
+            train_frames, val_frames = _data(
+                data, model.class_names, sizes, n_train, n_val, val_fraction, seed, split
+            )
         if len(train_frames) == 0 or len(val_frames) == 0:
             raise InputError(f"{data}: no frame to train or validate on; add data")
-        x0 = model.example_input(1, hw)
-        if isinstance(x0, tuple):
-            raise InputError(
-                f"{arch} takes {len(x0)} inputs; train() feeds single-input models only"
-            )
         model.to(dev)
         if frozen_encoder:
             model.encode = _FrozenEncoder(model)
-        mask_hw = _mask_hw(model, hw, dev)
+        mask_hw = hw if slab else _mask_hw(model, hw, dev)
         aug = Augment.from_option(augment)
 
         def dataset(
@@ -800,8 +870,17 @@ def train(
             frames: Any,
             augmentation: Augment | None,
             mask_size: tuple[int, ...] = mask_hw,
-        ) -> MultiTaskDataset:
+        ) -> MultiTaskDataset | SlabDataset:
             norm = normalization(net)
+            if slab:
+                return SlabDataset(
+                    frames,
+                    tuple(net.input_size),
+                    mean=norm["mean"],
+                    std=norm["std"],
+                    augment=augmentation is not None,
+                    seed=seed,
+                )
             return MultiTaskDataset(
                 frames,
                 input_size=tuple(net.input_size),

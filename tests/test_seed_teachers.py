@@ -84,3 +84,20 @@ def test_a_scored_model_leaves_the_not_trained_list(load_benchmark, tmp_path, mo
     assert doc["not_trained"] == {"c": "two inputs"} and "b" in doc["models"]
     md = (tmp_path / "seed-teachers.md").read_text()
     assert "- c: two inputs" in md and "too slow" not in md
+
+
+def test_slab_seed_scores_with_the_default_models_prompts(load_benchmark, tmp_path):
+    """score() on a slab classifier: fresh cine slabs, prompts from the embedded default model
+    (the deployment) and from the true masks, class metrics only."""
+    from export.train import train
+
+    mod = load_benchmark("seed_teachers")
+    tiny = dict(epochs=1, batch_size=3, seed=0, n_train=6, n_val=3, size=32, threads=1)
+    best = train(
+        "samask_cltr", "synthetic", tmp_path / "s", device="cpu", progress=False, **tiny
+    )
+    r = mod.score(best, n=3, threads=1)
+    assert r["dice"] is None and r["score_frames"] == 3 and r["frames"] == 6
+    for k in ("accuracy", "accuracy_true_prompt"):
+        assert 0.0 <= r[k] <= 1.0
+    assert r["input"] == "1x16x32x32 + mask prompt" and "default model" in r["prompt"]

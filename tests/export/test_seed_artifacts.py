@@ -6,8 +6,8 @@ magnitude channels; the SAM family: ImageNet-normalized RGB-replicated gray).
 The Analyzer's probabilities are compared with ONNX Runtime run directly on the model's input
 built here from the metadata by ``sdk.kernels.preprocess``: a mismatch means the Analyzer fed a
 seed the wrong channels, size or normalization. samask_cltr takes a cine slab and a mask prompt
-(two inputs): the frame Analyzer cannot run it and the trainer refuses it (its own test says
-so); sam_mtl_vitb (89 M parameters, a 350 MB ONNX file) is covered by the contract's ONNX
+(two inputs): the frame Analyzer cannot run it; the trainer feeds it cine slabs (its own tests
+below); sam_mtl_vitb (89 M parameters, a 350 MB ONNX file) is covered by the contract's ONNX
 parity test only, to keep this suite in minutes.
 """
 
@@ -108,7 +108,36 @@ def test_seed_runs_through_the_analyzer(artifacts) -> None:
         assert np.abs(_direct_probs(path, frame, 0.25) - want).max() > 1e-3
 
 
-def test_multi_input_seed_is_refused_by_the_trainer(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="single-input"):
-        train("samask_cltr", "synthetic", tmp_path / "x", size=64, **TINY)
+def test_slab_seed_trains_on_cine_slabs(tmp_path: Path) -> None:
+    """samask_cltr (two inputs: a cine slab and a mask prompt, class logits only) trains on
+    cine slabs (export.slab_data): class metrics, no mask metrics, a checkpoint that loads."""
+    from export.checkpoint import load_checkpoint
+
+    best = train(
+        "samask_cltr",
+        "synthetic",
+        tmp_path / "x",
+        size=32,
+        n_val=3,
+        **{**TINY, "n_train": 6, "batch_size": 3},
+    )
+    metrics = __import__("json").loads((best.parent / "metrics.json").read_text())
+    val = metrics["epochs"][0]["val"]
+    assert val["dice"] is None and val["iou"] is None and 0.0 <= val["accuracy"] <= 1.0
+    assert set(metrics["epochs"][0]["train"]) >= {"cls", "total"}
+    assert metrics["data"]["train"]["per_class"] == {"normal": 2, "benign": 2, "malignant": 2}
+    ck = load_checkpoint(best)
+    v, m = ck.model.example_input(1, (32, 32))
+    assert ck.model.eval()(v, m)["class_logits"].shape == (1, 3)
+
+
+def test_slab_seed_refuses_what_slabs_do_not_support(tmp_path: Path) -> None:
+    for kw, what in (
+        ({"split": "ood-train"}, "split"),
+        ({"frozen_encoder": True}, "frozen_encoder"),
+    ):
+        with pytest.raises(InputError, match=what):
+            train("samask_cltr", "synthetic", tmp_path / "x", size=32, **TINY, **kw)
+    with pytest.raises(InputError, match="data other than"):
+        train("samask_cltr", tmp_path, tmp_path / "y", size=32, **TINY)
     assert not (tmp_path / "x" / "best.json").exists()
