@@ -93,6 +93,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         lr=2e-4,
         warmup_steps=30,
         frame_sizes=((256, 256),),
+        augment=True,  # the slab's own (flip, gain / gamma, prompt perturbation)
     ),
     "edge_s": dict(epochs=8, n_train=600, n_val=120, batch_size=16, lr=2e-3, size=(128, 128)),
 }

@@ -489,10 +489,13 @@ def _check_slab_run(
     teacher: nn.Module | None,
     frozen_encoder: bool,
     aux_weight: float,
+    augment: bool | str,
 ) -> None:
     """What a slab classifier's run supports: two inputs (volume, mask prompt), class logits
-    only, synthetic cine slabs (:mod:`export.slab_data`), no teacher / split / frozen encoder /
-    deep supervision -- anything else is refused by name rather than ignored."""
+    only, synthetic cine slabs (:mod:`export.slab_data`), augmentation on or off (the slab's
+    own: flip, gain / gamma, prompt perturbation), no teacher / split / frozen encoder / deep
+    supervision / per-frame ultrasound augmentation -- anything else is refused by name rather
+    than ignored."""
     if len(x0) != 2 or "mask_logits" in model.output_names:
         raise InputError(
             f"{arch} takes {len(x0)} inputs and returns {list(model.output_names)}; train() "
@@ -505,6 +508,7 @@ def _check_slab_run(
         "teacher": teacher is not None,
         "frozen_encoder": frozen_encoder,
         "aux_weight": aux_weight > 0,
+        "augment='ultrasound' (slabs: augment=True, export.slab_data)": augment == "ultrasound",
     }
     bad = [k for k, v in refused.items() if v]
     if bad:
@@ -848,7 +852,9 @@ def train(
         x0 = model.example_input(1, hw)
         slab = isinstance(x0, tuple)  # a slab classifier: (volume, mask prompt) -> class
         if slab:
-            _check_slab_run(arch, model, x0, data, split, t_model, frozen_encoder, aux_weight)
+            _check_slab_run(
+                arch, model, x0, data, split, t_model, frozen_encoder, aux_weight, augment
+            )
             train_frames, val_frames = _slabs(
                 model, frame_sizes or hw, n_train, n_val, val_fraction, seed
             )

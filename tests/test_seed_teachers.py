@@ -93,9 +93,7 @@ def test_slab_seed_scores_with_the_default_models_prompts(load_benchmark, tmp_pa
 
     mod = load_benchmark("seed_teachers")
     tiny = dict(epochs=1, batch_size=3, seed=0, n_train=6, n_val=3, size=32, threads=1)
-    best = train(
-        "samask_cltr", "synthetic", tmp_path / "s", device="cpu", progress=False, **tiny
-    )
+    best = train("samask_cltr", "synthetic", tmp_path / "s", device="cpu", progress=False, **tiny)
     r = mod.score(best, n=3, threads=1)
     assert r["dice"] is None and r["score_frames"] == 3 and r["frames"] == 6
     for k in ("accuracy", "accuracy_true_prompt"):

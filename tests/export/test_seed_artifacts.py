@@ -135,6 +135,7 @@ def test_slab_seed_refuses_what_slabs_do_not_support(tmp_path: Path) -> None:
     for kw, what in (
         ({"split": "ood-train"}, "split"),
         ({"frozen_encoder": True}, "frozen_encoder"),
+        ({"augment": "ultrasound"}, "augment='ultrasound'"),
     ):
         with pytest.raises(InputError, match=what):
             train("samask_cltr", "synthetic", tmp_path / "x", size=32, **TINY, **kw)
