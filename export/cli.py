@@ -33,8 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "train",
         help="train a segmentation + classification model (needs the export extra)",
         description="Train a registered architecture with λ(BCE + Dice) + (1 - λ)CE on synthetic "
-        "phantoms, a BUSI folder or a labelled CSV folder. Writes last / best checkpoints "
-        "(safetensors + JSON), metrics.json and curves.png into --out.",
+        "phantoms, a BUSI folder or a labelled CSV folder; a slab classifier (samask_cltr: "
+        "cine slab + mask prompt) with CE on synthetic cine slabs. Writes last / best "
+        "checkpoints (safetensors + JSON), metrics.json and curves.png into --out.",
     )
     p.add_argument("--arch", default=None, help="architecture name (e.g. edge_s)")
     p.add_argument(
