@@ -749,10 +749,21 @@ def quantize_with_budget(
                 worst = ", ".join(f"{n} ({sens[n]:.3g})" for n in ranked[:10])
                 raise ModelError(
                     f"INT8 misses the {budget:g} budget unless all {k} quantized nodes go back "
-                    f"to float (FP32 {fp32}; INT8 tries {history}). Most sensitive nodes (relative "
+                    f"to float ({_tries(fp32, history, watch)}). Most sensitive nodes (relative "
                     f"output error): {worst}. Calibrate on more representative frames or keep FP32."
                 )
             k *= 2
+
+
+def _tries(fp32: dict[str, float], history: list[dict[str, Any]], watch: Sequence[str]) -> str:
+    """The budget search in one line, short enough for a report's status cell: FP32, then each
+    try as ``<nodes kept float>: <metric> <value>...`` (the node names: the sensitivity list)."""
+
+    def m(d: dict[str, Any]) -> str:
+        return " ".join(f"{k} {float(d[k]):.3f}" for k in watch)
+
+    steps = "; ".join(f"{len(h['float_nodes'])} float: {m(h)}" for h in history)
+    return f"FP32 {m(fp32)}; INT8 with {steps}"
 
 
 class _DropOrtAdvice(logging.Filter):

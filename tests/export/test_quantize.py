@@ -304,11 +304,16 @@ def test_budget_impossible_reports_nodes(fp32, frames, tmp_path) -> None:
     def evaluate(path):
         return {"dice": 1.0 if next(calls) == 0 else 0.0, "accuracy": 1.0}
 
-    with pytest.raises(ModelError, match="Most sensitive nodes"):
+    with pytest.raises(ModelError, match="Most sensitive nodes") as err:
         quantize_with_budget(
             fp32, tmp_path / "q.onnx", frames, evaluate, min_frames=8, sensitivity_frames=2
         )
     assert not (tmp_path / "q.onnx").exists()
+    # Every try, compactly, before the node ranking (a report keeps the first 400 characters).
+    msg = str(err.value)
+    head = msg[: msg.index("Most sensitive")]
+    assert "FP32 dice 1.000 accuracy 1.000; INT8 with 0 float: dice 0.000" in head
+    assert "; 1 float: dice 0.000" in head and "; 2 float:" in head
 
 
 class PooledNet(torch.nn.Module):
