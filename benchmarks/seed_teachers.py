@@ -83,11 +83,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     # SAMASK-CLTR (52.6 M parameters, random init: no 3-D ResNet-50 weights offline) on cine
     # slabs (export.slab_data: 16 frames of a sweep at 256x256 into its default 16x128x128
     # input, the true masks as prompts perturbed like a frame model's). A training step of a
-    # batch of 4 takes ~5 s on the 2 cores (3-D convolutions and their backward ~55 % of it,
-    # profiled), so the hour holds ~2400 slab steps: 800 slabs x 3 epochs.
+    # batch of 4 takes ~2.9 s on the quiet 2 cores (3-D convolutions and their backward ~55 % of
+    # it, profiled), so the hour holds ~4800 slab steps: 1500 slabs x 3 epochs.
     "samask_cltr": dict(
         epochs=3,
-        n_train=800,
+        n_train=1500,
         n_val=60,
         batch_size=4,
         lr=2e-4,
