@@ -132,7 +132,7 @@ def _train(arch: str, runs: Path, threads: int) -> Path:
 
 def score(best: Path, n: int = SCORE_FRAMES, threads: int = 2) -> dict[str, Any]:
     """Dice / accuracy / AUC of a checkpoint on ``n`` fresh phantoms at its own input (a slab
-    classifier: :func:`score_slabs`)."""
+    classifier: :func:`_score_slabs`)."""
     import torch
 
     from export.checkpoint import load_checkpoint, normalization
@@ -144,7 +144,7 @@ def score(best: Path, n: int = SCORE_FRAMES, threads: int = 2) -> dict[str, Any]
     model = ck.model.eval()
     run = ck.train["run"]
     if isinstance(model.example_input(1, tuple(run["size"])), tuple):
-        return score_slabs(best, n, threads)
+        return _score_slabs(ck, best, n, threads)
     frames = SyntheticFrames(n, FRAME_SIZES, int(run["seed"]) + SCORE_SEED, model.class_names)
     hw = tuple(run["size"])
     model.input_size = hw
@@ -197,8 +197,9 @@ def _default_prompts(analyzer: Any, frames: Any, hw: tuple[int, int]) -> Any:
     )
 
 
-def score_slabs(best: Path, n: int = SCORE_FRAMES, threads: int = 2) -> dict[str, Any]:
-    """A slab classifier (samask_cltr) on ``n`` fresh cine slabs (seed ``+SCORE_SEED``), with the
+def _score_slabs(ck: Any, best: Path, n: int, threads: int) -> dict[str, Any]:
+    """A slab classifier (samask_cltr, checkpoint ``ck`` loaded from ``best``) on ``n`` fresh
+    cine slabs (seed ``+SCORE_SEED``), with the
     prompts the deployment gives it -- the embedded default model's masks of each frame
     (``accuracy`` / ``auc``) -- and with the true masks (``accuracy_true_prompt`` /
     ``auc_true_prompt``: the classifier alone)."""
@@ -206,12 +207,10 @@ def score_slabs(best: Path, n: int = SCORE_FRAMES, threads: int = 2) -> dict[str
     import torch
 
     import sdk
-    from export.checkpoint import load_checkpoint, normalization
+    from export.checkpoint import normalization
     from export.slab_data import CineSlabs, SlabDataset
     from sdk import metrics as M
 
-    torch.set_num_threads(threads)
-    ck = load_checkpoint(best, device="cpu")
     model = ck.model.eval()
     run = ck.train["run"]
     hw = tuple(run["size"])

@@ -50,6 +50,7 @@ __all__ = [
     "describe",
     "frame_sizes",
     "open_frames",
+    "phantom_classes",
     "resolve_split",
     "stratified_split",
 ]
@@ -138,12 +139,7 @@ class SyntheticFrames:
     ) -> None:
         if int(n) < 1:
             raise InputError(f"a synthetic dataset needs n >= 1 frames, got {n}")
-        self.class_names = tuple(class_names)
-        if sorted(self.class_names) != sorted(synthetic.LABELS):
-            raise InputError(
-                f"synthetic phantoms have classes {list(synthetic.LABELS)}; the model has "
-                f"{list(self.class_names)} (train on a folder for other classes)"
-            )
+        self.class_names = phantom_classes(class_names, " (train on a folder for other classes)")
         self.sizes = frame_sizes(size)
         self.n, self.size, self.seed = int(n), self.sizes[0], int(seed)
         if style not in ("scanner", "classic"):
@@ -191,6 +187,18 @@ class SyntheticFrames:
         if self._cache is not None:
             self._cache[index] = frame
         return frame
+
+
+def phantom_classes(class_names: Sequence[str], hint: str = "") -> tuple[str, ...]:
+    """``class_names`` as a tuple when they are the phantom generator's classes (any order),
+    else :class:`InputError` (``hint`` appended to its message)."""
+    names = tuple(class_names)
+    if sorted(names) != sorted(synthetic.LABELS):
+        raise InputError(
+            f"synthetic phantoms have classes {list(synthetic.LABELS)}; the model has "
+            f"{list(names)}{hint}"
+        )
+    return names
 
 
 def resolve_split(split: Any) -> synthetic.Split | None:
@@ -363,9 +371,7 @@ class Augment:
         if rng.random() < self.p_crop:
             image, mask = self._crop(image, mask, rng)
         if rng.random() < self.p_intensity:
-            gain = 10.0 ** (rng.uniform(-self.gain_db, self.gain_db) / 20.0)
-            v = (image.astype(np.float32) / 255.0) ** rng.uniform(*self.gamma) * gain
-            image = np.clip(v * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            image = self.gain_gamma(image, rng)
         if rng.random() < self.p_speckle and self.speckle > 0:
             k = 1.0 / self.speckle**2  # Gamma(k, 1/k): mean 1, std 1/sqrt(k)
             noise = rng.gamma(k, 1.0 / k, image.shape).astype(np.float32)
@@ -375,6 +381,13 @@ class Augment:
                 np.ascontiguousarray(image), np.ascontiguousarray(mask), rng
             )
         return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+
+    def gain_gamma(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Gain U(±``gain_db``) dB and a gamma U(``gamma``) on [0, 1]: uint8 of any shape in
+        (one frame, or a whole slab that shares the draw), uint8 out."""
+        gain = 10.0 ** (rng.uniform(-self.gain_db, self.gain_db) / 20.0)
+        v = (image.astype(np.float32) / 255.0) ** rng.uniform(*self.gamma) * gain
+        return np.clip(v * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
     @staticmethod
     def _rotate(image: np.ndarray, mask: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from export.data import frame_sizes
+from export.data import Augment, frame_sizes, phantom_classes
 from export.models._contract import CLASS_NAMES
 from sdk import kernels, synthetic
 from sdk.errors import InputError
@@ -36,6 +36,10 @@ from sdk.errors import InputError
 __all__ = ["CineSlabs", "SlabDataset"]
 
 Slab = tuple[np.ndarray, np.ndarray, int]
+
+#: The frame augmentation's intensity settings (gain ±4 dB, gamma 0.7-1.4, p 0.8), applied to
+#: the whole slab with one draw.
+_FRAME_AUG = Augment()
 
 #: Redraws allowed for a lesion sweep that never shows its lesion (rare: the default sweep
 #: carries the lesion across the field of view).
@@ -63,12 +67,7 @@ class CineSlabs:
             raise InputError(f"a slab dataset needs n >= 1 slabs, got {n}")
         if int(depth) < 1:
             raise InputError(f"depth must be >= 1 frames, got {depth}")
-        self.class_names = tuple(class_names)
-        if sorted(self.class_names) != sorted(synthetic.LABELS):
-            raise InputError(
-                f"synthetic phantoms have classes {list(synthetic.LABELS)}; the model has "
-                f"{list(self.class_names)}"
-            )
+        self.class_names = phantom_classes(class_names)
         self.n, self.depth, self.seed = int(n), int(depth), int(seed)
         self.sizes = frame_sizes(size)
         self._cache: dict[int, Slab] | None = {} if cache else None
@@ -137,10 +136,8 @@ class SlabDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(index)]) if self.augment else None
         if rng is not None and rng.random() < 0.5:
             frames, masks = frames[:, :, ::-1], masks[:, :, ::-1]
-        if rng is not None and rng.random() < 0.8:  # gain / contrast of the whole sweep
-            gain = 10.0 ** (rng.uniform(-4.0, 4.0) / 20.0)
-            v = (frames.astype(np.float32) / 255.0) ** rng.uniform(0.7, 1.4) * gain
-            frames = np.clip(v * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        if rng is not None and rng.random() < _FRAME_AUG.p_intensity:  # one draw, whole sweep
+            frames = _FRAME_AUG.gain_gamma(frames, rng)
         h, w = self.input_size
         vol = np.stack(
             [

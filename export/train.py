@@ -455,6 +455,18 @@ def _frame_sizes_json(frame_sizes: Sequence[tuple[int, int]] | None) -> list[lis
     return None if frame_sizes is None else [list(s) for s in data_frame_sizes(frame_sizes)]
 
 
+#: Synthetic validation frames (and slabs) come from the stream ``seed + VAL_SEED_OFFSET``: no
+#: frame is shared with training.
+VAL_SEED_OFFSET = 7_919_003
+
+
+def _n_val(n_val: int | None, n_train: int, val_fraction: float, n_classes: int) -> int:
+    """Synthetic validation size: ``n_val``, else ``val_fraction`` of training, at least one per
+    class."""
+    nv = n_val if n_val is not None else max(n_classes, round(n_train * val_fraction))
+    return _positive_int(nv, "n_val")
+
+
 def _data(
     data: str | Path,
     class_names: Sequence[str],
@@ -467,13 +479,10 @@ def _data(
 ) -> tuple[FrameProvider, FrameProvider]:
     """(train, validation) frames; ``size`` is the phantoms' size or size mix."""
     if str(data) == "synthetic":
-        nv = n_val if n_val is not None else max(len(class_names), round(n_train * val_fraction))
-        # Validation phantoms come from another seed stream: no frame is shared with training.
+        nv = _n_val(n_val, n_train, val_fraction, len(class_names))
         return (
             SyntheticFrames(n_train, size, seed, class_names, split=split),
-            SyntheticFrames(
-                _positive_int(nv, "n_val"), size, seed + 7_919_003, class_names, split=split
-            ),
+            SyntheticFrames(nv, size, seed + VAL_SEED_OFFSET, class_names, split=split),
         )
     frames = open_frames(data, class_names, seed=seed)
     tr, va = stratified_split(frames.labels, val_fraction, seed)
@@ -524,12 +533,12 @@ def _slabs(
     seed: int,
 ) -> tuple[CineSlabs, CineSlabs]:
     """(train, validation) cine slabs of the model's depth, validation from another stream."""
-    k = len(model.class_names)
-    nv = n_val if n_val is not None else max(k, round(n_train * val_fraction))
+    names = model.class_names
+    nv = _n_val(n_val, n_train, val_fraction, len(names))
     depth = int(model.input_depth)
     return (
-        CineSlabs(n_train, depth, size, seed, model.class_names),
-        CineSlabs(_positive_int(nv, "n_val"), depth, size, seed + 7_919_003, model.class_names),
+        CineSlabs(n_train, depth, size, seed, names),
+        CineSlabs(nv, depth, size, seed + VAL_SEED_OFFSET, names),
     )
 
 
