@@ -670,10 +670,12 @@ def _confusion(names: list[str], y_true: list[int], y_pred: list[int]) -> dict[s
 Frames = list[tuple[np.ndarray, np.ndarray, dict[str, Any]]]
 
 
-def run_model(path: Path, frames: Frames, threads: int) -> list[dict[str, Any]]:
+def run_model(
+    path: Path, frames: Frames, threads: int, refiner: bool = False
+) -> list[dict[str, Any]]:
     from sdk import Analyzer
 
-    an = Analyzer(path, threads=threads)
+    an = Analyzer(path, threads=threads, refiner=refiner)
     an.load()
     an.run(frames[0][0])  # warm-up (not timed)
     preds = []
@@ -822,6 +824,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         metavar="[NAME=]PATH",
         help="an .onnx model (repeatable); default: the shipped default-fp32 and default-int8",
     )
+    ap.add_argument(
+        "--with-refiner",
+        action="store_true",
+        help="also score every model with the embedded lesion refiner (rows NAME+refiner)",
+    )
     ap.add_argument("--n", type=int, default=20, help="frames per class (N, B, M)")
     ap.add_argument("--threads", type=int, default=1, help="Analyzer threads")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -857,8 +864,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     truths = [{"mask": m, "label": i["label"]} for _, m, i in frames]
     rows, preds_by_model = [], {}
-    for name, path in models:
-        preds = run_model(path, frames, args.threads)
+    runs = [(name, path, False) for name, path in models]
+    if args.with_refiner:
+        runs = [
+            r
+            for name, path in models
+            for r in ((name, path, False), (f"{name}+refiner", path, True))
+        ]
+    for name, path, refined in runs:
+        preds = run_model(path, frames, args.threads, refined)
         preds_by_model[name] = preds
         row = {"model": name, "path": str(path), "sha256": _sha256(path)}
         row.update(summarize(preds, truths))

@@ -39,12 +39,14 @@ def _splits() -> list[tuple[str, synthetic.Split]]:
     return out
 
 
-def evaluate(model: Path, n: int, size: tuple[int, int], threads: int = 1) -> list[dict[str, Any]]:
+def evaluate(
+    model: Path, n: int, size: tuple[int, int], threads: int = 1, refiner: bool = False
+) -> list[dict[str, Any]]:
     """One row per split: ``split``, ``n``, ``dice``, ``accuracy``, ``macro_auc``, ``flagged``
     (fraction of frames the model called out of scope), ``seconds``. Every phantom is breast
     B-mode, so an out-of-scope verdict counts as a wrong label and its empty mask enters Dice;
     AUC reads ``raw_probs``, which an out-of-scope Result keeps."""
-    analyzer = Analyzer(model, threads=threads)
+    analyzer = Analyzer(model, threads=threads, refiner=refiner)
     analyzer.load()
     rows = []
     for s_i, (name, split) in enumerate(_splits()):
@@ -123,19 +125,23 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=60, help="frames per split")
     ap.add_argument("--size", type=int, nargs=2, default=(300, 400), metavar=("H", "W"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--refiner", action="store_true", help="run the embedded lesion refiner behind the model"
+    )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     size = (int(args.size[0]), int(args.size[1]))
-    rows = evaluate(args.model, args.n, size, args.threads)
+    rows = evaluate(args.model, args.n, size, args.threads, args.refiner)
     meta = {
         "model": args.model.name,
         "model_arg": str(args.model),
+        "refiner": bool(args.refiner),
         "n": args.n,
         "size": list(size),
         "cpu_class": cpu_class(),
         "cpu": describe(),
     }
-    stem = f"ood-{args.model.stem}-{meta['cpu_class']}"
+    stem = f"ood-{args.model.stem}{'-refiner' if args.refiner else ''}-{meta['cpu_class']}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(
         json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n"

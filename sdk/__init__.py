@@ -20,6 +20,7 @@ __all__ = [
     "__version__",
     "backends",
     "default_model",
+    "default_refiner",
     "errors",
     "kernels",
     "sources",
@@ -30,7 +31,7 @@ _LAZY_SUBMODULES = {"backends", "kernels", "sources", "synthetic"}
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdk import backends, kernels, sources, synthetic
-    from sdk.analyzer import Analyzer, default_model
+    from sdk.analyzer import Analyzer, default_model, default_refiner
     from sdk.pipeline import FramePipeline
     from sdk.result import Result
 
@@ -40,6 +41,7 @@ _LAZY_ATTRS = {
     "FramePipeline": "sdk.pipeline",
     "Result": "sdk.result",
     "default_model": "sdk.analyzer",
+    "default_refiner": "sdk.analyzer",
 }
 
 

@@ -20,8 +20,10 @@ __all__ = [
     "PipelineSetting",
     "check_bit_depth",
     "check_real",
+    "check_refiner",
     "check_threads",
     "default_model",
+    "default_refiner",
 ]
 
 #: ``threads`` may be at most this many times the machine's logical CPUs (more only adds
@@ -127,6 +129,34 @@ def default_model(precision: str | None = None) -> Path:
             "an exported .onnx / .plan artifact, or make one with `sonoedge train --preset demo`"
         )
     return path
+
+
+def default_refiner() -> Path:
+    """Path of the embedded lesion refiner (``sdk/refiner.py``), trained behind the embedded
+    default model's lesions: ``sdk.Analyzer()`` runs it; pass ``refiner=True`` to run it behind
+    another model (e.g. the INT8 default)."""
+    path = DEFAULT_MODEL_DIR / "default-refiner.onnx"
+    if not path.is_file():
+        raise ModelError(
+            f"the embedded refiner ({path.name}) is not in this install; pass refiner=False, "
+            "or the path of a refiner made by export.refiner"
+        )
+    return path
+
+
+def check_refiner(refiner: object) -> Path | None:
+    """``Analyzer(refiner=...)``: True -- :func:`default_refiner`; a path -- that file (checked
+    when the Analyzer loads); None / False -- no refiner. Else :class:`InputError`."""
+    if refiner is None or refiner is False:
+        return None
+    if refiner is True:
+        return default_refiner()
+    if isinstance(refiner, str | os.PathLike) and str(refiner):
+        return Path(refiner)
+    raise InputError(
+        f"refiner must be True (the embedded one), False / None (none) or the path of a refiner "
+        f".onnx; got {refiner!r}"
+    )
 
 
 class PipelineSetting:

@@ -27,11 +27,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sdk import _settings as S
-from sdk._settings import DEFAULT_MODEL_DIR, MAX_THREADS_PER_CPU, PipelineSetting, default_model
+from sdk._settings import (
+    DEFAULT_MODEL_DIR,
+    MAX_THREADS_PER_CPU,
+    PipelineSetting,
+    default_model,
+    default_refiner,
+)
 from sdk.artifact import Metadata
 from sdk.backends import Backend, choose_backend
 from sdk.errors import InputError
 from sdk.pipeline import AnalyzerClosedError, FramePipeline, to_uint8
+from sdk.refiner import LesionRefiner
 from sdk.result import Result
 from sdk.sources._base import check_pixel_spacing
 from sdk.stream import MAX_BATCH
@@ -40,7 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sdk.stream import FrameRecord
 
 __all__ = ["DEFAULT_MODEL_DIR", "MAX_THREADS_PER_CPU", "Analyzer", "AnalyzerClosedError"]
-__all__ += ["default_model", "to_uint8"]
+__all__ += ["default_model", "default_refiner", "to_uint8"]
 
 #: Model strings that name a `sonoedge serve` endpoint instead of a file (sdk/remote.py).
 REMOTE_SCHEMES = ("grpc://", "http://", "https://")
@@ -67,6 +74,9 @@ class Analyzer:
         bit_depth: bit depth of integer frames wider than 8 bits (see :func:`to_uint8`).
         pixel_spacing_mm: (row, col) spacing for lesion areas in mm² (per call overrides), two
             finite numbers in ``sdk.sources.SPACING_RANGE_MM``.
+        refiner: the second stage (:mod:`sdk.refiner`) run on every lesion found: True -- the
+            embedded one (:func:`default_refiner`), or a refiner's path; None / False -- none
+            (the default: it is better on our phantoms, worse on the independent simulator).
 
     Every argument is checked here (type and range): a bad one raises
     :class:`~sdk.errors.InputError` naming it and the fix. Thread-safe (see the module
@@ -99,6 +109,7 @@ class Analyzer:
         bit_depth: int | None = None,
         pixel_spacing_mm: tuple[float, float] | None = None,
         spin: bool = True,
+        refiner: str | Path | bool | None = None,
     ) -> None:
         if path is not None and not isinstance(path, str | os.PathLike):
             raise InputError(
@@ -118,6 +129,7 @@ class Analyzer:
         self.pixel_spacing_mm = check_pixel_spacing(pixel_spacing_mm)
         self._backend: Backend = choose_backend(self.path, backend)(self.path, device, threads)
         self._backend.spin = bool(spin)
+        self.refiner_path = S.check_refiner(refiner)  # its file; None: the frame model alone
         self._pipeline: FramePipeline | None = None  # bound by load()
         self._ready = False  # load() finished: the pipeline is bound
         self._closed = False
@@ -140,9 +152,14 @@ class Analyzer:
                     smoothing=self.smoothing,
                     bit_depth=self.bit_depth,
                     pixel_spacing_mm=self.pixel_spacing_mm,
+                    refiner=self._refiner(),
                 )
                 self._ready = True
         return self
+
+    def _refiner(self) -> LesionRefiner | None:
+        p = self.refiner_path
+        return p and LesionRefiner(p, self.threads, self._backend.spin)
 
     @property
     def pipeline(self) -> FramePipeline:

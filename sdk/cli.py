@@ -359,6 +359,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         threads=args.threads,
         smoothing=args.smoothing,
         spin=not args.no_spin,
+        refiner=args.refiner or None,
     ) as a:
         summary = run_source(
             a,
@@ -472,6 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto, cpu, cuda or tensorrt",
     )
     run.add_argument("--threads", type=_threads, default=None, help=f"CPU threads, 1..{4 * _CORES}")
+    run.add_argument(
+        "--refiner",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="PATH",
+        help="run the lesion refiner (sdk/refiner.py) on every lesion: the embedded one, or PATH",
+    )
     run.add_argument(
         "--no-spin",
         action="store_true",

@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,9 +47,13 @@ from sdk.result import Lesion, Result
 from sdk.scope import OUT_OF_SCOPE, Scope
 from sdk.sources._base import check_pixel_spacing
 
+if TYPE_CHECKING:  # pragma: no cover
+    from sdk.refiner import LesionRefiner
+
 __all__ = ["AnalyzerClosedError", "FramePipeline", "StagedFrame", "to_uint8"]
 
 NORMAL, MALIGNANT = "normal", "malignant"
+_ONE = np.ones((1, 1), np.int32)  # one grid cell of label 1 (the refined lesions' outlines)
 
 
 class AnalyzerClosedError(InputError):
@@ -206,6 +210,8 @@ class FramePipeline:
         smoothing: EMA factor in [0, 1) for image-level probabilities across frames.
         bit_depth: bit depth of integer frames wider than 8 bits (:func:`to_uint8`).
         pixel_spacing_mm: default (row, col) spacing for lesion areas in mm².
+        refiner: a loaded :class:`sdk.refiner.LesionRefiner` run on every found lesion (its
+            verdict, class and frame-resolution mask replace the frame model's), or None.
 
     Raises :class:`~sdk.errors.ModelError` for metadata the frame path cannot use.
     """
@@ -218,7 +224,10 @@ class FramePipeline:
         smoothing: float = 0.0,
         bit_depth: int | None = None,
         pixel_spacing_mm: tuple[float, float] | None = None,
+        refiner: LesionRefiner | None = None,
     ) -> None:
+        #: The second stage (:class:`sdk.refiner.LesionRefiner`; None: the frame model alone).
+        self.refiner = refiner
         if threshold is not None:
             threshold = check_real(threshold, "threshold", 0.0, 1.0, "the mask probability cut")
         self.smoothing = check_real(smoothing, "smoothing", 0.0, 1.0, "0 = off, 0.6 typical", True)
@@ -235,6 +244,12 @@ class FramePipeline:
             raise ModelError(f"{self.path}: the backend found no metadata")
         self.metadata = md
         self.class_names = md.class_names
+        if refiner is not None and set(refiner.class_names) != set(md.class_names):
+            raise ModelError(
+                f"{self.path}: its classes {list(md.class_names)} are not the refiner's "
+                f"{list(refiner.class_names)} ({refiner.path.name}); pass a refiner trained "
+                "behind this model (export.refiner), or refiner=False"
+            )
         self.threshold = md.mask_threshold if threshold is None else float(threshold)
         #: The lesion gate of the artifact (``Metadata.max_lesion_normal_prob``; 1.0: off).
         self.max_lesion_normal_prob = float(md.max_lesion_normal_prob)
@@ -537,7 +552,7 @@ class FramePipeline:
         spacing = self.pixel_spacing_mm if pixel_spacing_mm is None else pixel_spacing_mm
         t2 = time.perf_counter()
         try:
-            res = self._postprocess(job.outputs, job.size, job.roi, spacing)
+            res = self._postprocess(job.outputs, job.size, job.roi, spacing, job.image, job.color)
         except SDKError:
             raise
         except (ArithmeticError, AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
@@ -593,12 +608,103 @@ class FramePipeline:
         )
         return probs.tolist()
 
+    def _refined(
+        self,
+        image: np.ndarray,
+        color: str,
+        roi: tuple[int, int, int, int],
+        mask: np.ndarray,
+        boxes: np.ndarray,
+        areas: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, list[list[np.ndarray]], list[list[float]], int]:
+        """The refiner's lesions in place of the frame model's (``mask`` rewritten in place):
+        regions it calls normal are dropped; the kept ones take its class probabilities and its
+        frame-resolution mask; kept masks that overlap are one lesion (two grid components of one
+        mass come back as the same mass), with the probabilities of the larger. Returns boxes,
+        areas, outlines, probability rows (the model's class order) and the lesion count."""
+        ref = self.refiner
+        assert ref is not None
+        x0, y0, w0, h0 = roi
+        gray = _gray(image, color)[y0 : y0 + h0, x0 : x0 + w0]
+        live = [i for i in range(len(areas)) if areas[i]]
+        found = ref.refine(
+            gray, [(int(b[0]) - x0, int(b[1]) - y0, int(b[2]), int(b[3])) for b in boxes[live]]
+        )
+        kept = [r for r in found if r.keep and r.mask.any()]
+        names = self.class_names
+        # Merge kept masks that overlap (union-find over a handful of lesions).
+        parent = list(range(len(kept)))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                i = parent[i]
+            return i
+
+        for i in range(len(kept)):
+            for j in range(i):
+                a, b = kept[i], kept[j]
+                ax, ay, aw, ah = a.box
+                bx, by, bw, bh = b.box
+                ix0, iy0 = max(ax, bx), max(ay, by)
+                ix1, iy1 = min(ax + aw, bx + bw), min(ay + ah, by + bh)
+                if (
+                    ix1 > ix0
+                    and iy1 > iy0
+                    and (
+                        a.mask[iy0 - ay : iy1 - ay, ix0 - ax : ix1 - ax]
+                        & b.mask[iy0 - by : iy1 - by, ix0 - bx : ix1 - bx]
+                    ).any()
+                ):
+                    parent[root(i)] = root(j)
+        mask[:] = 0
+        groups: dict[int, list[int]] = {}
+        for i in range(len(kept)):
+            groups.setdefault(root(i), []).append(i)
+        nat = K.native()
+        out_boxes, out_areas, out_lines, out_rows = [], [], [], []
+        for members in groups.values():
+            gx0 = min(kept[i].box[0] for i in members)
+            gy0 = min(kept[i].box[1] for i in members)
+            gx1 = max(kept[i].box[0] + kept[i].box[2] for i in members)
+            gy1 = max(kept[i].box[1] + kept[i].box[3] for i in members)
+            m = np.zeros((gy1 - gy0, gx1 - gx0), np.uint8)
+            for i in members:
+                bx, by, bw, bh = kept[i].box
+                np.maximum(
+                    m[by - gy0 : by - gy0 + bh, bx - gx0 : bx - gx0 + bw],
+                    kept[i].mask,
+                    out=m[by - gy0 : by - gy0 + bh, bx - gx0 : bx - gx0 + bw],
+                )
+            # Its outlines traced on its own mask, every pixel owned by it (a 1x1 label grid
+            # spanning the box), so the filled outlines are exactly its pixels.
+            b, a, lines = nat.lesion_outlines_cpu(m, _ONE, 1, (0, 0, m.shape[1], m.shape[0]))
+            fx, fy = x0 + gx0, y0 + gy0
+            region = mask[fy : fy + m.shape[0], fx : fx + m.shape[1]]
+            np.maximum(region, m, out=region)
+            top = max(members, key=lambda i: int(kept[i].mask.sum()))
+            pr = kept[top].probs
+            out_rows.append([pr.get(n, 0.0) for n in names])
+            bb = b[0].tolist()
+            out_boxes.append((bb[0] + fx, bb[1] + fy, bb[2], bb[3]))
+            out_areas.append(int(a[0]))
+            shift = np.array([fx, fy], np.int32)
+            out_lines.append([c + shift for c in lines[0]])
+        return (
+            np.array(out_boxes, np.int64).reshape(-1, 4),
+            np.array(out_areas, np.int64),
+            out_lines,
+            out_rows,
+            len(out_boxes),
+        )
+
     def _postprocess(
         self,
         out: dict[str, np.ndarray],
         frame_hw: tuple[int, int],
         roi: tuple[int, int, int, int],
         spacing: tuple[float, float] | None,
+        image: np.ndarray | None = None,
+        color: str = "bgr",
     ) -> Result:
         # The hot path calls the compiled kernels without sdk.kernels' argument checks: every
         # argument here is either checked already (the ROI and frame size in prepare, the output
@@ -681,6 +787,13 @@ class FramePipeline:
         # Each lesion's region of that mask (the pixels blended from its cells), its box, area
         # and outer borders in frame pixels: the filled outlines are the mask.
         boxes, areas, outlines = nat.lesion_outlines_cpu(mask, labels, k, roi)
+        if self.refiner is not None and k:
+            # The second stage (sdk/refiner.py): each region looked at again at frame
+            # resolution -- kept or dropped, its class and its region of the mask replaced.
+            boxes, areas, outlines, lesion_rows, k = self._refined(
+                image, color, roi, mask, boxes, areas
+            )
+            per_lesion = True
 
         # The label rule (sdk/result.py, Result): a lesion is never "normal" (its probabilities
         # renormalized over the other classes); the image is "normal" exactly when there is no
@@ -749,6 +862,22 @@ class FramePipeline:
             in_scope=in_scope,
             scope_score=scope_score,
         )
+
+
+def _gray(image: np.ndarray, color: str) -> np.ndarray:
+    """The 2-D uint8 gray frame of a (H, W[, 1|3|4]) uint8 image (BGR or RGB order)."""
+    if image.ndim == 2:
+        return image
+    if image.shape[2] == 1:
+        return image[:, :, 0]
+    import cv2
+
+    rgb = color == "rgb"
+    if image.shape[2] == 4:
+        code = cv2.COLOR_RGBA2GRAY if rgb else cv2.COLOR_BGRA2GRAY
+    else:
+        code = cv2.COLOR_RGB2GRAY if rgb else cv2.COLOR_BGR2GRAY
+    return cv2.cvtColor(np.ascontiguousarray(image), code)
 
 
 def _without(p: list[float], i: int) -> list[float]:

@@ -173,7 +173,7 @@ def test_default_model(phantom_frame) -> None:
         with pytest.raises(ModelError, match="embedded default"):
             sdk.Analyzer()
         return
-    assert shipped == ["default-fp32.onnx", "default-int8.onnx"]
+    assert shipped == ["default-fp32.onnx", "default-int8.onnx", "default-refiner.onnx"]
     with sdk.Analyzer() as a:  # FP32 by default (measured faster and more accurate on CPU)
         assert a.metadata.precision == "fp32" and a.metadata.class_names[0] == "normal"
         r32 = a.run(phantom_frame[0])

@@ -1,0 +1,164 @@
+"""The lesion refiner (``sdk/refiner.py``) on fresh 600×800 phantoms: the frame model alone vs
+with the refiner, through ``sdk.Analyzer``, FP32 and INT8 frame models, on the same frames.
+
+    python benchmarks/refiner_eval.py [--n 300] [--out benchmarks/results]
+
+Frames: scanner-style phantoms, labels cycling normal / benign / malignant, seeds
+``SEED_BASE + i`` -- disjoint from the refiner's training seeds (``export.refiner.TRAIN_SEED``
++ 0..2999) and from every stream the demo preset trains, validates, calibrates and reports on
+(checked below). Metrics per configuration: Dice of ``Result.mask`` against the true mask (mean;
+both empty counts 1) and over lesion frames only; accuracy of ``Result.label``; macro AUC of
+``Result.probs`` (the decision's probabilities, one-vs-rest); HD95 of the mask (median, p90;
+frames where both masks are non-empty; ``sdk.metrics.hd95``); the filled outlines vs
+``Result.mask`` IoU (minimum over frames with a lesion); label-rule violations; ms per frame
+(median ``Analyzer.run`` wall time, 2 threads). Writes ``refiner-eval-<cpuclass>.md/json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+import sdk
+from sdk.cpu import cpu_class, describe
+from sdk.metrics import dice, hd95, macro_auc
+from sdk.synthetic import phantom
+
+SEED_BASE = 96_000_000
+LABELS = ("normal", "benign", "malignant")
+
+
+def _frames(n: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from outline_quality import used_seeds
+
+    from export.refiner import TRAIN_SEED
+
+    seeds = [SEED_BASE + i for i in range(n)]
+    taken = used_seeds() | set(range(TRAIN_SEED, TRAIN_SEED + 3000))
+    clash = taken.intersection(seeds)
+    if clash:
+        raise SystemExit(f"evaluation seeds used in training / reports: {sorted(clash)[:5]}")
+    out = []
+    for i, s in enumerate(seeds):
+        img, truth, _ = phantom(LABELS[i % 3], size=(600, 800), seed=s, style="scanner")
+        out.append((img, truth > 0, i % 3))
+    return out
+
+
+def _score(a: sdk.Analyzer, frames: list) -> dict[str, Any]:
+    dices, les_d, hds, ious, probs, preds, ys, ms = [], [], [], [], [], [], [], []
+    violations = flagged = 0
+    for img, tm, y in frames:
+        t = time.perf_counter()
+        r = a.run(img)
+        ms.append((time.perf_counter() - t) * 1e3)
+        pm = r.mask > 0
+        d = 1.0 if not pm.any() and not tm.any() else dice(pm, tm)
+        dices.append(d)
+        if y:
+            les_d.append(d)
+        if pm.any() and tm.any():
+            hds.append(hd95(pm, tm))
+        if r.lesions:
+            fill = np.zeros(pm.shape, np.uint8)
+            for le in r.lesions:
+                cv2.drawContours(fill, [le.contour, *le.other_contours], -1, 1, -1)
+            ious.append(
+                float((fill.astype(bool) & pm).sum() / max(1, (fill.astype(bool) | pm).sum()))
+            )
+        flagged += not r.in_scope  # an out-of-scope frame claims no diagnosis: not a violation
+        violations += r.in_scope and (
+            any(le.label == "normal" for le in r.lesions)
+            + (r.label == "normal" and bool(r.lesions))
+            + (r.label != "normal" and not r.lesions)
+        )
+        preds.append(LABELS.index(r.label) if r.label in LABELS else -1)
+        probs.append([r.probs.get(k, 0.0) for k in LABELS])
+        ys.append(y)
+    ys_a, pr = np.array(ys), np.array(preds)
+    return {
+        "n": len(frames),
+        "dice": float(np.mean(dices)),
+        "lesion_dice": float(np.mean(les_d)),
+        "accuracy": float((ys_a == pr).mean()),
+        "macro_auc": float(macro_auc(ys_a, np.array(probs))),
+        "hd95_median_px": float(np.median(hds)),
+        "hd95_p90_px": float(np.percentile(hds, 90)),
+        "hd95_frames": len(hds),
+        "outline_iou_min": float(min(ious)) if ious else None,
+        "label_rule_violations": int(violations),
+        "out_of_scope": int(flagged),
+        "confusion": [[int(((ys_a == t) & (pr == p)).sum()) for p in range(3)] for t in range(3)],
+        "ms_per_frame": float(np.median(ms)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=300, help="frames (default 300)")
+    ap.add_argument("--out", default="benchmarks/results", help="folder for the md / json")
+    args = ap.parse_args(argv)
+    frames = _frames(args.n)
+    rows = {}
+    for prec in ("fp32", "int8"):
+        for ref in (False, True):
+            name = f"default {prec}" + (" + refiner" if ref else "")
+            with sdk.Analyzer(sdk.default_model(prec), threads=2, refiner=ref) as a:
+                for img, _, _ in frames[:3]:
+                    a.run(img)  # warm-up
+                rows[name] = _score(a, frames)
+            print(name, json.dumps({k: v for k, v in rows[name].items() if k != "confusion"}))
+    cls = cpu_class()
+    info = describe()
+    doc = {
+        "machine": info,
+        "cpu_class": cls,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "python benchmarks/refiner_eval.py " + " ".join(argv or sys.argv[1:]),
+        "seeds": f"{SEED_BASE}..{SEED_BASE + args.n - 1}",
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"refiner-eval-{cls}.json").write_text(json.dumps(doc, indent=1))
+    lines = [
+        f"# The lesion refiner: {args.n} fresh 600×800 scanner-style phantoms",
+        "",
+        f"- command: `{doc['command']}`; {doc['date']}",
+        f"- CPU: {info}; class {cls}; 2 threads; seeds {doc['seeds']} (disjoint from training)",
+        "- Dice: `Result.mask` vs truth, mean (both empty = 1); lesion Dice: lesion frames only; "
+        "accuracy: `Result.label` (out of scope = wrong); AUC: `Result.probs`, macro "
+        "one-vs-rest; HD95: median / p90 over frames with both masks non-empty; outline IoU: "
+        "filled outlines vs mask, minimum",
+        "",
+        "| configuration | Dice | lesion Dice | accuracy | macro AUC | HD95 median px "
+        "| HD95 p90 px | outline IoU min | rule violations | out of scope | ms/frame |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name, r in rows.items():
+        iou = r["outline_iou_min"]
+        lines.append(
+            f"| {name} | {r['dice']:.3f} | {r['lesion_dice']:.3f} | {r['accuracy']:.3f} | "
+            f"{r['macro_auc']:.3f} | {r['hd95_median_px']:.1f} | {r['hd95_p90_px']:.1f} | "
+            f"{'–' if iou is None else round(iou, 3)} | {r['label_rule_violations']} | "
+            f"{r['out_of_scope']} | {r['ms_per_frame']:.2f} |"
+        )
+    lines += ["", "Confusion (rows truth normal / benign / malignant, columns `Result.label`):", ""]
+    for name, r in rows.items():
+        iou = r["outline_iou_min"]
+        lines.append(f"- {name}: {r['confusion']}")
+    (out / f"refiner-eval-{cls}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

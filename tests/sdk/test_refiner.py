@@ -1,0 +1,250 @@
+"""sdk/refiner.py and its place in the frame path: crops, the shipped refiner file, the lesions it
+gives back (outlines = mask, merged duplicates, the label rule) and every refusal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+import sdk
+from sdk import kernels as K
+from sdk import synthetic
+from sdk.errors import InputError, ModelError
+from sdk.refiner import METADATA_KEY, CropGeometry, LesionRefiner, crop, crop_box
+
+
+@pytest.fixture(scope="module")
+def refiner() -> LesionRefiner:
+    return LesionRefiner(sdk.default_refiner(), threads=1)
+
+
+@pytest.fixture(scope="module")
+def lesion_frame() -> tuple[np.ndarray, np.ndarray]:
+    img, truth, _ = synthetic.phantom("malignant", size=(480, 640), seed=1234, style="scanner")
+    return img, truth
+
+
+def _box(truth: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(truth)
+    return int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1
+
+
+def test_crop_box_geometry() -> None:
+    # side 1.6 * 100 + 24 = 184, centre (60, 70 + 0.12 * 184 = 92.08)
+    assert crop_box((10, 20, 100, 100)) == (-32, 0, 184)
+    assert crop_box((0, 0, 10, 40), CropGeometry(scale=1.0, pad_px=0.0, shift=0.0)) == (-15, 0, 40)
+
+
+def test_crop_inside_the_frame_is_the_preprocess_kernel_on_that_roi(lesion_frame) -> None:
+    img, _ = lesion_frame
+    got = crop(img, 100, 50, 200, 96)
+    want = K.preprocess(img, (96, 96), ("image",), roi=(100, 50, 200, 200))[0]
+    np.testing.assert_array_equal(got, want)
+    # ... and it is OpenCV's area resize of the same pixels within rounding.
+    cv = cv2.resize(img[50:250, 100:300], (96, 96), interpolation=cv2.INTER_AREA)
+    assert np.abs(got * 255 - cv).max() <= 0.5 + 1e-3
+
+
+def test_crop_past_the_edges_is_zero_padded(lesion_frame) -> None:
+    img, _ = lesion_frame
+    _H, W = img.shape
+    x0, y0, s = W - 60, -40, 120
+    canvas = np.zeros((s, s), np.uint8)
+    canvas[40:, :60] = img[: s - 40, W - 60 :]
+    np.testing.assert_array_equal(
+        crop(img, x0, y0, s, 96), K.preprocess(canvas, (96, 96), ("image",))[0]
+    )
+    assert not crop(img, W + 5, 0, 50, 32).any()  # wholly outside: all zero
+
+
+def test_shipped_refiner_metadata(refiner) -> None:
+    assert refiner.class_names == ("normal", "benign", "malignant")
+    assert refiner.size == 96 and refiner.geometry == CropGeometry()
+    assert 0 < refiner.reject_above <= 1 and refiner.metadata["provenance"]["frames"] == 3000
+    assert refiner.refine(np.zeros((100, 100), np.uint8), []) == []
+
+
+def test_refine_answers_per_box(refiner, lesion_frame) -> None:
+    img, truth = lesion_frame
+    H, W = img.shape
+    boxes = [_box(truth), (W - 30, H - 30, 60, 60)]  # the lesion; a box past the corner
+    out = refiner.refine(img, boxes)
+    assert len(out) == 2
+    for r in out:
+        assert abs(sum(r.probs.values()) - 1) < 1e-6 and set(r.probs) == set(refiner.class_names)
+        x, y, w, h = r.box
+        assert 0 <= x and 0 <= y and x + w <= W and y + h <= H
+        assert r.mask.shape == (h, w) and r.mask.dtype == np.uint8 and r.mask.max() <= 1
+        assert r.keep == (r.probs["normal"] < refiner.reject_above)
+    # The lesion's own crop: a mass kept, its mask overlapping the truth.
+    r = out[0]
+    x, y, w, h = r.box
+    assert (
+        r.keep
+        and (r.mask.astype(bool) & truth[y : y + h, x : x + w].astype(bool)).sum()
+        > 0.5 * truth.astype(bool).sum()
+    )
+
+
+def _fill(res: sdk.Result) -> np.ndarray:
+    f = np.zeros(res.mask.shape, np.uint8)
+    for le in res.lesions:
+        cv2.drawContours(f, [le.contour, *le.other_contours], -1, 1, -1)
+    return f
+
+
+@pytest.mark.parametrize("seed", [3, 8, 11])
+def test_refined_results_keep_the_result_contract(seed) -> None:
+    with sdk.Analyzer(threads=1, refiner=True) as a:
+        for label in ("normal", "benign", "malignant"):
+            img, _, _ = synthetic.phantom(label, size=(300, 400), seed=seed, style="scanner")
+            res = a.run(img)
+            assert a.pipeline.refiner is not None
+            assert set(np.unique(res.mask)) <= {0, 1}
+            fill = _fill(res)
+            # The filled outlines are the mask (holes apart: a filled outer border covers them).
+            assert (res.mask.astype(bool) <= fill.astype(bool)).all()
+            assert sum(le.area_px for le in res.lesions) >= res.mask.sum()
+            for le in res.lesions:
+                assert le.label != "normal" and le.per_lesion and le.probs["normal"] == 0.0
+                x, y, w, h = le.bbox
+                assert res.mask[y : y + h, x : x + w].any()
+            assert (res.label == "normal") == (not res.lesions)
+
+
+def test_reject_everything_leaves_a_normal_frame(lesion_frame) -> None:
+    img, _ = lesion_frame
+    with sdk.Analyzer(threads=1, refiner=True) as a:
+        a.load()
+        assert a.run(img).lesions  # found and kept
+        a.pipeline.refiner.reject_above = 0.0  # nothing is below 0: every region dropped
+        res = a.run(img)
+        assert res.lesions == [] and not res.mask.any() and res.label == "normal"
+
+
+def test_two_boxes_on_one_mass_are_one_lesion(lesion_frame) -> None:
+    img, truth = lesion_frame
+    x, y, w, h = _box(truth)
+    a = sdk.Analyzer(threads=1, refiner=True).load()
+    pipe = a.pipeline
+    mask = np.zeros(img.shape, np.uint8)
+    boxes = np.array([[x, y, w // 2, h], [x + w // 2, y, w - w // 2, h]], np.int64)
+    _b, areas, lines, _prows, k = pipe._refined(
+        img, "bgr", (0, 0, img.shape[1], img.shape[0]), mask, boxes, np.array([1, 1])
+    )
+    assert k == 1 and len(lines) == 1 and areas[0] == mask.sum() > 0
+    fill = np.zeros_like(mask)
+    cv2.drawContours(fill, lines[0], -1, 1, -1)
+    assert (mask.astype(bool) <= fill.astype(bool)).all()
+    a.close()
+
+
+def test_roi_limits_what_the_refiner_sees(lesion_frame) -> None:
+    img, _truth = lesion_frame
+    roi = (40, 0, 560, 480)
+    other = img.copy()
+    other[:, :40] = 255  # outside the ROI
+    with sdk.Analyzer(threads=1, refiner=True) as a:
+        r1, r2 = a.run(img, roi=roi), a.run(other, roi=roi)
+    np.testing.assert_array_equal(r1.mask, r2.mask)
+    assert [le.bbox for le in r1.lesions] == [le.bbox for le in r2.lesions]
+    assert not r1.mask[:, :40].any()
+
+
+def test_color_frames_are_refined_as_their_gray(lesion_frame) -> None:
+    img, _ = lesion_frame
+    bgr = np.repeat(img[:, :, None], 3, axis=2)
+    with sdk.Analyzer(threads=1, refiner=True) as a:
+        g, c = a.run(img), a.run(bgr)
+    np.testing.assert_array_equal(g.mask, c.mask)
+
+
+def test_no_refiner_unless_asked(lesion_frame) -> None:
+    assert sdk.Analyzer().refiner_path is None
+    assert sdk.Analyzer(refiner=False).refiner_path is None
+    assert sdk.Analyzer(refiner=True).refiner_path == sdk.default_refiner()
+
+
+@pytest.mark.parametrize("bad", [1, 0.5, "", b"x.onnx", ["x"]])
+def test_refiner_argument_is_checked(bad) -> None:
+    with pytest.raises(InputError, match="refiner must be"):
+        sdk.Analyzer(refiner=bad)
+
+
+def test_missing_refiner_file(tmp_path) -> None:
+    a = sdk.Analyzer(refiner=tmp_path / "nope.onnx")
+    with pytest.raises(ModelError, match="no such file"):
+        a.load()
+
+
+def test_refiner_classes_must_be_the_models(tmp_path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from sdk.artifact import DIGEST_KEY, stamp_onnx_digest
+
+    m = onnx.load(str(sdk.default_refiner()))
+    props = {p.key: p.value for p in m.metadata_props}
+    md = json.loads(props[METADATA_KEY])
+    md["class_names"] = ["normal", "cyst", "carcinoma"]
+    props[METADATA_KEY] = json.dumps(md)
+    props.pop(DIGEST_KEY, None)
+    onnx.helper.set_model_props(m, props)
+    p = tmp_path / "other.onnx"
+    onnx.save(m, str(p))
+    stamp_onnx_digest(p)
+    with pytest.raises(ModelError, match="not the refiner's"):
+        sdk.Analyzer(refiner=p).load()
+
+
+def test_a_frame_model_is_not_a_refiner() -> None:
+    with pytest.raises(ModelError, match="not a lesion refiner"):
+        LesionRefiner(sdk.default_model())
+
+
+def test_a_changed_byte_is_refused(tmp_path) -> None:
+    p = tmp_path / "r.onnx"
+    data = bytearray(sdk.default_refiner().read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(ModelError):
+        LesionRefiner(p)
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("role", "frame", "role"),
+        ("input_size", 90, "input_size"),
+        ("class_names", ["benign", "malignant"], "class_names"),
+        ("std", 0.0, "std"),
+        ("reject_above", float("nan"), "reject_above"),
+        ("crop", {"scale": 1.6, "zoom": 2}, "crop"),
+    ],
+)
+def test_bad_refiner_metadata_is_named(tmp_path, field, value, match) -> None:
+    onnx = pytest.importorskip("onnx")
+    from sdk.artifact import DIGEST_KEY, stamp_onnx_digest
+
+    m = onnx.load(str(sdk.default_refiner()))
+    props = {p.key: p.value for p in m.metadata_props}
+    md = json.loads(props[METADATA_KEY])
+    md[field] = value
+    props[METADATA_KEY] = json.dumps(md)
+    props.pop(DIGEST_KEY, None)
+    onnx.helper.set_model_props(m, props)
+    p = tmp_path / "bad.onnx"
+    onnx.save(m, str(p))
+    stamp_onnx_digest(p)
+    with pytest.raises(ModelError, match=match):
+        LesionRefiner(p)
+
+
+def test_refiner_copy_elsewhere_loads(tmp_path, lesion_frame) -> None:
+    p = tmp_path / "mine.onnx"
+    shutil.copy(sdk.default_refiner(), p)
+    img, _ = lesion_frame
+    with sdk.Analyzer(threads=1, refiner=p) as a, sdk.Analyzer(threads=1, refiner=True) as b:
+        np.testing.assert_array_equal(a.run(img).mask, b.run(img).mask)
