@@ -181,20 +181,26 @@ def test_missing_refiner_file(tmp_path) -> None:
         a.load()
 
 
-def test_refiner_classes_must_be_the_models(tmp_path) -> None:
+def _refiner_with(tmp_path, **changes):
+    """A copy of the shipped refiner with its metadata fields changed (digest re-stamped)."""
     onnx = pytest.importorskip("onnx")
     from sdk.artifact import DIGEST_KEY, stamp_onnx_digest
 
     m = onnx.load(str(sdk.default_refiner()))
     props = {p.key: p.value for p in m.metadata_props}
     md = json.loads(props[METADATA_KEY])
-    md["class_names"] = ["normal", "cyst", "carcinoma"]
+    md.update(changes)
     props[METADATA_KEY] = json.dumps(md)
     props.pop(DIGEST_KEY, None)
     onnx.helper.set_model_props(m, props)
-    p = tmp_path / "other.onnx"
+    p = tmp_path / "changed.onnx"
     onnx.save(m, str(p))
     stamp_onnx_digest(p)
+    return p
+
+
+def test_refiner_classes_must_be_the_models(tmp_path) -> None:
+    p = _refiner_with(tmp_path, class_names=["normal", "cyst", "carcinoma"])
     with pytest.raises(ModelError, match="not the refiner's"):
         sdk.Analyzer(refiner=p).load()
 
@@ -225,21 +231,8 @@ def test_a_changed_byte_is_refused(tmp_path) -> None:
     ],
 )
 def test_bad_refiner_metadata_is_named(tmp_path, field, value, match) -> None:
-    onnx = pytest.importorskip("onnx")
-    from sdk.artifact import DIGEST_KEY, stamp_onnx_digest
-
-    m = onnx.load(str(sdk.default_refiner()))
-    props = {p.key: p.value for p in m.metadata_props}
-    md = json.loads(props[METADATA_KEY])
-    md[field] = value
-    props[METADATA_KEY] = json.dumps(md)
-    props.pop(DIGEST_KEY, None)
-    onnx.helper.set_model_props(m, props)
-    p = tmp_path / "bad.onnx"
-    onnx.save(m, str(p))
-    stamp_onnx_digest(p)
     with pytest.raises(ModelError, match=match):
-        LesionRefiner(p)
+        LesionRefiner(_refiner_with(tmp_path, **{field: value}))
 
 
 def test_refiner_copy_elsewhere_loads(tmp_path, lesion_frame) -> None:
@@ -248,3 +241,18 @@ def test_refiner_copy_elsewhere_loads(tmp_path, lesion_frame) -> None:
     img, _ = lesion_frame
     with sdk.Analyzer(threads=1, refiner=p) as a, sdk.Analyzer(threads=1, refiner=True) as b:
         np.testing.assert_array_equal(a.run(img).mask, b.run(img).mask)
+
+
+def test_stream_and_run_batch_refine_as_run_does() -> None:
+    frames = [
+        synthetic.phantom(lbl, size=(300, 400), seed=21 + i, style="scanner")[0]
+        for i, lbl in enumerate(("benign", "malignant", "normal", "benign"))
+    ]
+    with sdk.Analyzer(threads=1, refiner=True) as a:
+        one = [a.run(f) for f in frames]
+        batch = a.run_batch(frames)
+        streamed = list(a.stream(np.stack(frames), color="gray"))
+    for r1, r2, r3 in zip(one, batch, streamed, strict=True):
+        np.testing.assert_array_equal(r1.mask, r2.mask)
+        np.testing.assert_array_equal(r1.mask, r3.mask)
+        assert r1.label == r2.label == r3.label
