@@ -153,7 +153,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     lines += ["", "Confusion (rows truth normal / benign / malignant, columns `Result.label`):", ""]
     for name, r in rows.items():
-        iou = r["outline_iou_min"]
         lines.append(f"- {name}: {r['confusion']}")
     (out / f"refiner-eval-{cls}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["embed_metadata", "to_onnx_file"]
+__all__ = ["embed_metadata", "embed_props", "to_onnx_file"]
 
 DEFAULT_OPSET = 17
 
@@ -78,20 +78,28 @@ def to_onnx_file(
 
 def embed_metadata(path: str | os.PathLike[str], metadata: object) -> Path:
     """Write sonoedge metadata (an ``sdk.artifact.Metadata``) into an ONNX file's
-    ``metadata_props``, atomically; the graph is checked with ``onnx.checker`` first. The file is
-    then stamped with its integrity digest (``sdk.artifact.stamp_onnx_digest``: SHA-256 of every
-    byte but the digest's own entry), which every backend checks at load."""
-    import onnx
-
-    from sdk.artifact import DIGEST_KEY, METADATA_KEY, Metadata, stamp_onnx_digest
+    ``metadata_props`` (:func:`embed_props`)."""
+    from sdk.artifact import METADATA_KEY, Metadata
 
     if not isinstance(metadata, Metadata):
         raise TypeError("metadata must be an sdk.artifact.Metadata")
+    return embed_props(path, {METADATA_KEY: metadata.to_json()})
+
+
+def embed_props(path: str | os.PathLike[str], entries: dict[str, str]) -> Path:
+    """Set ``metadata_props`` entries of an ONNX file, atomically; the graph is checked with
+    ``onnx.checker`` first. The file is then stamped with its integrity digest
+    (``sdk.artifact.stamp_onnx_digest``: SHA-256 of every byte but the digest's own entry), which
+    every backend (and ``sdk.refiner``) checks at load."""
+    import onnx
+
+    from sdk.artifact import DIGEST_KEY, stamp_onnx_digest
+
     path = Path(path)
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     props = {p.key: p.value for p in model.metadata_props}
-    props[METADATA_KEY] = metadata.to_json()
+    props.update(entries)
     props.pop(DIGEST_KEY, None)  # stale: it hashed the file before this edit
     onnx.helper.set_model_props(model, props)
     tmp = path.with_name(path.name + ".tmp")

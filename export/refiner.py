@@ -243,10 +243,9 @@ def export_onnx(
     """The trained refiner as ONNX (``input`` (B, 1, 96, 96) → ``mask_logits``, ``class_logits``;
     dynamic batch) with its metadata (``sdk/refiner.py``) and the artifact digest, written
     atomically."""
-    import onnx
     import torch
 
-    from sdk.artifact import DIGEST_KEY, stamp_onnx_digest
+    from export.onnx_export import embed_props
 
     class _Two(torch.nn.Module):
         def __init__(self, m: Any) -> None:
@@ -292,14 +291,7 @@ def export_onnx(
             opset_version=17,
             dynamo=False,
         )
-        m = onnx.load(str(tmp))
-        onnx.checker.check_model(m)
-        props = {p.key: p.value for p in m.metadata_props}
-        props[METADATA_KEY] = json.dumps(md)
-        props.pop(DIGEST_KEY, None)
-        onnx.helper.set_model_props(m, props)
-        onnx.save(m, str(tmp))
-        stamp_onnx_digest(tmp)
+        embed_props(tmp, {METADATA_KEY: json.dumps(md)})
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
