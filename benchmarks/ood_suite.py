@@ -40,7 +40,7 @@ def _splits() -> list[tuple[str, synthetic.Split]]:
 
 
 def evaluate(
-    model: Path, n: int, size: tuple[int, int], threads: int = 1, refiner: bool = False
+    model: Path, n: int, size: tuple[int, int], threads: int = 1, refiner: Any = None
 ) -> list[dict[str, Any]]:
     """One row per split: ``split``, ``n``, ``dice``, ``accuracy``, ``macro_auc``, ``flagged``
     (fraction of frames the model called out of scope), ``seconds``. Every phantom is breast
@@ -126,7 +126,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, nargs=2, default=(300, 400), metavar=("H", "W"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
-        "--refiner", action="store_true", help="run the embedded lesion refiner behind the model"
+        "--refiner",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="PATH",
+        help="run a lesion refiner behind the model: the embedded one, or PATH",
     )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
@@ -135,7 +140,7 @@ def main() -> None:
     meta = {
         "model": args.model.name,
         "model_arg": str(args.model),
-        "refiner": bool(args.refiner),
+        "refiner": None if args.refiner is None else str(args.refiner),
         "n": args.n,
         "size": list(size),
         "cpu_class": cpu_class(),

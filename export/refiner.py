@@ -88,9 +88,12 @@ def build_crops(
     threads: int | None = None,
     jitter_true: int = 2,
     progress: bool = True,
+    split: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(X uint8 (N, 96, 96), M float32 (N, 48, 48) mask fractions, Y int64 (N,))`` from ``n``
-    scanner-style phantoms (labels cycling normal / benign / malignant, seeds ``seed + i``)."""
+    scanner-style phantoms (labels cycling normal / benign / malignant, seeds ``seed + i``;
+    ``split``: a ``sdk.synthetic.Split`` the factors are drawn in, e.g. ``OOD_TRAIN`` for the
+    OOD suite's twin)."""
     from tqdm import tqdm
 
     from sdk import Analyzer, synthetic
@@ -102,7 +105,7 @@ def build_crops(
     for i in tqdm(range(n), desc="refiner crops", unit="frame", disable=not progress):
         lab = LABELS[i % 3]
         img, truth, info = synthetic.phantom(
-            lab, size=sizes[i % len(sizes)], seed=seed + i, style="scanner"
+            lab, size=sizes[i % len(sizes)], seed=seed + i, style="scanner", split=split
         )
         H, W = img.shape
         les_lab = {le["id"]: le["label"] for le in info["lesions"]}
@@ -313,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--augment", action="store_true", help="ultrasound augmentation on the training crops"
     )
+    ap.add_argument(
+        "--ood-train",
+        action="store_true",
+        help="draw the phantoms in sdk.synthetic.OOD_TRAIN only (the OOD suite's twin)",
+    )
     args = ap.parse_args(argv)
     if args.frames < 3 or args.epochs < 1:
         ap.error("--frames must be >= 3 and --epochs >= 1")
@@ -326,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         d = np.load(crops)
         X, M, Y = d["X"], d["M"], d["Y"]
     else:
-        X, M, Y = build_crops(model_path, args.frames, args.seed, threads=args.threads)
+        from sdk import synthetic
+
+        split = synthetic.OOD_TRAIN if args.ood_train else None
+        X, M, Y = build_crops(model_path, args.frames, args.seed, threads=args.threads, split=split)
         np.savez_compressed(crops, X=X, M=M, Y=Y)
     print(f"{len(X)} crops: {np.bincount(Y, minlength=3).tolist()} normal / benign / malignant")
     with open(out / "history.jsonl", "w") as log:
