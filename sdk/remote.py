@@ -322,11 +322,23 @@ class RemoteAnalyzer:
         threads: int | None = None,
         bit_depth: int | None = None,
         pixel_spacing_mm: tuple[float, float] | None = None,
+        spin: bool = True,
+        refiner: Any = None,
         *,
         timeout: float = 30.0,
         workers: int = 4,
     ) -> None:
         scheme, host, port, name = _parse_url(path)
+        if refiner is not None and refiner is not False:
+            raise InputError(
+                f"refiner={refiner!r}: `sonoedge serve` runs the frame model alone; use a local "
+                "sdk.Analyzer(..., refiner=...) for the lesion refiner"
+            )
+        if spin is not True:
+            raise InputError(
+                f"spin={spin!r}: how the server's threads wait is the server's; a remote Analyzer "
+                "cannot set it (use a local sdk.Analyzer)"
+            )
         server_side = {
             "backend": (backend, "auto"),
             "device": (device, "auto"),

@@ -213,6 +213,10 @@ def test_errors_name_the_problem(server):
             sdk.Analyzer(bad)
     with pytest.raises(InputError, match="smoothing"):
         sdk.Analyzer(any_url, smoothing=0.5)
+    with pytest.raises(InputError, match="refiner"):  # the server runs the frame model alone
+        sdk.Analyzer(any_url, refiner=True)
+    with pytest.raises(InputError, match="spin"):
+        sdk.Analyzer(any_url, spin=False)
     with pytest.raises(InputError, match="timeout"):
         sdk.Analyzer(any_url, timeout=0)
     with sdk.Analyzer(any_url) as a, pytest.raises(InputError, match="drop"):
