@@ -11,7 +11,9 @@ both empty counts 1) and over lesion frames only; accuracy of ``Result.label``; 
 ``Result.probs`` (the decision's probabilities, one-vs-rest); HD95 of the mask (median, p90;
 frames where both masks are non-empty; ``sdk.metrics.hd95``); the filled outlines vs
 ``Result.mask`` IoU (minimum over frames with a lesion); label-rule violations; ms per frame
-(median ``Analyzer.run`` wall time, 2 threads). Writes ``refiner-eval-<cpuclass>.md/json``.
+(median ``Analyzer.run`` wall time, 2 threads); and the bare ONNX Runtime time of the frame
+model, of the refiner and of both in a row (:func:`bare_latency`). Writes
+``refiner-eval-<cpuclass>.md/json``.
 """
 
 from __future__ import annotations
@@ -101,6 +103,37 @@ def _score(a: sdk.Analyzer, frames: list) -> dict[str, Any]:
     }
 
 
+def bare_latency(repeat: int = 300) -> dict[str, float]:
+    """Median ms of bare ONNX Runtime sessions (2 threads, the SDK's options), interleaved: the
+    frame model on one 128×128 input, the refiner on one 96×96 crop, and the two in a row (what
+    one lesion adds to a frame's model time)."""
+    import onnxruntime as ort
+
+    from sdk.backends.onnxruntime import session_options
+
+    def sess(p: Path) -> Any:
+        return ort.InferenceSession(
+            str(p), session_options(ort, 2, True), providers=["CPUExecutionProvider"]
+        )
+
+    s1, s2 = sess(sdk.default_model()), sess(sdk.default_refiner())
+    x1 = np.zeros((1, 1, 128, 128), np.float32)
+    x2 = np.zeros((1, 1, 96, 96), np.float32)
+    calls = {
+        "frame model": lambda: s1.run(None, {"input": x1}),
+        "refiner (1 crop)": lambda: s2.run(None, {"input": x2}),
+        "frame model + refiner": lambda: (s1.run(None, {"input": x1}), s2.run(None, {"input": x2})),
+    }
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for i in range(repeat + 10):
+        for k, f in calls.items():
+            t = time.perf_counter()
+            f()
+            if i >= 10:
+                times[k].append((time.perf_counter() - t) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=300, help="frames (default 300)")
@@ -116,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                     a.run(img)  # warm-up
                 rows[name] = _score(a, frames)
             print(name, json.dumps({k: v for k, v in rows[name].items() if k != "confusion"}))
+    bare = bare_latency()
+    print("bare ONNX Runtime ms", json.dumps(bare))
     cls = cpu_class()
     info = describe()
     doc = {
@@ -125,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/refiner_eval.py " + " ".join(argv or sys.argv[1:]),
         "seeds": f"{SEED_BASE}..{SEED_BASE + args.n - 1}",
         "rows": rows,
+        "bare_ort_ms": bare,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{'–' if iou is None else round(iou, 3)} | {r['label_rule_violations']} | "
             f"{r['out_of_scope']} | {r['ms_per_frame']:.2f} |"
         )
+    lines += [
+        "",
+        "Bare ONNX Runtime (2 threads, the SDK's session options, median of 300, interleaved): "
+        + "; ".join(f"{k} {v:.2f} ms" for k, v in bare.items())
+        + f" ({bare['frame model + refiner'] / bare['frame model']:.2f}x the frame model alone).",
+    ]
     lines += ["", "Confusion (rows truth normal / benign / malignant, columns `Result.label`):", ""]
     for name, r in rows.items():
         lines.append(f"- {name}: {r['confusion']}")
