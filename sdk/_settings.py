@@ -134,7 +134,7 @@ def default_model(precision: str | None = None) -> Path:
 def default_refiner() -> Path:
     """Path of the embedded lesion refiner (``sdk/refiner.py``), trained behind the embedded
     default model's lesions: ``sdk.Analyzer()`` runs it; pass ``refiner=True`` to run it behind
-    another model (e.g. the INT8 default)."""
+    a model given by path (e.g. ``sdk.default_model("int8")``), ``refiner=False`` for none."""
     path = DEFAULT_MODEL_DIR / "default-refiner.onnx"
     if not path.is_file():
         raise ModelError(
@@ -144,18 +144,22 @@ def default_refiner() -> Path:
     return path
 
 
-def check_refiner(refiner: object) -> Path | None:
-    """``Analyzer(refiner=...)``: True -- :func:`default_refiner`; a path -- that file (checked
-    when the Analyzer loads); None / False -- no refiner. Else :class:`InputError`."""
-    if refiner is None or refiner is False:
+def check_refiner(refiner: object, model: object = None) -> Path | None:
+    """``Analyzer(refiner=...)`` for the frame model ``model``: None -- the embedded refiner
+    (:func:`default_refiner`) when ``model`` is None (the embedded default model), none
+    otherwise; True -- the embedded one; a path -- that file (checked when the Analyzer loads);
+    False -- none. Else :class:`InputError`."""
+    if refiner is None:
+        return default_refiner() if model is None else None
+    if refiner is False:
         return None
     if refiner is True:
         return default_refiner()
     if isinstance(refiner, str | os.PathLike) and str(refiner):
         return Path(refiner)
     raise InputError(
-        f"refiner must be True (the embedded one), False / None (none) or the path of a refiner "
-        f".onnx; got {refiner!r}"
+        f"refiner must be True (the embedded one), False (none), None (the embedded one with the "
+        f"embedded default model) or the path of a refiner .onnx; got {refiner!r}"
     )
 
 

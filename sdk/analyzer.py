@@ -74,9 +74,10 @@ class Analyzer:
         bit_depth: bit depth of integer frames wider than 8 bits (see :func:`to_uint8`).
         pixel_spacing_mm: (row, col) spacing for lesion areas in mm² (per call overrides), two
             finite numbers in ``sdk.sources.SPACING_RANGE_MM``.
-        refiner: the second stage (:mod:`sdk.refiner`) run on every lesion found: True -- the
-            embedded one (:func:`default_refiner`), or a refiner's path; None / False -- none
-            (the default: it is better on our phantoms, worse on the independent simulator).
+        refiner: the second stage (:mod:`sdk.refiner`) run on every lesion found: None -- the
+            embedded one (:func:`default_refiner`) with the embedded default model (``path``
+            None), none with a model given by path; True -- the embedded one; a path -- that
+            refiner; False -- none.
 
     Every argument is checked here (type and range): a bad one raises
     :class:`~sdk.errors.InputError` naming it and the fix. Thread-safe (see the module
@@ -129,7 +130,7 @@ class Analyzer:
         self.pixel_spacing_mm = check_pixel_spacing(pixel_spacing_mm)
         self._backend: Backend = choose_backend(self.path, backend)(self.path, device, threads)
         self._backend.spin = bool(spin)
-        self.refiner_path = S.check_refiner(refiner)  # its file; None: the frame model alone
+        self.refiner_path = S.check_refiner(refiner, path)  # None: the frame model alone
         self._pipeline: FramePipeline | None = None  # bound by load()
         self._ready = False  # load() finished: the pipeline is bound
         self._closed = False

@@ -359,7 +359,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         threads=args.threads,
         smoothing=args.smoothing,
         spin=not args.no_spin,
-        refiner=args.refiner or None,
+        refiner=args.refiner,
     ) as a:
         summary = run_source(
             a,
@@ -473,13 +473,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto, cpu, cuda or tensorrt",
     )
     run.add_argument("--threads", type=_threads, default=None, help=f"CPU threads, 1..{4 * _CORES}")
-    run.add_argument(
+    ref = run.add_mutually_exclusive_group()
+    ref.add_argument(
         "--refiner",
         nargs="?",
         const=True,
         default=None,
         metavar="PATH",
-        help="run the lesion refiner (sdk/refiner.py) on every lesion: the embedded one, or PATH",
+        help="the lesion refiner (sdk/refiner.py) on every lesion: the embedded one, or PATH "
+        "(default: the embedded one with the embedded model, none with --model)",
+    )
+    ref.add_argument(
+        "--no-refiner",
+        dest="refiner",
+        action="store_false",
+        help="the frame model alone, no lesion refiner",
     )
     run.add_argument(
         "--no-spin",

@@ -163,13 +163,16 @@ def test_color_frames_are_refined_as_their_gray(lesion_frame) -> None:
     np.testing.assert_array_equal(g.mask, c.mask)
 
 
-def test_no_refiner_unless_asked(lesion_frame) -> None:
-    assert sdk.Analyzer().refiner_path is None
+def test_refiner_by_default_with_the_embedded_model_only() -> None:
+    assert sdk.Analyzer().refiner_path == sdk.default_refiner()
     assert sdk.Analyzer(refiner=False).refiner_path is None
-    assert sdk.Analyzer(refiner=True).refiner_path == sdk.default_refiner()
+    assert sdk.Analyzer(sdk.default_model("int8")).refiner_path is None  # a model by path
+    assert (
+        sdk.Analyzer(sdk.default_model("int8"), refiner=True).refiner_path == sdk.default_refiner()
+    )
 
 
-@pytest.mark.parametrize("bad", [1, 0.5, "", b"x.onnx", ["x"]])
+@pytest.mark.parametrize("bad", [1, 0, 0.5, "", b"x.onnx", ["x"]])
 def test_refiner_argument_is_checked(bad) -> None:
     with pytest.raises(InputError, match="refiner must be"):
         sdk.Analyzer(refiner=bad)
