@@ -102,7 +102,13 @@ def _markdown(model: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> 
         " `Result.raw_probs` one-vs-rest (classes present); out of scope: fraction of frames"
         " `Result.in_scope` is False.",
         f"- Reproduce: `python benchmarks/ood_suite.py {meta['model_arg']} --n {meta['n']} "
-        f"--size {meta['size'][0]} {meta['size'][1]}`",
+        f"--size {meta['size'][0]} {meta['size'][1]}"
+        + (
+            ""
+            if not meta.get("refiner")
+            else " --refiner" + ("" if meta["refiner"] == "True" else f" {meta['refiner']}")
+        )
+        + "`",
         "",
         "| split | held out (test region) | n | Dice | accuracy | macro AUC | out of scope |",
         "|---|---|---:|---:|---:|---:|---:|",
