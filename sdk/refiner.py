@@ -15,8 +15,9 @@ input (96×96: a 5 mm lesion at 0.07 mm/px is seen at full resolution) and answe
   the lesion's region of ``Result.mask`` and its outline.
 
 Measured on 300 fresh 600×800 scanner-style phantoms (``benchmarks/refiner_eval.py``; the
-README's models section has the table): the default model alone Dice 0.763 / accuracy 0.667 /
-HD95 median 17.0 px; with the refiner 0.844 / 0.740 / 8.9 px.
+README's models section has the table): the default model alone Dice 0.763 / accuracy 0.663 /
+HD95 median 17.0 px; with the refiner 0.846 / 0.747 / 9.2 px. On the independent pymust check
+(never trained or tuned on) Dice 0.743 → 0.767, accuracy 0.783 → 0.850.
 
 The refiner is its own ONNX file (``default-refiner.onnx`` beside the default model), run
 through ONNX Runtime on the CPU with every lesion of a frame in one call. Its metadata lives in
