@@ -619,9 +619,11 @@ class FramePipeline:
     ) -> tuple[np.ndarray, np.ndarray, list[list[np.ndarray]], list[list[float]], int]:
         """The refiner's lesions in place of the frame model's (``mask`` rewritten in place):
         regions it calls normal are dropped; the kept ones take its class probabilities and its
-        frame-resolution mask; kept masks that overlap are one lesion (two grid components of one
-        mass come back as the same mass), with the probabilities of the larger. Returns boxes,
+        frame-resolution mask; kept masks that overlap are one lesion
+        (:func:`sdk.refiner.merge_overlapping`). Returns boxes,
         areas, outlines, probability rows (the model's class order) and the lesion count."""
+        from sdk.refiner import merge_overlapping
+
         ref = self.refiner
         assert ref is not None
         x0, y0, w0, h0 = roi
@@ -630,60 +632,19 @@ class FramePipeline:
         found = ref.refine(
             gray, [(int(b[0]) - x0, int(b[1]) - y0, int(b[2]), int(b[3])) for b in boxes[live]]
         )
-        kept = [r for r in found if r.keep and r.mask.any()]
-        names = self.class_names
-        # Merge kept masks that overlap (union-find over a handful of lesions).
-        parent = list(range(len(kept)))
-
-        def root(i: int) -> int:
-            while parent[i] != i:
-                i = parent[i]
-            return i
-
-        for i in range(len(kept)):
-            for j in range(i):
-                a, b = kept[i], kept[j]
-                ax, ay, aw, ah = a.box
-                bx, by, bw, bh = b.box
-                ix0, iy0 = max(ax, bx), max(ay, by)
-                ix1, iy1 = min(ax + aw, bx + bw), min(ay + ah, by + bh)
-                if (
-                    ix1 > ix0
-                    and iy1 > iy0
-                    and (
-                        a.mask[iy0 - ay : iy1 - ay, ix0 - ax : ix1 - ax]
-                        & b.mask[iy0 - by : iy1 - by, ix0 - bx : ix1 - bx]
-                    ).any()
-                ):
-                    parent[root(i)] = root(j)
+        lesions = merge_overlapping([r for r in found if r.keep and r.mask.any()])
         mask[:] = 0
-        groups: dict[int, list[int]] = {}
-        for i in range(len(kept)):
-            groups.setdefault(root(i), []).append(i)
         nat = K.native()
         out_boxes, out_areas, out_lines, out_rows = [], [], [], []
-        for members in groups.values():
-            gx0 = min(kept[i].box[0] for i in members)
-            gy0 = min(kept[i].box[1] for i in members)
-            gx1 = max(kept[i].box[0] + kept[i].box[2] for i in members)
-            gy1 = max(kept[i].box[1] + kept[i].box[3] for i in members)
-            m = np.zeros((gy1 - gy0, gx1 - gx0), np.uint8)
-            for i in members:
-                bx, by, bw, bh = kept[i].box
-                np.maximum(
-                    m[by - gy0 : by - gy0 + bh, bx - gx0 : bx - gx0 + bw],
-                    kept[i].mask,
-                    out=m[by - gy0 : by - gy0 + bh, bx - gx0 : bx - gx0 + bw],
-                )
+        for le in lesions:
+            m = le.mask
             # Its outlines traced on its own mask, every pixel owned by it (a 1x1 label grid
             # spanning the box), so the filled outlines are exactly its pixels.
             b, a, lines = nat.lesion_outlines_cpu(m, _ONE, 1, (0, 0, m.shape[1], m.shape[0]))
-            fx, fy = x0 + gx0, y0 + gy0
+            fx, fy = x0 + le.box[0], y0 + le.box[1]
             region = mask[fy : fy + m.shape[0], fx : fx + m.shape[1]]
             np.maximum(region, m, out=region)
-            top = max(members, key=lambda i: int(kept[i].mask.sum()))
-            pr = kept[top].probs
-            out_rows.append([pr.get(n, 0.0) for n in names])
+            out_rows.append([le.probs.get(n, 0.0) for n in self.class_names])
             bb = b[0].tolist()
             out_boxes.append((bb[0] + fx, bb[1] + fy, bb[2], bb[3]))
             out_areas.append(int(a[0]))

@@ -40,7 +40,15 @@ import numpy as np
 
 from sdk.errors import InputError, ModelError
 
-__all__ = ["METADATA_KEY", "CropGeometry", "LesionRefiner", "RefinedLesion", "crop", "crop_box"]
+__all__ = [
+    "METADATA_KEY",
+    "CropGeometry",
+    "LesionRefiner",
+    "RefinedLesion",
+    "crop",
+    "crop_box",
+    "merge_overlapping",
+]
 
 #: ``metadata_props`` key of the refiner's JSON metadata.
 METADATA_KEY = "sonoedge.refiner"
@@ -112,6 +120,54 @@ class RefinedLesion:
     keep: bool
     box: tuple[int, int, int, int]
     mask: np.ndarray
+
+
+def merge_overlapping(lesions: list[RefinedLesion]) -> list[RefinedLesion]:
+    """Lesions whose masks share a pixel as one (two grid components of one mass come back from
+    the refiner as the same mass): the union of their masks over the union of their boxes, the
+    probabilities of the one with the most pixels. Order: by first member."""
+    parent = list(range(len(lesions)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(lesions):
+        ax, ay, aw, ah = a.box
+        for j in range(i):
+            bx, by, bw, bh = lesions[j].box
+            x0, y0 = max(ax, bx), max(ay, by)
+            x1, y1 = min(ax + aw, bx + bw), min(ay + ah, by + bh)
+            if (
+                x1 > x0
+                and y1 > y0
+                and (
+                    a.mask[y0 - ay : y1 - ay, x0 - ax : x1 - ax]
+                    & lesions[j].mask[y0 - by : y1 - by, x0 - bx : x1 - bx]
+                ).any()
+            ):
+                parent[root(i)] = root(j)
+    groups: dict[int, list[RefinedLesion]] = {}
+    for i, le in enumerate(lesions):
+        groups.setdefault(root(i), []).append(le)
+    out = []
+    for members in groups.values():
+        if len(members) == 1:
+            out.append(members[0])
+            continue
+        gx0 = min(le.box[0] for le in members)
+        gy0 = min(le.box[1] for le in members)
+        gx1 = max(le.box[0] + le.box[2] for le in members)
+        gy1 = max(le.box[1] + le.box[3] for le in members)
+        m = np.zeros((gy1 - gy0, gx1 - gx0), np.uint8)
+        for le in members:
+            x, y, w, h = le.box
+            sub = m[y - gy0 : y - gy0 + h, x - gx0 : x - gx0 + w]
+            np.maximum(sub, le.mask, out=sub)
+        top = max(members, key=lambda le: int(le.mask.sum()))
+        out.append(RefinedLesion(top.probs, True, (gx0, gy0, gx1 - gx0, gy1 - gy0), m))
+    return out
 
 
 def _check(md: Any, source: str) -> dict[str, Any]:

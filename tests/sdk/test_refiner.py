@@ -259,3 +259,38 @@ def test_stream_and_run_batch_refine_as_run_does() -> None:
         np.testing.assert_array_equal(r1.mask, r2.mask)
         np.testing.assert_array_equal(r1.mask, r3.mask)
         assert r1.label == r2.label == r3.label
+
+
+def test_merge_overlapping_unions_masks_and_keeps_the_larger_probs() -> None:
+    from sdk.refiner import RefinedLesion, merge_overlapping
+
+    a = RefinedLesion(
+        {"normal": 0.0, "benign": 0.9, "malignant": 0.1},
+        True,
+        (10, 10, 4, 4),
+        np.ones((4, 4), np.uint8),
+    )
+    b = RefinedLesion(
+        {"normal": 0.0, "benign": 0.2, "malignant": 0.8},
+        True,
+        (12, 12, 6, 6),
+        np.ones((6, 6), np.uint8),
+    )
+    c = RefinedLesion(
+        {"normal": 0.1, "benign": 0.5, "malignant": 0.4},
+        True,
+        (40, 40, 3, 3),
+        np.ones((3, 3), np.uint8),
+    )
+    # d's box overlaps c's but their masks do not touch: two lesions.
+    dm = np.zeros((3, 3), np.uint8)
+    dm[2, 2] = 1
+    cm = np.zeros((3, 3), np.uint8)
+    cm[0, 0] = 1
+    c.mask, d = cm, RefinedLesion(dict(c.probs), True, (41, 41, 3, 3), dm)
+    out = merge_overlapping([a, b, c, d])
+    assert len(out) == 3
+    m = out[0]
+    assert m.box == (10, 10, 8, 8) and m.probs == b.probs and m.mask.sum() == 16 + 36 - 4
+    assert out[1] is c and out[2] is d
+    assert merge_overlapping([]) == []
