@@ -286,9 +286,16 @@ class LesionRefiner:
         lg, cl = self.session.run(["mask_logits", "class_logits"], {"input": x})
         if not (np.isfinite(lg).all() and np.isfinite(cl).all()):
             raise ModelError(f"refiner {self.path}: it produced NaN / inf outputs")
-        z = cl.astype(np.float64) * self._inv_t
-        p = np.exp(z - z.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
+        # Softmax in Python floats (math.exp), as the frame path's: bit-identical wherever it
+        # runs (NumPy's vectorized exp differs in the last bits between versions and CPUs --
+        # `sonoedge serve`'s environment has NumPy 1.x).
+        p = []
+        for row in cl.tolist():
+            z = [v * self._inv_t for v in row]
+            m = max(z)
+            e = [math.exp(v - m) for v in z]
+            s_ = sum(e)
+            p.append([v / s_ for v in e])
         # probability > t  <=>  logit > log(t / (1 - t)): threshold the logits, no sigmoid.
         t = self.mask_threshold
         cut = math.log(t / (1 - t)) if 0 < t < 1 else (-math.inf if t <= 0 else math.inf)
@@ -298,7 +305,7 @@ class LesionRefiner:
             # The crop's mask logits, bilinear over the crop, only where it covers the frame.
             big = cv2.resize(lg[i, 0], (s, s), interpolation=cv2.INTER_LINEAR)
             m = (big[ya - y0 : yb - y0, xa - x0 : xb - x0] > cut).astype(np.uint8)
-            pr = dict(zip(self.class_names, p[i].tolist(), strict=True))
+            pr = dict(zip(self.class_names, p[i], strict=True))
             out.append(
                 RefinedLesion(pr, pr["normal"] < self.reject_above, (xa, ya, xb - xa, yb - ya), m)
             )

@@ -331,8 +331,9 @@ class RemoteAnalyzer:
         scheme, host, port, name = _parse_url(path)
         if refiner is not None and refiner is not False:
             raise InputError(
-                f"refiner={refiner!r}: `sonoedge serve` runs the frame model alone; use a local "
-                "sdk.Analyzer(..., refiner=...) for the lesion refiner"
+                f"refiner={refiner!r}: a remote Analyzer takes the refiner from the server "
+                "(`sonoedge serve` runs the embedded one with the embedded default model); use a "
+                "local sdk.Analyzer(..., refiner=...) for another"
             )
         if spin is not True:
             raise InputError(
