@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from sdk.refiner import METADATA_KEY, ROLE, CropGeometry, crop
+from sdk.refiner import METADATA_KEY, ROLE, CropGeometry, crop, square
 
 __all__ = ["build_crops", "export_onnx", "main", "train"]
 
@@ -44,9 +44,7 @@ SIZES = ((600, 800), (480, 640))
 def _jittered(box: tuple[int, int, int, int], geom: CropGeometry, rng: np.random.Generator):
     """A training crop around ``box``: the runtime's geometry, side ×0.85-1.2, centre moved by up
     to 12 % of the side (a frame model's boxes are not where the truth's are)."""
-    x, y, w, h = box
-    s = max(w, h) * geom.scale + geom.pad_px
-    cx, cy = x + w / 2, y + h / 2 + geom.shift * s
+    cx, cy, s = square(box, geom)
     s *= rng.uniform(0.85, 1.2)
     cx += rng.uniform(-0.12, 0.12) * s
     cy += rng.uniform(-0.12, 0.12) * s

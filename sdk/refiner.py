@@ -48,6 +48,7 @@ __all__ = [
     "crop",
     "crop_box",
     "merge_overlapping",
+    "square",
 ]
 
 #: ``metadata_props`` key of the refiner's JSON metadata.
@@ -65,14 +66,22 @@ class CropGeometry:
     shift: float = 0.12
 
 
+def square(
+    box: tuple[int, int, int, int], geom: CropGeometry = CropGeometry()
+) -> tuple[float, float, float]:
+    """``(cx, cy, side)`` of the square crop around the lesion box ``(x, y, w, h)``, unrounded
+    (training jitters it: ``export.refiner``)."""
+    x, y, w, h = box
+    s = max(w, h) * geom.scale + geom.pad_px
+    return x + w / 2, y + h / 2 + geom.shift * s, s
+
+
 def crop_box(
     box: tuple[int, int, int, int], geom: CropGeometry = CropGeometry()
 ) -> tuple[int, int, int]:
     """``(x0, y0, side)`` of the square crop around the lesion box ``(x, y, w, h)`` (frame pixels;
     the crop may reach past the frame's edges: :func:`crop` pads with zeros)."""
-    x, y, w, h = box
-    s = max(w, h) * geom.scale + geom.pad_px
-    cx, cy = x + w / 2, y + h / 2 + geom.shift * s
+    cx, cy, s = square(box, geom)
     return round(cx - s / 2), round(cy - s / 2), round(s)
 
 
@@ -263,7 +272,7 @@ class LesionRefiner:
         self.reject_above: float = md["reject_above"]
         self.mask_threshold: float = md["mask_threshold"]
         self._mean, self._std = md["mean"], md["std"]
-        self._inv_t = 1.0 / md["temperature"]
+        self._temperature = md["temperature"]
         names = {o.name for o in self.session.get_outputs()}
         if not {"mask_logits", "class_logits"} <= names:
             raise ModelError(
@@ -278,6 +287,8 @@ class LesionRefiner:
             return []
         import cv2
 
+        from sdk.pipeline import _softmax
+
         H, W = gray.shape
         geoms = [crop_box(b, self.geometry) for b in boxes]
         x = np.empty((len(boxes), 1, self.size, self.size), np.float32)
@@ -286,16 +297,10 @@ class LesionRefiner:
         lg, cl = self.session.run(["mask_logits", "class_logits"], {"input": x})
         if not (np.isfinite(lg).all() and np.isfinite(cl).all()):
             raise ModelError(f"refiner {self.path}: it produced NaN / inf outputs")
-        # Softmax in Python floats (math.exp), as the frame path's: bit-identical wherever it
-        # runs (NumPy's vectorized exp differs in the last bits between versions and CPUs --
+        # The frame path's softmax (Python floats, math.exp): bit-identical wherever it runs
+        # (NumPy's vectorized exp differs in the last bits between versions and CPUs --
         # `sonoedge serve`'s environment has NumPy 1.x).
-        p = []
-        for row in cl.tolist():
-            z = [v * self._inv_t for v in row]
-            m = max(z)
-            e = [math.exp(v - m) for v in z]
-            s_ = sum(e)
-            p.append([v / s_ for v in e])
+        p = [_softmax(row, self._temperature) for row in cl.tolist()]
         # probability > t  <=>  logit > log(t / (1 - t)): threshold the logits, no sigmoid.
         t = self.mask_threshold
         cut = math.log(t / (1 - t)) if 0 < t < 1 else (-math.inf if t <= 0 else math.inf)
