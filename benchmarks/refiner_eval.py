@@ -103,22 +103,28 @@ def _score(a: sdk.Analyzer, frames: list) -> dict[str, Any]:
     }
 
 
-def bare_latency(repeat: int = 300) -> dict[str, float]:
+def bare_latency(refiner: Path | None = None, repeat: int = 300) -> dict[str, float]:
     """Median ms of bare ONNX Runtime sessions (2 threads, the SDK's options), interleaved: the
-    frame model on one 128×128 input, the refiner on one 96×96 crop, and the two in a row (what
-    one lesion adds to a frame's model time)."""
+    frame model on one 128×128 input, the refiner (``refiner``, default the embedded one) on one
+    crop at its input size -- with its mirror in the same call when its metadata says ``flip``
+    -- and the two in a row (what one lesion adds to a frame's model time)."""
     import onnxruntime as ort
 
     from sdk.backends.onnxruntime import session_options
+    from sdk.refiner import LesionRefiner
+
+    refiner = Path(refiner or sdk.default_refiner())
+    ref = LesionRefiner(refiner, threads=1)
+    batch = 2 if ref.flip else 1
 
     def sess(p: Path) -> Any:
         return ort.InferenceSession(
             str(p), session_options(ort, 2, True), providers=["CPUExecutionProvider"]
         )
 
-    s1, s2 = sess(sdk.default_model()), sess(sdk.default_refiner())
+    s1, s2 = sess(sdk.default_model()), sess(refiner)
     x1 = np.zeros((1, 1, 128, 128), np.float32)
-    x2 = np.zeros((1, 1, 96, 96), np.float32)
+    x2 = np.zeros((batch, 1, ref.size, ref.size), np.float32)
     calls = {
         "frame model": lambda: s1.run(None, {"input": x1}),
         "refiner (1 crop)": lambda: s2.run(None, {"input": x2}),
@@ -134,22 +140,42 @@ def bare_latency(repeat: int = 300) -> dict[str, float]:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def _sha(p: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _refiner_md(p: Path) -> dict[str, Any]:
+    from sdk.refiner import LesionRefiner
+
+    r = LesionRefiner(p, threads=1)
+    return {"input_size": r.size, "flip": r.flip}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=300, help="frames (default 300)")
     ap.add_argument("--out", default="benchmarks/results", help="folder for the md / json")
+    ap.add_argument(
+        "--refiner", default=None, help="refiner .onnx to score (default: the embedded one)"
+    )
+    ap.add_argument("--stem", default=None, help="output name (default refiner-eval-<cpu class>)")
     args = ap.parse_args(argv)
+    refiner = Path(args.refiner) if args.refiner else sdk.default_refiner()
     frames = _frames(args.n)
     rows = {}
     for prec in ("fp32", "int8"):
         for ref in (False, True):
             name = f"default {prec}" + (" + refiner" if ref else "")
-            with sdk.Analyzer(sdk.default_model(prec), threads=2, refiner=ref) as a:
+            with sdk.Analyzer(
+                sdk.default_model(prec), threads=2, refiner=refiner if ref else False
+            ) as a:
                 for img, _, _ in frames[:3]:
                     a.run(img)  # warm-up
                 rows[name] = _score(a, frames)
             print(name, json.dumps({k: v for k, v in rows[name].items() if k != "confusion"}))
-    bare = bare_latency()
+    bare = bare_latency(refiner)
     print("bare ONNX Runtime ms", json.dumps(bare))
     cls = cpu_class()
     info = describe()
@@ -159,17 +185,21 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "python benchmarks/refiner_eval.py " + " ".join(argv or sys.argv[1:]),
         "seeds": f"{SEED_BASE}..{SEED_BASE + args.n - 1}",
+        "refiner": {"file": refiner.name, "sha256": _sha(refiner), **_refiner_md(refiner)},
         "rows": rows,
         "bare_ort_ms": bare,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"refiner-eval-{cls}.json").write_text(json.dumps(doc, indent=1))
+    stem = args.stem or f"refiner-eval-{cls}"
+    (out / f"{stem}.json").write_text(json.dumps(doc, indent=1))
     lines = [
         f"# The lesion refiner: {args.n} fresh 600×800 scanner-style phantoms",
         "",
         f"- command: `{doc['command']}`; {doc['date']}",
         f"- CPU: {info}; class {cls}; 2 threads; seeds {doc['seeds']} (disjoint from training)",
+        f"- refiner: `{refiner.name}` (sha256 {doc['refiner']['sha256'][:12]}), input "
+        f"{doc['refiner']['input_size']}², flip {doc['refiner']['flip']}",
         "- Dice: `Result.mask` vs truth, mean (both empty = 1); lesion Dice: lesion frames only; "
         "accuracy: `Result.label` (out of scope = wrong); AUC: `Result.probs`, macro "
         "one-vs-rest; HD95: median / p90 over frames with both masks non-empty; outline IoU: "
@@ -196,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Confusion (rows truth normal / benign / malignant, columns `Result.label`):", ""]
     for name, r in rows.items():
         lines.append(f"- {name}: {r['confusion']}")
-    (out / f"refiner-eval-{cls}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

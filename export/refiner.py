@@ -51,18 +51,18 @@ def _jittered(box: tuple[int, int, int, int], geom: CropGeometry, rng: np.random
     return round(cx - s / 2), round(cy - s / 2), round(s)
 
 
-def _sample(img: np.ndarray, m: np.ndarray, x0: int, y0: int, s: int):
-    """The image crop at :data:`INPUT`² (uint8: the runtime's crop, rounded) and its mask's area
+def _sample(img: np.ndarray, m: np.ndarray, x0: int, y0: int, s: int, size: int = INPUT):
+    """The image crop at ``size``² (uint8: the runtime's crop, rounded) and its mask's area
     fraction at half that."""
     import cv2
 
     from sdk.refiner import _source
 
-    c = np.rint(crop(img, x0, y0, s, INPUT) * 255).clip(0, 255).astype(np.uint8)
+    c = np.rint(crop(img, x0, y0, s, size) * 255).clip(0, 255).astype(np.uint8)
     src, (rx, ry, rw, rh) = _source(m.astype(np.uint8) * 255, x0, y0, s)
     mm = cv2.resize(
         src[ry : ry + rh, rx : rx + rw].astype(np.float32) / 255,
-        (INPUT // 2, INPUT // 2),
+        (size // 2, size // 2),
         interpolation=cv2.INTER_AREA,
     )
     return c, np.clip(mm, 0.0, 1.0)
@@ -87,11 +87,14 @@ def build_crops(
     jitter_true: int = 2,
     progress: bool = True,
     split: Any = None,
+    size: int = INPUT,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(X uint8 (N, 96, 96), M float32 (N, 48, 48) mask fractions, Y int64 (N,))`` from ``n``
-    scanner-style phantoms (labels cycling normal / benign / malignant, seeds ``seed + i``;
-    ``split``: a ``sdk.synthetic.Split`` the factors are drawn in, e.g. ``OOD_TRAIN`` for the
-    OOD suite's twin)."""
+    """``(X uint8 (N, size, size), M float32 (N, size/2, size/2) mask fractions, Y int64 (N,))``
+    from ``n`` scanner-style phantoms (labels cycling normal / benign / malignant, seeds
+    ``seed + i``; ``split``: a ``sdk.synthetic.Split`` the factors are drawn in, e.g.
+    ``OOD_TRAIN`` for the OOD suite's twin; ``size``: the refiner's input side)."""
+    if size < 32 or size % 32:
+        raise ValueError(f"refiner input size {size}: must be a multiple of 32 (edge_s's stride)")
     from tqdm import tqdm
 
     from sdk import Analyzer, synthetic
@@ -115,7 +118,7 @@ def build_crops(
             tid = _match(reg, truth)
             x0, y0, s = _jittered(le.bbox, geom, rng)
             tm = (truth == tid) if tid else np.zeros_like(truth, bool)
-            c, mm = _sample(img, tm, x0, y0, s)
+            c, mm = _sample(img, tm, x0, y0, s, size)
             X.append(c), M.append(mm), Y.append(LABELS.index(les_lab[tid]) if tid else 0)
         for tid, tl in les_lab.items():
             ys, xs = np.nonzero(truth == tid)
@@ -124,13 +127,13 @@ def build_crops(
             box = (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
             for _ in range(jitter_true):
                 x0, y0, s = _jittered(box, geom, rng)
-                c, mm = _sample(img, truth == tid, x0, y0, s)
+                c, mm = _sample(img, truth == tid, x0, y0, s, size)
                 X.append(c), M.append(mm), Y.append(LABELS.index(tl))
         if lab == "normal" and not r.lesions:  # a random piece of tissue
             w = h = int(rng.uniform(40, 200))
             x, y = int(rng.uniform(0, W - w)), int(rng.uniform(H * 0.1, H - h))
             x0, y0, s = _jittered((x, y, w, h), geom, rng)
-            c, mm = _sample(img, np.zeros_like(truth, bool), x0, y0, s)
+            c, mm = _sample(img, np.zeros_like(truth, bool), x0, y0, s, size)
             X.append(c), M.append(mm), Y.append(0)
     a.close()
     return np.array(X), np.array(M, np.float32), np.array(Y, np.int64)
@@ -179,7 +182,7 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = len(tr) // batch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps * epochs, pct_start=0.1)
-    us, blank = None, np.zeros((INPUT, INPUT), np.uint8)
+    us, blank = None, np.zeros(X.shape[1:], np.uint8)
     if augment:
         from export.us_augment import UltrasoundAugment
 
@@ -240,10 +243,13 @@ def export_onnx(
     reject_above: float = 0.5,
     mask_threshold: float = 0.5,
     temperature: float = 1.0,
+    size: int = INPUT,
+    flip: bool = False,
 ) -> Path:
-    """The trained refiner as ONNX (``input`` (B, 1, 96, 96) → ``mask_logits``, ``class_logits``;
-    dynamic batch) with its metadata (``sdk/refiner.py``) and the artifact digest, written
-    atomically."""
+    """The trained refiner as ONNX (``input`` (B, 1, size, size) → ``mask_logits``,
+    ``class_logits``; dynamic batch) with its metadata (``sdk/refiner.py``) and the artifact
+    digest, written atomically. ``flip``: the runtime averages each crop with its mirror
+    (``sdk.refiner.LesionRefiner.flip``)."""
     import torch
 
     from export.onnx_export import embed_props
@@ -262,7 +268,7 @@ def export_onnx(
     tmp = path.with_name(path.name + ".tmp")
     md = {
         "role": ROLE,
-        "input_size": INPUT,
+        "input_size": size,
         "class_names": list(LABELS),
         "mean": float(model.input_mean[0]),
         "std": float(model.input_std[0]),
@@ -274,13 +280,14 @@ def export_onnx(
         "mask_threshold": mask_threshold,
         "reject_above": reject_above,
         "temperature": temperature,
+        "flip": bool(flip),
         "provenance": provenance,
     }
     try:
         model.eval()
         torch.onnx.export(
             _Two(model),
-            torch.zeros(1, 1, INPUT, INPUT),
+            torch.zeros(1, 1, size, size),
             str(tmp),
             input_names=["input"],
             output_names=["mask_logits", "class_logits"],
@@ -312,7 +319,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="CPU threads")
     ap.add_argument("--seed", type=int, default=TRAIN_SEED, help="first phantom seed")
     ap.add_argument(
+        "--size",
+        type=int,
+        default=INPUT,
+        help=f"the refiner's input side in pixels, a multiple of 32 (default {INPUT})",
+    )
+    ap.add_argument(
         "--augment", action="store_true", help="ultrasound augmentation on the training crops"
+    )
+    ap.add_argument(
+        "--flip",
+        action="store_true",
+        help="the runtime averages each crop with its left-right mirror (one call, twice the "
+        "batch)",
     )
     ap.add_argument(
         "--ood-train",
@@ -322,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.frames < 3 or args.epochs < 1:
         ap.error("--frames must be >= 3 and --epochs >= 1")
+    if args.size < 32 or args.size % 32:
+        ap.error(f"--size {args.size}: must be a multiple of 32 (edge_s's stride), e.g. 96 or 128")
     from sdk import default_model
 
     model_path = Path(args.model) if args.model else default_model()
@@ -331,11 +352,18 @@ def main(argv: list[str] | None = None) -> int:
     if crops.is_file():
         d = np.load(crops)
         X, M, Y = d["X"], d["M"], d["Y"]
+        if X.shape[1] != args.size:
+            raise SystemExit(
+                f"{crops} holds {X.shape[1]}x{X.shape[2]} crops, not --size {args.size}: "
+                "use another --out folder or delete it"
+            )
     else:
         from sdk import synthetic
 
         split = synthetic.OOD_TRAIN if args.ood_train else None
-        X, M, Y = build_crops(model_path, args.frames, args.seed, threads=args.threads, split=split)
+        X, M, Y = build_crops(
+            model_path, args.frames, args.seed, threads=args.threads, split=split, size=args.size
+        )
         np.savez_compressed(crops, X=X, M=M, Y=Y)
     print(f"{len(X)} crops: {np.bincount(Y, minlength=3).tolist()} normal / benign / malignant")
     with open(out / "history.jsonl", "w") as log:
@@ -354,10 +382,11 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "epochs": args.epochs,
         "augment": args.augment,
+        "size": args.size,
         "crops": len(X),
         "history": hist[-1],
     }
-    print(export_onnx(net, out / "refiner.onnx", prov))
+    print(export_onnx(net, out / "refiner.onnx", prov, size=args.size, flip=args.flip))
     return 0
 
 

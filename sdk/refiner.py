@@ -216,6 +216,10 @@ def _check(md: Any, source: str) -> dict[str, Any]:
         out["crop"] = CropGeometry(**{k: float(v) for k, v in g.items()})
     except (AttributeError, TypeError, ValueError) as e:
         raise fail(f"crop must be {{scale, pad_px, shift}}; got {g!r} ({e})") from e
+    flip = md.get("flip", False)
+    if not isinstance(flip, bool):
+        raise fail(f"flip must be true or false; got {flip!r}")
+    out["flip"] = flip
     out["provenance"] = md.get("provenance", {})
     return out
 
@@ -273,6 +277,10 @@ class LesionRefiner:
         self.mask_threshold: float = md["mask_threshold"]
         self._mean, self._std = md["mean"], md["std"]
         self._temperature = md["temperature"]
+        #: Test-time flip (metadata ``flip``): each crop and its left-right mirror in the same
+        #: call, the class logits averaged and the mirror's mask logits flipped back and
+        #: averaged -- one model call of twice the batch.
+        self.flip: bool = md["flip"]
         names = {o.name for o in self.session.get_outputs()}
         if not {"mask_logits", "class_logits"} <= names:
             raise ModelError(
@@ -294,7 +302,14 @@ class LesionRefiner:
         x = np.empty((len(boxes), 1, self.size, self.size), np.float32)
         for i, (x0, y0, s) in enumerate(geoms):
             crop(gray, x0, y0, s, self.size, self._mean, self._std, out=x[i])
-        lg, cl = self.session.run(["mask_logits", "class_logits"], {"input": x})
+        if self.flip:
+            n = len(boxes)
+            x2 = np.concatenate([x, x[..., ::-1]])
+            lg2, cl2 = self.session.run(["mask_logits", "class_logits"], {"input": x2})
+            lg = (lg2[:n] + lg2[n:, ..., ::-1]) * np.float32(0.5)
+            cl = (cl2[:n] + cl2[n:]) * np.float32(0.5)
+        else:
+            lg, cl = self.session.run(["mask_logits", "class_logits"], {"input": x})
         if not (np.isfinite(lg).all() and np.isfinite(cl).all()):
             raise ModelError(f"refiner {self.path}: it produced NaN / inf outputs")
         # The frame path's softmax (Python floats, math.exp): bit-identical wherever it runs

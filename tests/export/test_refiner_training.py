@@ -65,6 +65,30 @@ def test_train_export_load_run(crops, tmp_path) -> None:
         assert res.label in ("normal", "benign", "malignant")
 
 
+def test_another_input_size_trains_exports_and_flips(tmp_path) -> None:
+    """``size`` (``--size``): crops, mask grid and the exported input follow it; ``flip`` lands
+    in the metadata the runtime reads."""
+    X, M, Y = R.build_crops(
+        sdk.default_model(),
+        6,
+        seed=R.TRAIN_SEED,
+        sizes=((300, 400),),
+        threads=1,
+        progress=False,
+        size=64,
+    )
+    assert X.shape[1:] == (64, 64) and M.shape[1:] == (32, 32)
+    net, _ = R.train(X, M, Y, epochs=1, batch=4, threads=1, log=lambda s: None)
+    path = R.export_onnx(net, tmp_path / "r64.onnx", {"frames": 6}, size=64, flip=True)
+    ref = LesionRefiner(path, threads=1)
+    assert ref.size == 64 and ref.flip is True
+    img, _, _ = synthetic.phantom("benign", size=(300, 400), seed=6, style="scanner")
+    out = ref.refine(img, [(100, 100, 60, 40)])
+    assert len(out) == 1 and out[0].mask.shape == (out[0].box[3], out[0].box[2])
+    with pytest.raises(ValueError, match="multiple of 32"):
+        R.build_crops(sdk.default_model(), 3, sizes=((300, 400),), progress=False, size=100)
+
+
 def test_too_few_crops_is_refused(crops) -> None:
     X, M, Y = crops
     with pytest.raises(ValueError, match="make more frames"):
@@ -78,3 +102,6 @@ def test_cli_help_and_refusals(capsys, tmp_path) -> None:
     with pytest.raises(SystemExit) as e:
         R.main(["--out", str(tmp_path), "--frames", "2"])
     assert e.value.code == 2 and "--frames" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        R.main(["--out", str(tmp_path), "--size", "100"])
+    assert e.value.code == 2 and "multiple of 32" in capsys.readouterr().err

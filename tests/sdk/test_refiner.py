@@ -231,11 +231,46 @@ def test_a_changed_byte_is_refused(tmp_path) -> None:
         ("std", 0.0, "std"),
         ("reject_above", float("nan"), "reject_above"),
         ("crop", {"scale": 1.6, "zoom": 2}, "crop"),
+        ("flip", "yes", "flip"),
     ],
 )
 def test_bad_refiner_metadata_is_named(tmp_path, field, value, match) -> None:
     with pytest.raises(ModelError, match=match):
         LesionRefiner(_refiner_with(tmp_path, **{field: value}))
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_flip_averages_each_crop_with_its_mirror(tmp_path, lesion_frame, flip) -> None:
+    """metadata ``flip``: the answer is the mean of the crop's and its mirror's logits (the
+    mirror's mask flipped back) -- checked against the session called by hand."""
+    from sdk.pipeline import _softmax
+
+    img, truth = lesion_frame
+    ref = LesionRefiner(_refiner_with(tmp_path, flip=flip), threads=1)
+    assert ref.flip is flip
+    H, W = img.shape
+    boxes = [_box(truth), (40, 60, 90, 70)]
+    x = np.stack(
+        [crop(img, *crop_box(b, ref.geometry), ref.size, ref._mean, ref._std) for b in boxes]
+    ).reshape(len(boxes), 1, ref.size, ref.size)
+    lg, cl = ref.session.run(["mask_logits", "class_logits"], {"input": x})
+    if flip:
+        lgm, clm = ref.session.run(
+            ["mask_logits", "class_logits"], {"input": np.ascontiguousarray(x[..., ::-1])}
+        )
+        lg, cl = (lg + lgm[..., ::-1]) / 2, (cl + clm) / 2
+    out = ref.refine(img, boxes)
+    for i, (r, b) in enumerate(zip(out, boxes, strict=True)):
+        want = _softmax(cl[i].tolist(), ref._temperature)
+        np.testing.assert_allclose([r.probs[n] for n in ref.class_names], want, atol=1e-5)
+        x0, y0, s = crop_box(b, ref.geometry)
+        big = cv2.resize(np.ascontiguousarray(lg[i, 0]), (s, s), interpolation=cv2.INTER_LINEAR)
+        xa, ya = max(x0, 0), max(y0, 0)
+        xb, yb = min(x0 + s, W), min(y0 + s, H)
+        want_m = (big[ya - y0 : yb - y0, xa - x0 : xb - x0] > 0).astype(np.uint8)
+        assert r.box == (xa, ya, xb - xa, yb - ya)
+        # A cell whose logit is within float rounding of the cut may go either way.
+        assert (r.mask != want_m).mean() < 1e-3
 
 
 def test_refiner_copy_elsewhere_loads(tmp_path, lesion_frame) -> None:
