@@ -37,7 +37,7 @@ SEED_BASE = 96_000_000
 LABELS = ("normal", "benign", "malignant")
 
 
-def _frames(n: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
+def _frames(n: int) -> list[tuple[np.ndarray, np.ndarray, int, str]]:
     sys.path.insert(0, str(Path(__file__).parent))
     from outline_quality import used_seeds
 
@@ -50,15 +50,17 @@ def _frames(n: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
         raise SystemExit(f"evaluation seeds used in training / reports: {sorted(clash)[:5]}")
     out = []
     for i, s in enumerate(seeds):
-        img, truth, _ = phantom(LABELS[i % 3], size=(600, 800), seed=s, style="scanner")
-        out.append((img, truth > 0, i % 3))
+        img, truth, info = phantom(LABELS[i % 3], size=(600, 800), seed=s, style="scanner")
+        echo = info["lesions"][0]["echo_pattern"] if info["lesions"] else ""
+        out.append((img, truth > 0, i % 3, echo))
     return out
 
 
 def _score(a: sdk.Analyzer, frames: list) -> dict[str, Any]:
     dices, les_d, hds, ious, probs, preds, ys, ms = [], [], [], [], [], [], [], []
     violations = flagged = 0
-    for img, tm, y in frames:
+    echo: dict[str, list[int]] = {}  # pattern -> [lesion frames, called normal, label right]
+    for img, tm, y, pattern in frames:
         t = time.perf_counter()
         r = a.run(img)
         ms.append((time.perf_counter() - t) * 1e3)
@@ -83,6 +85,11 @@ def _score(a: sdk.Analyzer, frames: list) -> dict[str, Any]:
             + (r.label != "normal" and not r.lesions)
         )
         preds.append(LABELS.index(r.label) if r.label in LABELS else -1)
+        if y:
+            e = echo.setdefault(pattern, [0, 0, 0])
+            e[0] += 1
+            e[1] += r.label == "normal"
+            e[2] += preds[-1] == y
         probs.append([r.probs.get(k, 0.0) for k in LABELS])
         ys.append(y)
     ys_a, pr = np.array(ys), np.array(preds)
@@ -100,6 +107,10 @@ def _score(a: sdk.Analyzer, frames: list) -> dict[str, Any]:
         "out_of_scope": int(flagged),
         "confusion": [[int(((ys_a == t) & (pr == p)).sum()) for p in range(3)] for t in range(3)],
         "ms_per_frame": float(np.median(ms)),
+        "by_echo_pattern": {
+            k: {"lesion_frames": v[0], "called_normal": v[1], "accuracy": v[2] / v[0]}
+            for k, v in sorted(echo.items())
+        },
     }
 
 
@@ -171,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             with sdk.Analyzer(
                 sdk.default_model(prec), threads=2, refiner=refiner if ref else False
             ) as a:
-                for img, _, _ in frames[:3]:
+                for img, *_ in frames[:3]:
                     a.run(img)  # warm-up
                 rows[name] = _score(a, frames)
             print(name, json.dumps({k: v for k, v in rows[name].items() if k != "confusion"}))
@@ -226,6 +237,24 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Confusion (rows truth normal / benign / malignant, columns `Result.label`):", ""]
     for name, r in rows.items():
         lines.append(f"- {name}: {r['confusion']}")
+    pats = list(next(iter(rows.values()))["by_echo_pattern"])
+    lines += [
+        "",
+        "Lesion frames by the lesion's echo pattern (BI-RADS descriptor drawn by the phantom): "
+        "called normal / lesion frames (accuracy)",
+        "",
+        "| configuration | " + " | ".join(pats) + " |",
+        "|---|" + "--:|" * len(pats),
+    ]
+    for name, r in rows.items():
+        cells = [r["by_echo_pattern"][p] for p in pats]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(
+                f"{c['called_normal']}/{c['lesion_frames']} ({c['accuracy']:.2f})" for c in cells
+            )
+            + " |"
+        )
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
