@@ -671,7 +671,7 @@ Frames = list[tuple[np.ndarray, np.ndarray, dict[str, Any]]]
 
 
 def run_model(
-    path: Path, frames: Frames, threads: int, refiner: bool = False
+    path: Path, frames: Frames, threads: int, refiner: bool | Path = False
 ) -> list[dict[str, Any]]:
     from sdk import Analyzer
 
@@ -829,6 +829,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="also score every model with the embedded lesion refiner (rows NAME+refiner)",
     )
+    ap.add_argument(
+        "--refiner",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="with --with-refiner: this refiner .onnx instead of the embedded one",
+    )
     ap.add_argument("--n", type=int, default=20, help="frames per class (N, B, M)")
     ap.add_argument("--threads", type=int, default=1, help="Analyzer threads")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -865,16 +872,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     truths = [{"mask": m, "label": i["label"]} for _, m, i in frames]
     rows, preds_by_model = [], {}
     runs = [(name, path, False) for name, path in models]
+    if args.refiner is not None and not args.with_refiner:
+        ap.error("--refiner needs --with-refiner")
     if args.with_refiner:
+        ref: bool | Path = args.refiner or True
         runs = [
             r
             for name, path in models
-            for r in ((name, path, False), (f"{name}+refiner", path, True))
+            for r in ((name, path, False), (f"{name}+refiner", path, ref))
         ]
     for name, path, refined in runs:
         preds = run_model(path, frames, args.threads, refined)
         preds_by_model[name] = preds
         row = {"model": name, "path": str(path), "sha256": _sha256(path)}
+        if refined:
+            from sdk import default_refiner
+
+            rp = default_refiner() if refined is True else Path(refined)
+            row["refiner"] = {"path": str(rp), "sha256": _sha256(rp)}
         row.update(summarize(preds, truths))
         rows.append(row)
         print(
