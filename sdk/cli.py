@@ -15,6 +15,7 @@ Every command has ``--help``. Exit codes: 0 success, 1 a reported error (``sdk.e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -53,6 +54,28 @@ def _out_folder(path: str, source: Any = None) -> Path:
         raise UsageError(str(e)) from None
 
 
+def _is_refiner(path: Path) -> bool:
+    """Whether an .onnx file carries lesion-refiner metadata (read with onnx when installed,
+    else through an ONNX Runtime session's metadata map)."""
+    from sdk.refiner import METADATA_KEY
+
+    try:
+        import onnx
+
+        m = onnx.load(str(path), load_external_data=False)
+        return any(p.key == METADATA_KEY for p in m.metadata_props)
+    except ImportError:
+        import onnxruntime as ort
+
+        try:
+            s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception:  # unreadable: the backend's own load names the problem
+            return False
+        return METADATA_KEY in s.get_modelmeta().custom_metadata_map
+    except Exception:  # unreadable: the backend's own load names the problem
+        return False
+
+
 def _cmd_info_artifact(args: argparse.Namespace) -> int:
     """Print an artifact's metadata; with --extract-plan write the raw TensorRT engine."""
     from sdk.artifact import read_plan
@@ -76,6 +99,20 @@ def _cmd_info_artifact(args: argparse.Namespace) -> int:
             raise InputError("--extract-plan needs a .plan artifact")
         from sdk.backends.onnxruntime import OnnxRuntimeBackend
 
+        if _is_refiner(path):  # a lesion refiner (sdk/refiner.py): its own metadata
+            from sdk.artifact import verify_onnx_digest
+            from sdk.refiner import LesionRefiner
+
+            r = LesionRefiner(path, threads=1)  # checks the digest and every field
+            d = {
+                "role": "lesion_refiner",
+                **{k: v for k, v in r.metadata.items() if k != "crop"},
+                "crop": dataclasses.asdict(r.geometry),
+                "outputs": [o.name for o in r.session.get_outputs()],
+                "digest": f"{verify_onnx_digest(path)} (verified)",
+            }
+            print(json.dumps(d, indent=2))
+            return 0
         b = OnnxRuntimeBackend(path, device="cpu").load()  # checks the digest
         md, engine = b.metadata, b""
         extra = {

@@ -11,6 +11,7 @@ import sys
 import cv2
 import pytest
 
+import sdk
 from sdk.cli import main
 
 
@@ -143,6 +144,22 @@ def test_info_on_artifacts(tmp_path, tiny_features_onnx, capsys) -> None:
     assert main(["info", str(bad)]) == 1
     assert "truncated" in capsys.readouterr().err
     assert main(["info", str(tiny_features_onnx), "--extract-plan", str(out)]) == 1
+
+
+def test_info_on_a_refiner(tmp_path, capsys) -> None:
+    """A lesion refiner (sdk/refiner.py) is described by its own metadata, digest verified; a
+    changed byte is refused (exit 1, named)."""
+    assert main(["info", str(sdk.default_refiner())]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["role"] == "lesion_refiner" and d["class_names"] == ["normal", "benign", "malignant"]
+    assert {"mask_logits", "class_logits"} <= set(d["outputs"]) and "(verified)" in d["digest"]
+    assert d["crop"] == {"scale": 1.6, "pad_px": 24.0, "shift": 0.12} and "flip" in d
+    bad = tmp_path / "r.onnx"
+    data = bytearray(sdk.default_refiner().read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    assert main(["info", str(bad)]) == 1
+    assert "r.onnx" in capsys.readouterr().err
 
 
 def test_run_writes_video_records_and_latency(tmp_path, tiny_onnx, capsys) -> None:
