@@ -16,8 +16,10 @@ frames, so they are not an independent score -- ``benchmarks/refiner_eval.py`` s
 exported file on fresh frames through ``sdk.Analyzer``).
 
 ``python -m export.refiner --out runs/refiner`` (``--help``): the shipped
-``sdk/models/default-refiner.onnx`` is ``--frames 3000 --epochs 18 --threads 2`` behind the
-embedded FP32 default (~3 min of crops, ~27 min of training on the 2-core EPYC).
+``sdk/models/default-refiner.onnx`` is ``--frames 3000 --epochs 18 --threads 2 --augment`` behind
+the embedded FP32 default (~3 min of crops, ~27-37 min of training on the 2-core EPYC), with
+``flip`` set afterwards (its provenance says how). ``--size 128`` was tried (2026-12-03, 56 min):
+not better (``benchmarks/results/refiner-tuning-avx512-vnni.md``).
 """
 
 from __future__ import annotations

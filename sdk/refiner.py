@@ -14,10 +14,16 @@ input (96×96: a 5 mm lesion at 0.07 mm/px is seen at full resolution) and answe
 * its mask at half the crop's input (48×48 over the crop), up-sampled to the crop's frame box:
   the lesion's region of ``Result.mask`` and its outline.
 
+With ``flip`` in its metadata (the shipped one) each crop goes in with its left-right mirror, in
+the same call: the class logits and the mirror's flipped-back mask logits are averaged.
+
 Measured on 300 fresh 600×800 scanner-style phantoms (``benchmarks/refiner_eval.py``; the
 README's models section has the table): the default model alone Dice 0.763 / accuracy 0.663 /
-HD95 median 17.0 px; with the refiner 0.846 / 0.747 / 9.2 px. On the independent pymust check
-(never trained or tuned on) Dice 0.743 → 0.767, accuracy 0.783 → 0.850.
+HD95 median 17.0 px; with the shipped refiner (test-time flip on) 0.841 / 0.740 / 8.5 px
+(0.846 / 0.747 / 9.2 px with flip off; on the 1200 tuning phantoms flip gained 1.5 points of
+accuracy -- ``benchmarks/results/refiner-tuning-avx512-vnni.md``). On the independent pymust
+check (never trained or tuned on) Dice 0.743 → 0.736, accuracy 0.783 → 0.800 (flip off: 0.767 /
+0.850; 60 frames, one frame = 1.7 points).
 
 The refiner is its own ONNX file (``default-refiner.onnx`` beside the default model), run
 through ONNX Runtime on the CPU with every lesion of a frame in one call. Its metadata lives in

@@ -1,0 +1,85 @@
+"""Refiner candidates on the *tuning* phantoms: the stream decisions about the refiner are made on.
+
+    python benchmarks/refiner_tuning.py REFINER.onnx [REFINER.onnx ...] [--n 600] [--start 0]
+
+Each candidate runs behind the embedded FP32 frame model through ``sdk.Analyzer`` on the same
+fresh 600×800 scanner-style phantoms, seeds ``TUNING_SEED + start + i`` (labels cycling normal /
+benign / malignant) -- disjoint from the refiner's training seeds, from the evaluation stream of
+``benchmarks/refiner_eval.py`` (the reported figures, never used to decide) and from every
+stream the demo preset trains, validates, calibrates and reports on (checked). The metrics are
+``refiner_eval``'s. A refiner with ``flip`` in its metadata runs with test-time flip; to try it
+on an existing file, copy the file with the field set (``export.onnx_export.embed_props``).
+
+2026-12-03 (AMD EPYC avx512-vnni, 2 threads): the 128² refiner (v3) and test-time flip were
+decided here (``benchmarks/results/refiner-tuning-avx512-vnni.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import sdk
+from sdk.cpu import cpu_class, describe
+from sdk.synthetic import phantom
+
+sys.path.insert(0, str(Path(__file__).parent))
+from refiner_eval import LABELS, SEED_BASE, _score
+
+TUNING_SEED = 97_000_000
+
+
+def frames(n: int, start: int = 0) -> list:
+    from outline_quality import used_seeds
+
+    from export.refiner import TRAIN_SEED
+
+    seeds = [TUNING_SEED + start + i for i in range(n)]
+    taken = (
+        used_seeds()
+        | set(range(TRAIN_SEED, TRAIN_SEED + 3000))
+        | set(range(SEED_BASE, SEED_BASE + 1000))
+    )
+    clash = taken.intersection(seeds)
+    if clash:
+        raise SystemExit(f"tuning seeds used elsewhere: {sorted(clash)[:5]}")
+    out = []
+    for k, s in enumerate(seeds):
+        i = start + k
+        img, truth, info = phantom(LABELS[i % 3], size=(600, 800), seed=s, style="scanner")
+        echo = info["lesions"][0]["echo_pattern"] if info["lesions"] else ""
+        out.append((img, truth > 0, i % 3, echo))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("refiner", nargs="+", type=Path, help="refiner .onnx files to compare")
+    ap.add_argument("--n", type=int, default=600, help="frames (default 600)")
+    ap.add_argument("--start", type=int, default=0, help="first tuning seed offset")
+    ap.add_argument("--out", type=Path, default=None, help="append a JSON line per candidate")
+    args = ap.parse_args(argv)
+    fr = frames(args.n, args.start)
+    for p in args.refiner:
+        with sdk.Analyzer(threads=2, refiner=p) as a:
+            r = _score(a, fr)
+        row = {
+            "refiner": str(p),
+            "seeds": f"{TUNING_SEED + args.start}..{TUNING_SEED + args.start + args.n - 1}",
+            "cpu": describe(),
+            "cpu_class": cpu_class(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            **r,
+        }
+        print(json.dumps(row), flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
