@@ -35,7 +35,7 @@ import numpy as np
 
 from sdk.refiner import METADATA_KEY, ROLE, CropGeometry, crop, square
 
-__all__ = ["build_crops", "export_onnx", "main", "train"]
+__all__ = ["build_crops", "echo_weights", "export_onnx", "main", "train"]
 
 LABELS = ("normal", "benign", "malignant")
 INPUT = 96
@@ -90,11 +90,13 @@ def build_crops(
     progress: bool = True,
     split: Any = None,
     size: int = INPUT,
+    echo: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(X uint8 (N, size, size), M float32 (N, size/2, size/2) mask fractions, Y int64 (N,))``
     from ``n`` scanner-style phantoms (labels cycling normal / benign / malignant, seeds
     ``seed + i``; ``split``: a ``sdk.synthetic.Split`` the factors are drawn in, e.g.
-    ``OOD_TRAIN`` for the OOD suite's twin; ``size``: the refiner's input side)."""
+    ``OOD_TRAIN`` for the OOD suite's twin; ``size``: the refiner's input side; ``echo``: a list
+    that receives each crop's lesion echo pattern, ``""`` for a crop of no lesion)."""
     if size < 32 or size % 32:
         raise ValueError(f"refiner input size {size}: must be a multiple of 32 (edge_s's stride)")
     from tqdm import tqdm
@@ -103,7 +105,7 @@ def build_crops(
 
     geom = CropGeometry()
     a = Analyzer(model, threads=threads, refiner=False)
-    X, M, Y = [], [], []
+    X, M, Y, E = [], [], [], []
     rng = np.random.default_rng(seed)
     for i in tqdm(range(n), desc="refiner crops", unit="frame", disable=not progress):
         lab = LABELS[i % 3]
@@ -112,6 +114,7 @@ def build_crops(
         )
         H, W = img.shape
         les_lab = {le["id"]: le["label"] for le in info["lesions"]}
+        les_echo = {le["id"]: le.get("echo_pattern", "") for le in info["lesions"]}
         r = a.run(img)
         for le in r.lesions:
             x, y, w, h = le.bbox
@@ -122,6 +125,7 @@ def build_crops(
             tm = (truth == tid) if tid else np.zeros_like(truth, bool)
             c, mm = _sample(img, tm, x0, y0, s, size)
             X.append(c), M.append(mm), Y.append(LABELS.index(les_lab[tid]) if tid else 0)
+            E.append(les_echo[tid] if tid else "")
         for tid, tl in les_lab.items():
             ys, xs = np.nonzero(truth == tid)
             if len(xs) == 0:
@@ -131,13 +135,17 @@ def build_crops(
                 x0, y0, s = _jittered(box, geom, rng)
                 c, mm = _sample(img, truth == tid, x0, y0, s, size)
                 X.append(c), M.append(mm), Y.append(LABELS.index(tl))
+                E.append(les_echo[tid])
         if lab == "normal" and not r.lesions:  # a random piece of tissue
             w = h = int(rng.uniform(40, 200))
             x, y = int(rng.uniform(0, W - w)), int(rng.uniform(H * 0.1, H - h))
             x0, y0, s = _jittered((x, y, w, h), geom, rng)
             c, mm = _sample(img, np.zeros_like(truth, bool), x0, y0, s, size)
             X.append(c), M.append(mm), Y.append(0)
+            E.append("")
     a.close()
+    if echo is not None:
+        echo[:] = E
     return np.array(X), np.array(M, np.float32), np.array(Y, np.int64)
 
 
@@ -152,11 +160,14 @@ def train(
     seed: int = 0,
     log: Any = print,
     augment: bool = False,
+    weights: np.ndarray | None = None,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Train edge_s on the crops (module docstring); returns the model after the last epoch and
     the per-epoch history (loss, held-out accuracy and Dice, seconds). ``augment``: also the
     export's ultrasound augmentation (``export.us_augment``: depth attenuation, shadow, haze,
-    blur, multiplicative speckle) on every training crop, masks unchanged."""
+    blur, multiplicative speckle) on every training crop, masks unchanged. ``weights``: a
+    sampling weight per crop (e.g. rare lesion looks oversampled, :func:`echo_weights`); each
+    epoch then draws as many training crops, with replacement, in proportion to them."""
     import torch
     import torch.nn.functional as F
 
@@ -192,7 +203,11 @@ def train(
     history, t0 = [], time.time()
     for ep in range(epochs):
         model.train()
-        perm = rng.permutation(tr)
+        if weights is None:
+            perm = rng.permutation(tr)
+        else:
+            w = np.asarray(weights, np.float64)[tr]
+            perm = rng.choice(tr, size=len(tr), replace=True, p=w / w.sum())
         total = 0.0
         for k in range(steps):
             b = perm[k * batch : (k + 1) * batch]
@@ -236,6 +251,22 @@ def train(
         history.append(row)
         log(json.dumps(row))
     return model, history
+
+
+def echo_weights(echo: list[str] | np.ndarray, spec: str) -> np.ndarray:
+    """Sampling weights from ``"hyperechoic=4,isoechoic=2"``: crops of lesions with those echo
+    patterns weigh that much, every other crop 1."""
+    table: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, val = part.partition("=")
+        try:
+            w = float(val)
+        except ValueError:
+            w = float("nan")
+        if not sep or not name.strip() or not (np.isfinite(w) and w > 0):
+            raise ValueError(f"oversample {part!r}: expected PATTERN=WEIGHT with a weight > 0")
+        table[name.strip()] = w
+    return np.array([table.get(str(e), 1.0) for e in echo], np.float64)
 
 
 def export_onnx(
@@ -330,6 +361,13 @@ def main(argv: list[str] | None = None) -> int:
         "--augment", action="store_true", help="ultrasound augmentation on the training crops"
     )
     ap.add_argument(
+        "--oversample",
+        default=None,
+        metavar="PATTERN=W,...",
+        help="sample crops of lesions with these echo patterns W times as often, e.g. "
+        "hyperechoic=4,isoechoic=2 (needs crops built by this version: they record it)",
+    )
+    ap.add_argument(
         "--flip",
         action="store_true",
         help="the runtime averages each crop with its left-right mirror (one call, twice the "
@@ -343,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.frames < 3 or args.epochs < 1:
         ap.error("--frames must be >= 3 and --epochs >= 1")
+    if args.oversample:
+        try:
+            echo_weights([], args.oversample)
+        except ValueError as e:
+            ap.error(f"--{e}")
     if args.size < 32 or args.size % 32:
         ap.error(f"--size {args.size}: must be a multiple of 32 (edge_s's stride), e.g. 96 or 128")
     from sdk import default_model
@@ -354,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     if crops.is_file():
         d = np.load(crops)
         X, M, Y = d["X"], d["M"], d["Y"]
+        E = d["E"] if "E" in d.files else None
         if X.shape[1] != args.size:
             raise SystemExit(
                 f"{crops} holds {X.shape[1]}x{X.shape[2]} crops, not --size {args.size}: "
@@ -363,10 +407,31 @@ def main(argv: list[str] | None = None) -> int:
         from sdk import synthetic
 
         split = synthetic.OOD_TRAIN if args.ood_train else None
+        echo: list[str] = []
         X, M, Y = build_crops(
-            model_path, args.frames, args.seed, threads=args.threads, split=split, size=args.size
+            model_path,
+            args.frames,
+            args.seed,
+            threads=args.threads,
+            split=split,
+            size=args.size,
+            echo=echo,
         )
-        np.savez_compressed(crops, X=X, M=M, Y=Y)
+        E = np.array(echo)
+        tmp = out / "crops.tmp.npz"
+        np.savez_compressed(tmp, X=X, M=M, Y=Y, E=E)
+        os.replace(tmp, crops)
+    weights = None
+    if args.oversample:
+        if E is None:
+            raise SystemExit(
+                f"{crops} records no echo patterns (built by an older version): "
+                "use another --out folder for --oversample"
+            )
+        try:
+            weights = echo_weights(E, args.oversample)
+        except ValueError as e:
+            raise SystemExit(str(e)) from e
     print(f"{len(X)} crops: {np.bincount(Y, minlength=3).tolist()} normal / benign / malignant")
     with open(out / "history.jsonl", "w") as log:
         net, hist = train(
@@ -376,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             args.epochs,
             threads=args.threads,
             augment=args.augment,
+            weights=weights,
             log=lambda s: (print(s, flush=True), log.write(s + "\n")),
         )
     prov = {
@@ -385,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": args.epochs,
         "augment": args.augment,
         "size": args.size,
+        "oversample": args.oversample,
         "crops": len(X),
         "history": hist[-1],
     }

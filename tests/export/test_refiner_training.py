@@ -68,6 +68,7 @@ def test_train_export_load_run(crops, tmp_path) -> None:
 def test_another_input_size_trains_exports_and_flips(tmp_path) -> None:
     """``size`` (``--size``): crops, mask grid and the exported input follow it; ``flip`` lands
     in the metadata the runtime reads."""
+    echo: list[str] = []
     X, M, Y = R.build_crops(
         sdk.default_model(),
         6,
@@ -76,9 +77,14 @@ def test_another_input_size_trains_exports_and_flips(tmp_path) -> None:
         threads=1,
         progress=False,
         size=64,
+        echo=echo,
     )
     assert X.shape[1:] == (64, 64) and M.shape[1:] == (32, 32)
-    net, _ = R.train(X, M, Y, epochs=1, batch=4, threads=1, log=lambda s: None)
+    # Each crop's lesion echo pattern: "" exactly for the crops of no lesion.
+    assert len(echo) == len(X) and all((e == "") == (y == 0) for e, y in zip(echo, Y, strict=True))
+    w = R.echo_weights(echo, f"{echo[np.argmax(Y > 0)]}=5")
+    assert w.max() == 5 and w.min() == 1
+    net, _ = R.train(X, M, Y, epochs=1, batch=4, threads=1, log=lambda s: None, weights=w)
     path = R.export_onnx(net, tmp_path / "r64.onnx", {"frames": 6}, size=64, flip=True)
     ref = LesionRefiner(path, threads=1)
     assert ref.size == 64 and ref.flip is True
@@ -105,3 +111,7 @@ def test_cli_help_and_refusals(capsys, tmp_path) -> None:
     with pytest.raises(SystemExit) as e:
         R.main(["--out", str(tmp_path), "--size", "100"])
     assert e.value.code == 2 and "multiple of 32" in capsys.readouterr().err
+    for bad in ("hyperechoic", "hyperechoic=0", "=2", "iso=x"):
+        with pytest.raises(SystemExit) as e:
+            R.main(["--out", str(tmp_path), "--oversample", bad])
+        assert e.value.code == 2 and "PATTERN=WEIGHT" in capsys.readouterr().err
