@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             augment=args.augment,
             weights=weights,
-            log=lambda s: (print(s, flush=True), log.write(s + "\n")),
+            log=lambda s: (print(s, flush=True), log.write(s + "\n"), log.flush()),
         )
     prov = {
         "frame_model": model_path.name,
