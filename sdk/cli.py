@@ -104,12 +104,13 @@ def _cmd_info_artifact(args: argparse.Namespace) -> int:
             from sdk.refiner import LesionRefiner
 
             r = LesionRefiner(path, threads=1)  # checks the digest and every field
+            dg = verify_onnx_digest(path)
             d = {
                 "role": "lesion_refiner",
                 **{k: v for k, v in r.metadata.items() if k != "crop"},
                 "crop": dataclasses.asdict(r.geometry),
                 "outputs": [o.name for o in r.session.get_outputs()],
-                "digest": f"{verify_onnx_digest(path)} (verified)",
+                "digest": f"{dg} (verified)" if dg else "none (not stamped: unverified)",
             }
             print(json.dumps(d, indent=2))
             return 0
