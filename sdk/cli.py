@@ -100,11 +100,10 @@ def _cmd_info_artifact(args: argparse.Namespace) -> int:
         from sdk.backends.onnxruntime import OnnxRuntimeBackend
 
         if _is_refiner(path):  # a lesion refiner (sdk/refiner.py): its own metadata
-            from sdk.artifact import verify_onnx_digest
             from sdk.refiner import LesionRefiner
 
             r = LesionRefiner(path, threads=1)  # checks the digest and every field
-            dg = verify_onnx_digest(path)
+            dg = r.digest
             d = {
                 "role": "lesion_refiner",
                 **{k: v for k, v in r.metadata.items() if k != "crop"},

@@ -254,7 +254,8 @@ class LesionRefiner:
                 f"refiner {self.path}: no such file; pass the path of a refiner .onnx made by "
                 "export.refiner, or run the frame model alone (refiner=False; no --refiner)"
             )
-        verify_onnx_digest(self.path)
+        #: The artifact digest, verified (None: the file carries none, a warning was logged).
+        self.digest: str | None = verify_onnx_digest(self.path)
         try:
             self.session = ort.InferenceSession(
                 str(self.path),
