@@ -34,25 +34,37 @@ from sdk.metrics import dice, hd95, macro_auc
 from sdk.synthetic import phantom
 
 SEED_BASE = 96_000_000
+TUNING_SEED = 97_000_000  # the tuning stream (benchmarks/refiner_tuning.py): decisions only
 LABELS = ("normal", "benign", "malignant")
 
 
-def _frames(n: int) -> list[tuple[np.ndarray, np.ndarray, int, str]]:
+def _frames(
+    n: int, base: int = SEED_BASE, start: int = 0
+) -> list[tuple[np.ndarray, np.ndarray, int, str]]:
+    """``(frame, true mask, label id, echo pattern)`` of the phantoms ``base + start + i`` (labels
+    cycling normal / benign / malignant by ``start + i``): the evaluation stream
+    (:data:`SEED_BASE`) or the tuning one (:data:`TUNING_SEED`, ``benchmarks/refiner_tuning.py``);
+    refused if a seed is one the refiner trained on, any report or preset stream, or the first
+    10,000 of the other stream."""
     sys.path.insert(0, str(Path(__file__).parent))
     from outline_quality import used_seeds
 
     from export.refiner import TRAIN_SEED
 
-    seeds = [SEED_BASE + i for i in range(n)]
-    taken = used_seeds() | set(range(TRAIN_SEED, TRAIN_SEED + 3000))
+    seeds = [base + start + i for i in range(n)]
+    other = TUNING_SEED if base == SEED_BASE else SEED_BASE
+    taken = (
+        used_seeds() | set(range(TRAIN_SEED, TRAIN_SEED + 3000)) | set(range(other, other + 10_000))
+    )
     clash = taken.intersection(seeds)
     if clash:
-        raise SystemExit(f"evaluation seeds used in training / reports: {sorted(clash)[:5]}")
+        raise SystemExit(f"seeds used in training / reports / another stream: {sorted(clash)[:5]}")
     out = []
-    for i, s in enumerate(seeds):
-        img, truth, info = phantom(LABELS[i % 3], size=(600, 800), seed=s, style="scanner")
+    for k, s in enumerate(seeds):
+        y = (start + k) % 3
+        img, truth, info = phantom(LABELS[y], size=(600, 800), seed=s, style="scanner")
         echo = info["lesions"][0]["echo_pattern"] if info["lesions"] else ""
-        out.append((img, truth > 0, i % 3, echo))
+        out.append((img, truth > 0, y, echo))
     return out
 
 
@@ -114,18 +126,22 @@ def _score(a: sdk.Analyzer, frames: list) -> dict[str, Any]:
     }
 
 
-def bare_latency(refiner: Path | None = None, repeat: int = 300) -> dict[str, float]:
+def bare_latency(refiner: Any = None, repeat: int = 300) -> dict[str, float]:
     """Median ms of bare ONNX Runtime sessions (2 threads, the SDK's options), interleaved: the
-    frame model on one 128×128 input, the refiner (``refiner``, default the embedded one) on one
-    crop at its input size -- with its mirror in the same call when its metadata says ``flip``
-    -- and the two in a row (what one lesion adds to a frame's model time)."""
+    frame model on one 128×128 input, the refiner (``refiner``: a loaded
+    ``sdk.refiner.LesionRefiner`` or a path, default the embedded one) on one crop at its input
+    size -- with its mirror in the same call when its metadata says ``flip`` -- and the two in a
+    row (what one lesion adds to a frame's model time)."""
     import onnxruntime as ort
 
     from sdk.backends.onnxruntime import session_options
     from sdk.refiner import LesionRefiner
 
-    refiner = Path(refiner or sdk.default_refiner())
-    ref = LesionRefiner(refiner, threads=1)
+    ref = (
+        refiner
+        if isinstance(refiner, LesionRefiner)
+        else LesionRefiner(refiner or sdk.default_refiner(), threads=1)
+    )
     batch = 2 if ref.flip else 1
 
     def sess(p: Path) -> Any:
@@ -133,7 +149,7 @@ def bare_latency(refiner: Path | None = None, repeat: int = 300) -> dict[str, fl
             str(p), session_options(ort, 2, True), providers=["CPUExecutionProvider"]
         )
 
-    s1, s2 = sess(sdk.default_model()), sess(refiner)
+    s1, s2 = sess(sdk.default_model()), sess(ref.path)
     x1 = np.zeros((1, 1, 128, 128), np.float32)
     x2 = np.zeros((batch, 1, ref.size, ref.size), np.float32)
     calls = {
@@ -155,13 +171,6 @@ def _sha(p: Path) -> str:
     import hashlib
 
     return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def _refiner_md(p: Path) -> dict[str, Any]:
-    from sdk.refiner import LesionRefiner
-
-    r = LesionRefiner(p, threads=1)
-    return {"input_size": r.size, "flip": r.flip}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                     a.run(img)  # warm-up
                 rows[name] = _score(a, frames)
             print(name, json.dumps({k: v for k, v in rows[name].items() if k != "confusion"}))
-    bare = bare_latency(refiner)
+    from sdk.refiner import LesionRefiner
+
+    ref = LesionRefiner(refiner, threads=1)
+    bare = bare_latency(ref)
     print("bare ONNX Runtime ms", json.dumps(bare))
     cls = cpu_class()
     info = describe()
@@ -196,7 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "python benchmarks/refiner_eval.py " + " ".join(argv or sys.argv[1:]),
         "seeds": f"{SEED_BASE}..{SEED_BASE + args.n - 1}",
-        "refiner": {"file": refiner.name, "sha256": _sha(refiner), **_refiner_md(refiner)},
+        "refiner": {
+            "file": refiner.name,
+            "sha256": _sha(refiner),
+            "input_size": ref.size,
+            "flip": ref.flip,
+        },
         "rows": rows,
         "bare_ort_ms": bare,
     }

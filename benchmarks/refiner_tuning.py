@@ -24,35 +24,9 @@ from pathlib import Path
 
 import sdk
 from sdk.cpu import cpu_class, describe
-from sdk.synthetic import phantom
 
 sys.path.insert(0, str(Path(__file__).parent))
-from refiner_eval import LABELS, SEED_BASE, _score
-
-TUNING_SEED = 97_000_000
-
-
-def frames(n: int, start: int = 0) -> list:
-    from outline_quality import used_seeds
-
-    from export.refiner import TRAIN_SEED
-
-    seeds = [TUNING_SEED + start + i for i in range(n)]
-    taken = (
-        used_seeds()
-        | set(range(TRAIN_SEED, TRAIN_SEED + 3000))
-        | set(range(SEED_BASE, SEED_BASE + 1000))
-    )
-    clash = taken.intersection(seeds)
-    if clash:
-        raise SystemExit(f"tuning seeds used elsewhere: {sorted(clash)[:5]}")
-    out = []
-    for k, s in enumerate(seeds):
-        i = start + k
-        img, truth, info = phantom(LABELS[i % 3], size=(600, 800), seed=s, style="scanner")
-        echo = info["lesions"][0]["echo_pattern"] if info["lesions"] else ""
-        out.append((img, truth > 0, i % 3, echo))
-    return out
+from refiner_eval import TUNING_SEED, _frames, _score
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", type=int, default=0, help="first tuning seed offset")
     ap.add_argument("--out", type=Path, default=None, help="append a JSON line per candidate")
     args = ap.parse_args(argv)
-    fr = frames(args.n, args.start)
+    fr = _frames(args.n, TUNING_SEED, args.start)
     for p in args.refiner:
         with sdk.Analyzer(threads=2, refiner=p) as a:
             r = _score(a, fr)
