@@ -42,6 +42,7 @@ from sdk.sources import BusiReader, CsvFolderReader
 
 __all__ = [
     "Augment",
+    "ConcatFrames",
     "FrameProvider",
     "FrameSubset",
     "MultiTaskDataset",
@@ -270,6 +271,37 @@ class FrameSubset:
 
     def get(self, index: int) -> Frame:
         return self.base.get(self.indices[index])
+
+
+class ConcatFrames:
+    """The frames of several providers one after the other (``train(supplement=...)``: the
+    training phantoms followed by the supplement's). Every part must have the same classes."""
+
+    def __init__(self, parts: Sequence[FrameProvider]) -> None:
+        self.parts = list(parts)
+        if not self.parts:
+            raise InputError("ConcatFrames needs at least one provider")
+        self.class_names = tuple(self.parts[0].class_names)
+        for p in self.parts[1:]:
+            if tuple(p.class_names) != self.class_names:
+                raise InputError(
+                    f"frames to concatenate have classes {list(self.class_names)} and "
+                    f"{list(p.class_names)}; give every part the same classes in one order"
+                )
+        self._starts = np.cumsum([0] + [len(p) for p in self.parts]).tolist()
+
+    @property
+    def labels(self) -> list[int]:
+        return [lab for p in self.parts for lab in p.labels]
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def get(self, index: int) -> Frame:
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame {index} of {len(self)}")
+        k = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self.parts[k].get(index - int(self._starts[k]))
 
 
 def stratified_split(

@@ -117,6 +117,10 @@ class Preset:
     #: generator, and a dropped lesion is a missed one. The mechanism stays for models trained
     #: on real data, fitted on their own validation frames.
     lesion_gate: bool = False
+    #: Training-frame supplement (:func:`export.train.train`'s ``supplement``): groups
+    #: ``{"n": N, "split": SPLIT}`` of phantoms drawn inside a region that replace N of the
+    #: ``n_train`` frames; intersected with ``split``. Student-alone presets only.
+    supplement: tuple[dict[str, Any], ...] = ()
 
 
 PRESETS: dict[str, Preset] = {
@@ -214,6 +218,13 @@ def run_preset(
         progress=progress,
     )
     train_kw: dict[str, Any] = dict(resume=resume, augment=p.augment, split=p.split, **common)
+    if p.supplement:
+        if p.teacher is not None:
+            raise InputError(
+                f"preset {name!r}: a supplement is supported for a student trained alone; the "
+                "distillation's student would not see it"
+            )
+        train_kw["supplement"] = [dict(g) for g in p.supplement]
     export_kw: dict[str, Any] = dict(
         data="synthetic",
         formats=p.formats,

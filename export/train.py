@@ -34,7 +34,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from export.checkpoint import checkpoint_paths, load_checkpoint, normalization, save_checkpoint
 from export.data import (
     Augment,
+    ConcatFrames,
     FrameProvider,
     FrameSubset,
     MultiTaskDataset,
@@ -60,7 +61,7 @@ from export.data import frame_sizes as data_frame_sizes
 from export.losses import MultiTaskLoss, TrainingLoss, balanced_class_weights
 from export.models import create_model, list_models, model_defaults
 from export.slab_data import CineSlabs, SlabDataset
-from sdk import metrics
+from sdk import metrics, synthetic
 from sdk.errors import BackendUnavailableError, InputError
 
 __all__ = ["evaluate", "resolve_device", "train"]
@@ -68,6 +69,7 @@ __all__ = ["evaluate", "resolve_device", "train"]
 # Settings that must be equal when resuming (epochs may grow).
 _RESUME_KEYS = (
     "frozen_encoder",  # absent (None) unless set
+    "supplement",  # likewise
     "arch",
     "data",
     "size",
@@ -555,6 +557,64 @@ def _split_json(split: Any, data: str | os.PathLike[str]) -> Any:
     return json.loads(json.dumps(resolve_split(split).to_dict()))
 
 
+#: Seed stream of supplement group ``k`` (0-based): ``seed + SUPPLEMENT_SEED_OFFSET * (k + 1)``,
+#: apart from the training stream (``seed``) and the validation one (``VAL_SEED_OFFSET``).
+SUPPLEMENT_SEED_OFFSET = 5_003_011
+
+
+def _supplement_json(
+    supplement: Sequence[Mapping[str, Any]] | None, data: Any, n_train: int
+) -> list[dict[str, Any]]:
+    """``supplement`` checked and as the run records it: ``[{"n": int, "split": dict}]``."""
+    if not supplement:
+        return []
+    if str(data) != "synthetic":
+        raise InputError(f"supplement draws synthetic phantoms; {data} is a dataset folder")
+    if isinstance(supplement, Mapping) or not isinstance(supplement, Sequence):
+        raise InputError(
+            'supplement is a list of {"n": N, "split": SPLIT} groups, got '
+            f"{type(supplement).__name__}"
+        )
+    out: list[dict[str, Any]] = []
+    for k, g in enumerate(supplement):
+        if not isinstance(g, Mapping) or set(g) != {"n", "split"}:
+            raise InputError(f'supplement group {k} must be {{"n": N, "split": SPLIT}}, got {g!r}')
+        n = _positive_int(g["n"], f"supplement group {k}'s n")
+        sp = resolve_split(g["split"])
+        if sp is None:
+            raise InputError(f"supplement group {k} needs a split (the region to draw from)")
+        out.append({"n": n, "split": json.loads(json.dumps(sp.to_dict()))})
+    total = sum(g["n"] for g in out)
+    if total >= n_train:
+        raise InputError(
+            f"the supplement's {total} frames replace training frames and must leave some of "
+            f"the n_train={n_train}; lower them or raise n_train"
+        )
+    return out
+
+
+def _supplement(
+    frames: FrameProvider,
+    groups: list[dict[str, Any]],
+    class_names: Sequence[str],
+    sizes: Any,
+    seed: int,
+    split: Any,
+) -> FrameProvider:
+    """The first ``len(frames) - sum(n)`` training phantoms followed by each group's, drawn in
+    its split intersected with the run's (``train(supplement=...)``)."""
+    base = resolve_split(split)
+    keep = len(frames) - sum(g["n"] for g in groups)
+    parts: list[FrameProvider] = [FrameSubset(frames, range(keep))]
+    for k, g in enumerate(groups):
+        sp = synthetic.Split.from_dict(g["split"])
+        if base is not None:
+            sp = sp.intersect(base)
+        seed_k = seed + SUPPLEMENT_SEED_OFFSET * (k + 1)
+        parts.append(SyntheticFrames(g["n"], sizes, seed_k, class_names, split=sp))
+    return ConcatFrames(parts)
+
+
 class _FrozenEncoder:
     """``model.encode`` with the encoder frozen (``train(frozen_encoder=True)``): no gradient,
     eval mode (BatchNorm statistics kept), and each distinct input computed once -- the outputs
@@ -672,6 +732,7 @@ def train(
     warmup_steps: int = 0,
     pos_weight: float | None = None,
     frozen_encoder: bool = False,
+    supplement: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Train ``arch`` on ``data`` (optionally distilling ``teacher``); return the JSON of its
     best checkpoint.
@@ -732,6 +793,14 @@ def train(
             on a CPU: sam_mtl's LiteMedSAM TinyViT takes ~2.3 s a 256×256 frame on 2 cores,
             its decoder and head ~0.05 s. Models with an ``encoder`` and ``encode`` only
             (:class:`export.models._contract.EncoderDecoderModel`).
+        supplement: synthetic data only: groups ``{"n": N, "split": SPLIT}`` of training
+            phantoms drawn inside a region (a :class:`sdk.synthetic.Split` / its dict / a
+            name), intersected with ``split``; they *replace* that many of the ``n_train``
+            frames (the same frames seen, the same optimizer steps) and come from their own
+            seed streams. Oversamples what the generator draws rarely -- e.g. hyperechoic
+            masses, ~3 % of its lesions, which a model trained on the plain mix never outlines
+            -- while each group keeps the generator's picture of it. The validation frames
+            stay the plain mix (:func:`_supplement`).
 
     Returns:
         Path of ``out_dir/best.json`` (load it with :func:`export.checkpoint.load_checkpoint`).
@@ -758,6 +827,7 @@ def train(
         threads = _positive_int(threads, "threads")
     if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
         raise InputError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+    supplement_json = _supplement_json(supplement, data, n_train)
     default_kd = 1.0 if teacher is not None else 0.0
     alpha_kd = default_kd if alpha_kd is None else alpha_kd
     beta_pixel = default_kd if beta_pixel is None else beta_pixel
@@ -855,6 +925,8 @@ def train(
         }
         if frozen_encoder:  # only when set: runs saved before the option resume unchanged
             run["frozen_encoder"] = True
+        if supplement_json:  # likewise
+            run["supplement"] = supplement_json
         start, history, best = _resume_point(resumed, run, out)
         out.mkdir(parents=True, exist_ok=True)
 
@@ -872,6 +944,10 @@ def train(
             train_frames, val_frames = _data(
                 data, model.class_names, sizes, n_train, n_val, val_fraction, seed, split
             )
+            if supplement_json:
+                train_frames = _supplement(
+                    train_frames, supplement_json, model.class_names, sizes, seed, split
+                )
         if len(train_frames) == 0 or len(val_frames) == 0:
             raise InputError(f"{data}: no frame to train or validate on; add data")
         model.to(dev)

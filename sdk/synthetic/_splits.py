@@ -90,7 +90,9 @@ class Split:
         include: rules; a frame must match at least one of them (when any is given).
         exclude: rules; a frame must match none of them.
         labels: image labels the split holds (``None``: all three); a split whose rules need a
-            lesion (e.g. ``"lesion.margin"``) should name ``("benign", "malignant")``.
+            lesion (e.g. ``"lesion.margin"``) should name ``("benign", "malignant")``. A
+            synthetic dataset drawn in the split cycles through them in this order, so repeats
+            set proportions (``("benign", "benign", "malignant")``: two benign frames to one).
     """
 
     name: str = "all"
@@ -122,6 +124,50 @@ class Split:
         if inc and not any(_matches(r, factors, lesions) for r in inc):
             return False
         return not any(_matches(r, factors, lesions) for r in exc)
+
+    def intersect(self, other: Split, name: str | None = None) -> Split:
+        """The frames both splits accept, as one split (plain data, like every split).
+
+        Includes: every pair of rules merged (a frame must match one rule of each); excludes:
+        both lists; labels: ``self``'s labels (in its order, repeats kept: they set the label
+        cycle of a synthetic dataset) that ``other`` admits. A factor both rules of a pair
+        condition is refused unless the conditions are equal (the generator would otherwise
+        need a condition algebra nobody uses yet).
+
+        >>> a = Split("a", include=({"geometry": ["linear"]},))
+        >>> b = Split("b", include=({"lesion.echo_pattern": ["hyperechoic"]},))
+        >>> a.intersect(b).include
+        ({'geometry': ['linear'], 'lesion.echo_pattern': ['hyperechoic']},)
+        """
+        if not isinstance(other, Split):
+            raise InputError(f"a split intersects a Split, got {type(other).__name__}")
+        inc: list[dict[str, Any]] = []
+        if self.include and other.include:
+            for r in self.include:
+                for q in other.include:
+                    clash = [k for k in set(r) & set(q) if r[k] != q[k]]
+                    if clash:
+                        raise InputError(
+                            f"splits {self.name!r} and {other.name!r} both condition "
+                            f"{sorted(clash)} differently in one rule; intersect them by hand"
+                        )
+                    inc.append({**r, **q})
+        else:
+            inc = [dict(r) for r in (self.include or other.include)]
+        if self.labels is None:
+            labels = other.labels
+        else:
+            labels = tuple(x for x in self.labels if other.labels is None or x in other.labels)
+            if not labels:
+                raise InputError(
+                    f"splits {self.name!r} and {other.name!r} admit no common image label"
+                )
+        return Split(
+            name or f"{self.name}&{other.name}",
+            include=tuple(inc),
+            exclude=tuple(self.exclude) + tuple(other.exclude),
+            labels=labels,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (for ``info`` and reports); :meth:`from_dict` reads it back."""

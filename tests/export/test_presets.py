@@ -46,6 +46,26 @@ def test_unknown_preset(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
+HYPER = {
+    "n": 2,
+    "split": {
+        "name": "hyper",
+        "include": [{"lesion.echo_pattern": ["hyperechoic"]}],
+        "labels": ["benign", "malignant"],
+    },
+}
+
+
+def test_supplement_needs_a_student_trained_alone(tmp_path: Path, monkeypatch) -> None:
+    teacher = dataclasses.replace(
+        presets.PRESETS["demo"], name="t", teacher="edge_s", supplement=(HYPER,)
+    )
+    monkeypatch.setitem(presets.PRESETS, "t", teacher)
+    with pytest.raises(InputError, match="student trained alone"):
+        presets.run_preset("t", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
 def _tiny(base: str, name: str, monkeypatch, **kw) -> presets.Preset:
     """Preset ``base`` shrunk to seconds (6 frames, 1 epoch, no ImageNet weights), registered
     as ``name`` for this test."""
@@ -88,11 +108,13 @@ def test_teacherless_preset_runs_end_to_end(tmp_path: Path, monkeypatch) -> None
         report_size=(96, 128),
         report_frames=6,
         lesion_gate=True,  # off in the demo presets (see Preset.lesion_gate): tested here
+        supplement=(HYPER,),
     )
     summary = presets.run_preset("tiny", tmp_path / "run", progress=False)
     out = tmp_path / "run"
     run = load_checkpoint(out / "student" / "best.json").train["run"]
     assert run["split"] == "ood-train" and run["model_kwargs"]["mask_stride"] == 2
+    assert [(g["n"], g["split"]["name"]) for g in run["supplement"]] == [(2, "hyper")]
     assert (out / "edge_s.onnx").is_file() and not (out / "teacher").exists()
     saved = json.loads((out / "preset.json").read_text())
     assert saved == json.loads(json.dumps(summary))

@@ -202,6 +202,71 @@ def test_split_run_draws_inside_the_region(tmp_path: Path) -> None:
         train("edge_s", "synthetic", out, resume=True, **{**kw, "epochs": 2, "split": None})
 
 
+def test_supplement_replaces_training_frames_with_its_region(tmp_path: Path) -> None:
+    """train(supplement=...): the last N training frames are drawn inside the group's split
+    (intersected with the run's), from their own seed stream; the first ones are the plain
+    run's frames; validation is untouched; the run records the groups; bad groups refused."""
+    from export.data import ConcatFrames
+    from export.train import _data, _supplement, _supplement_json
+
+    names = ("benign", "malignant", "normal")
+    hyper = {
+        "name": "hyper",
+        "include": [{"lesion.echo_pattern": ["hyperechoic"]}],
+        "labels": ["benign", "benign", "malignant"],
+    }
+    groups = _supplement_json([{"n": 3, "split": hyper}], "synthetic", 8)
+    plain, _ = _data("synthetic", names, (48, 48), 8, 3, 0.2, 0, "ood-train")
+    frames = _supplement(plain, groups, names, (48, 48), 0, "ood-train")
+    assert isinstance(frames, ConcatFrames) and len(frames) == 8
+    assert frames.labels == [*plain.labels[:5], 0, 0, 1]  # the split's label cycle
+    for i in range(5):
+        assert np.array_equal(frames.get(i)[0], plain.get(i)[0])
+    sup = frames.parts[1]
+    assert (
+        sup.split.to_dict()
+        == synthetic.Split.from_dict(hyper).intersect(synthetic.OOD_TRAIN).to_dict()
+    )
+    for i in range(3):
+        ss = np.random.SeedSequence([sup.seed, i])
+        seed = int(ss.generate_state(1)[0])
+        _, _, info = synthetic.phantom(
+            names[sup.labels[i]], (48, 48), seed=seed, style="scanner", split=sup.split
+        )
+        assert any(x["echo_pattern"] == "hyperechoic" for x in info["lesions"])
+        assert info["factors"]["geometry"] == "linear"  # inside ood-train too
+        assert frames.get(5 + i)[1].any()
+    with pytest.raises(IndexError):
+        frames.get(8)
+    out = tmp_path / "sup"
+    kw = {**TINY, "epochs": 1, "n_train": 8, "n_val": 3}
+    train("edge_s", "synthetic", out, supplement=[{"n": 2, "split": hyper}], **kw)
+    run = load_checkpoint(out / "best.json").train["run"]
+    assert run["supplement"] == [{"n": 2, "split": synthetic.Split.from_dict(hyper).to_dict()}]
+    with pytest.raises(InputError, match="settings differ"):
+        train("edge_s", "synthetic", out, resume=True, **{**kw, "epochs": 2})  # no supplement
+    bad = [
+        ([{"n": 8, "split": hyper}], "must leave some"),
+        ([{"n": 2}], "must be"),
+        ({"n": 2, "split": hyper}, "a list of"),
+        ([{"n": 0, "split": hyper}], "n must be"),
+        ([{"n": 2, "split": "nope"}], "unknown split"),
+        ([{"n": 2, "split": None}], "needs a split"),
+    ]
+    for sup_arg, match in bad:
+        with pytest.raises(InputError, match=match):
+            train("edge_s", "synthetic", tmp_path / "bad", supplement=sup_arg, **kw)
+    busi = tmp_path / "busi"
+    (busi / "benign").mkdir(parents=True)
+    with pytest.raises(InputError, match="dataset folder"):
+        train("edge_s", busi, tmp_path / "bad", supplement=[{"n": 2, "split": hyper}], **kw)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(InputError, match="same classes"):
+        ConcatFrames([plain, SyntheticFrames(2, (48, 48), 0, ("normal", "benign", "malignant"))])
+    with pytest.raises(InputError, match="at least one"):
+        ConcatFrames([])
+
+
 def _busi(root: Path, per_class: dict[str, int]) -> None:
     import cv2
 

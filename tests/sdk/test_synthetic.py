@@ -690,6 +690,43 @@ def test_split_rules_ranges_lesion_conditions_and_round_trip() -> None:
         synthetic.phantom("benign", (64, 64), style="scanner", split=impossible)
 
 
+def test_split_intersection_accepts_what_both_accept() -> None:
+    """Split.intersect: a frame is accepted iff both splits accept it (checked on drawn
+    factors of many frames), labels keep the first split's cycle, clashes are refused."""
+    echo = synthetic.Split(
+        "hyper",
+        include=({"lesion.echo_pattern": ["hyperechoic", "isoechoic"]},),
+        labels=("benign", "benign", "malignant"),
+    )
+    both = echo.intersect(synthetic.OOD_TRAIN)
+    assert both.labels == ("benign", "benign", "malignant")
+    assert both.include == (
+        {"lesion.echo_pattern": ["hyperechoic", "isoechoic"], "geometry": ["linear"]},
+    )
+    assert len(both.exclude) == len(synthetic.OOD_TRAIN.exclude)
+    seen = {True: 0, False: 0}
+    for seed in range(120):
+        label = ("benign", "malignant")[seed % 2]
+        _, _, info = synthetic.phantom(label, (48, 48), seed=seed, style="scanner")
+        f, les = {**info["factors"], "label": label}, info["lesions"]
+        want = echo.accepts(f, les) and synthetic.OOD_TRAIN.accepts(f, les)
+        assert both.accepts(f, les) == want
+        seen[want] += 1
+    assert seen[True] > 0 and seen[False] > 0  # both outcomes exercised
+    _, _, info = synthetic.phantom("malignant", (64, 64), seed=3, style="scanner", split=both)
+    assert any(x["echo_pattern"] in ("hyperechoic", "isoechoic") for x in info["lesions"])
+    assert info["factors"]["geometry"] == "linear"
+    assert echo.intersect(synthetic.OOD_TRAIN, name="x").name == "x"
+    with pytest.raises(InputError, match="no common image label"):
+        echo.intersect(synthetic.Split("n", labels=("normal",)))
+    lin, cur = (synthetic.Split(n, include=({"geometry": [n]},)) for n in ("linear", "curvilinear"))
+    with pytest.raises(InputError, match="differently"):
+        lin.intersect(cur)
+    assert lin.intersect(lin).include == lin.include
+    with pytest.raises(InputError, match="intersects a Split"):
+        lin.intersect({"name": "x"})  # type: ignore[arg-type]
+
+
 def test_annotation_noise_perturbs_the_mask_not_the_image() -> None:
     img0, exact, _ = synthetic.phantom("benign", (192, 192), seed=6, style="scanner")
     img1, noisy, info = synthetic.phantom(
