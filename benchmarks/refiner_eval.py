@@ -54,7 +54,9 @@ def _frames(
     seeds = [base + start + i for i in range(n)]
     other = TUNING_SEED if base == SEED_BASE else SEED_BASE
     taken = (
-        used_seeds() | set(range(TRAIN_SEED, TRAIN_SEED + 3000)) | set(range(other, other + 10_000))
+        used_seeds()
+        | set(range(TRAIN_SEED, TRAIN_SEED + 10_000))
+        | set(range(other, other + 10_000))
     )
     clash = taken.intersection(seeds)
     if clash:
