@@ -39,17 +39,21 @@ LABELS = ("normal", "benign", "malignant")
 
 
 def _frames(
-    n: int, base: int = SEED_BASE, start: int = 0
+    n: int, base: int = SEED_BASE, start: int = 0, split: Any = None
 ) -> list[tuple[np.ndarray, np.ndarray, int, str]]:
     """``(frame, true mask, label id, echo pattern)`` of the phantoms ``base + start + i`` (labels
     cycling normal / benign / malignant by ``start + i``): the evaluation stream
     (:data:`SEED_BASE`) or the tuning one (:data:`TUNING_SEED`, ``benchmarks/refiner_tuning.py``);
     refused if a seed is one the refiner trained on, any report or preset stream, or the first
-    10,000 of the other stream."""
+    10,000 of the other stream. ``split``: a ``sdk.synthetic.Split`` (or its name) the phantoms
+    are drawn in (e.g. ``"ood-train"`` for the OOD twin's tuning frames)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from outline_quality import used_seeds
 
+    from export.data import resolve_split
     from export.refiner import TRAIN_SEED
+
+    split = resolve_split(split)
 
     seeds = [base + start + i for i in range(n)]
     other = TUNING_SEED if base == SEED_BASE else SEED_BASE
@@ -64,7 +68,7 @@ def _frames(
     out = []
     for k, s in enumerate(seeds):
         y = (start + k) % 3
-        img, truth, info = phantom(LABELS[y], size=(600, 800), seed=s, style="scanner")
+        img, truth, info = phantom(LABELS[y], size=(600, 800), seed=s, style="scanner", split=split)
         echo = info["lesions"][0]["echo_pattern"] if info["lesions"] else ""
         out.append((img, truth > 0, y, echo))
     return out

@@ -226,6 +226,23 @@ def _check(md: Any, source: str) -> dict[str, Any]:
     if not isinstance(flip, bool):
         raise fail(f"flip must be true or false; got {flip!r}")
     out["flip"] = flip
+    bias = md.get("class_bias", [0.0] * len(names))
+    if not (
+        isinstance(bias, list)
+        and len(bias) == len(names)
+        and all(
+            isinstance(b, int | float)
+            and not isinstance(b, bool)
+            and math.isfinite(b)
+            and abs(b) <= 10.0
+            for b in bias
+        )
+    ):
+        raise fail(
+            f"class_bias must be a list of {len(names)} finite numbers in [-10, 10] (one per "
+            f"class, added to the class logits); got {bias!r}"
+        )
+    out["class_bias"] = [float(b) for b in bias]
     out["provenance"] = md.get("provenance", {})
     return out
 
@@ -284,6 +301,11 @@ class LesionRefiner:
         self.mask_threshold: float = md["mask_threshold"]
         self._mean, self._std = md["mean"], md["std"]
         self._temperature = md["temperature"]
+        #: Metadata ``class_bias`` (optional, default zeros): added to the class logits before
+        #: the temperature -- a decision prior fitted on tuning frames after training (a run
+        #: whose benign / malignant split came out shifted; ``benchmarks/refiner_bias.py``).
+        self.class_bias: tuple[float, ...] = tuple(md["class_bias"])
+        self._bias = self.class_bias if any(self.class_bias) else None
         #: Test-time flip (metadata ``flip``): each crop and its left-right mirror in the same
         #: call, the class logits averaged and the mirror's mask logits flipped back and
         #: averaged -- one model call of twice the batch.
@@ -322,7 +344,10 @@ class LesionRefiner:
         # The frame path's softmax (Python floats, math.exp): bit-identical wherever it runs
         # (NumPy's vectorized exp differs in the last bits between versions and CPUs --
         # `sonoedge serve`'s environment has NumPy 1.x).
-        p = [_softmax(row, self._temperature) for row in cl.tolist()]
+        rows = cl.tolist()
+        if self._bias is not None:
+            rows = [[z + b for z, b in zip(row, self._bias, strict=True)] for row in rows]
+        p = [_softmax(row, self._temperature) for row in rows]
         # probability > t  <=>  logit > log(t / (1 - t)): threshold the logits, no sigmoid.
         t = self.mask_threshold
         cut = math.log(t / (1 - t)) if 0 < t < 1 else (-math.inf if t <= 0 else math.inf)

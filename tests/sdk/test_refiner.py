@@ -232,6 +232,11 @@ def test_a_changed_byte_is_refused(tmp_path) -> None:
         ("reject_above", float("nan"), "reject_above"),
         ("crop", {"scale": 1.6, "zoom": 2}, "crop"),
         ("flip", "yes", "flip"),
+        ("class_bias", [0.0, 1.0], "class_bias"),
+        ("class_bias", [0.0, float("inf"), 0.0], "class_bias"),
+        ("class_bias", [0.0, 11.0, 0.0], "class_bias"),
+        ("class_bias", [0.0, True, 0.0], "class_bias"),
+        ("class_bias", "0 0 1", "class_bias"),
     ],
 )
 def test_bad_refiner_metadata_is_named(tmp_path, field, value, match) -> None:
@@ -271,6 +276,37 @@ def test_flip_averages_each_crop_with_its_mirror(tmp_path, lesion_frame, flip) -
         assert r.box == (xa, ya, xb - xa, yb - ya)
         # A cell whose logit is within float rounding of the cut may go either way.
         assert (r.mask != want_m).mean() < 1e-3
+
+
+def test_class_bias_shifts_the_class_logits_only(tmp_path, lesion_frame) -> None:
+    """metadata ``class_bias``: added to the class logits before the temperature -- the
+    probabilities are the unbiased refiner's logits plus the bias through the same softmax,
+    the masks and boxes are unchanged; absent = zeros (the shipped file)."""
+    from sdk.pipeline import _softmax
+
+    img, truth = lesion_frame
+    boxes = [_box(truth), (40, 60, 90, 70)]
+    plain = LesionRefiner(_refiner_with(tmp_path, flip=False), threads=1)
+    assert plain.class_bias == (0.0, 0.0, 0.0)
+    assert LesionRefiner(sdk.default_refiner(), threads=1).class_bias == (0.0, 0.0, 0.0)
+    bias = [0.0, -0.3, 0.6]
+    (tmp_path / "b").mkdir()
+    biased = LesionRefiner(_refiner_with(tmp_path / "b", flip=False, class_bias=bias), threads=1)
+    assert biased.class_bias == tuple(bias)
+    x = np.stack(
+        [
+            crop(img, *crop_box(b, plain.geometry), plain.size, plain._mean, plain._std)
+            for b in boxes
+        ]
+    ).reshape(len(boxes), 1, plain.size, plain.size)
+    (cl,) = plain.session.run(["class_logits"], {"input": x})
+    for i, (r0, r1) in enumerate(
+        zip(plain.refine(img, boxes), biased.refine(img, boxes), strict=True)
+    ):
+        want = _softmax([z + b for z, b in zip(cl[i].tolist(), bias, strict=True)], 1.0)
+        np.testing.assert_allclose([r1.probs[n] for n in biased.class_names], want, atol=1e-5)
+        assert r1.probs["malignant"] > r0.probs["malignant"]  # the bias did something
+        assert r1.box == r0.box and np.array_equal(r1.mask, r0.mask)
 
 
 def test_refiner_copy_elsewhere_loads(tmp_path, lesion_frame) -> None:
