@@ -1,4 +1,5 @@
-"""benchmarks/refiner_bias.py: the refiner's decision prior fitted on a few tuning phantoms."""
+"""benchmarks/refiner_bias.py (the refiner's decision prior fitted on a few tuning phantoms) and
+benchmarks/refiner_tuning.py (candidates behind frame models on the tuning stream)."""
 
 from __future__ import annotations
 
@@ -73,3 +74,17 @@ def test_cli_writes_the_best_refiner(rb, tmp_path, capsys) -> None:
     assert LesionRefiner(out, threads=1).class_bias[2] in (0.0, 0.5)
     with pytest.raises(SystemExit, match="STEP"):
         rb.main([str(sdk.default_refiner()), "--grid", "0", "1", "0"])
+
+
+def test_refiner_tuning_puts_each_refiner_behind_each_model(load_benchmark, tmp_path) -> None:
+    """benchmarks/refiner_tuning.py: a row per (frame model, refiner) on the same tuning
+    phantoms; defaults are the embedded files."""
+    rt = load_benchmark("refiner_tuning")
+    out = tmp_path / "rows.jsonl"
+    int8 = str(sdk.default_model("int8"))
+    rt.main(["--n", "3", "--start", "9010", "--model", int8, "--out", str(out)])
+    rt.main(["--n", "3", "--start", "9010", "--out", str(out)])
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["model"] for r in rows] == [int8, str(sdk.default_model("fp32"))]
+    assert all(r["refiner"] == str(sdk.default_refiner()) for r in rows)
+    assert all(r["seeds"] == "97009010..97009012" and r["n"] == 3 for r in rows)
