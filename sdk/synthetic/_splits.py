@@ -132,7 +132,9 @@ class Split:
         both lists; labels: ``self``'s labels (in its order, repeats kept: they set the label
         cycle of a synthetic dataset) that ``other`` admits. A factor both rules of a pair
         condition is refused unless the conditions are equal (the generator would otherwise
-        need a condition algebra nobody uses yet).
+        need a condition algebra nobody uses yet). The lesion conditions of a merged pair must
+        hold for one same lesion: on a frame with several lesions that is stricter than the two
+        splits together (where each could be met by another lesion).
 
         >>> a = Split("a", include=({"geometry": ["linear"]},))
         >>> b = Split("b", include=({"lesion.echo_pattern": ["hyperechoic"]},))
