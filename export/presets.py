@@ -25,8 +25,9 @@
   and the independent pymust check fell from Dice 0.743 to 0.670 -- better on our generator,
   worse beyond it: not taken (``sdk/models/REPORT.md``). Tried (2026-12-03, evening): 200 of
   the 1200 frames replaced by hyperechoic / isoechoic lesion frames (``supplement``, the frame
-  model's largest miss): those misses −23 %, hypoechoic misses doubled, Dice −2.9 points on
-  the tuning phantoms -- not taken (``sdk/models/REPORT.md``). **No teacher**: the previous report
+  model's largest miss): against a two-thread rerun of this recipe, those misses −19 %,
+  hypoechoic misses 29 → 39, Dice −1.4 points on the tuning phantoms -- not taken
+  (``sdk/models/REPORT.md``). **No teacher**: the previous report
   measured the distilled student 3.5 Dice points *below* the same student trained alone (the
   0.27 M-parameter student looked capacity-bound), and the teacher's ~12 minutes of a 45-minute
   budget buy more student frames instead (1200 vs 600).
