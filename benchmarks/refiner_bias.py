@@ -29,11 +29,10 @@ import numpy as np
 
 import sdk
 from sdk.cpu import cpu_class, describe
+from sdk.refiner import METADATA_KEY
 
 sys.path.insert(0, str(Path(__file__).parent))
 from refiner_eval import TUNING_SEED, _frames, _score
-
-KEY = "sonoedge.refiner"
 
 
 def with_bias(src: Path, dst: Path, bias: list[float], note: str | None = None) -> Path:
@@ -45,12 +44,12 @@ def with_bias(src: Path, dst: Path, bias: list[float], note: str | None = None) 
 
     model = onnx.load(str(src))
     props = {p.key: p.value for p in model.metadata_props}
-    md = json.loads(props[KEY])
+    md = json.loads(props[METADATA_KEY])
     md["class_bias"] = [float(b) for b in bias]
     if note is not None:
         md.setdefault("provenance", {})["class_bias"] = note
     shutil.copyfile(src, dst)
-    return embed_props(dst, {KEY: json.dumps(md)})
+    return embed_props(dst, {METADATA_KEY: json.dumps(md)})
 
 
 def fit(
