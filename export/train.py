@@ -69,6 +69,7 @@ __all__ = ["evaluate", "resolve_device", "train"]
 # Settings that must be equal when resuming (epochs may grow).
 _RESUME_KEYS = (
     "frozen_encoder",  # absent (None) unless set
+    "precision",  # absent (None) for fp32
     "supplement",  # likewise
     "arch",
     "data",
@@ -169,6 +170,49 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(prev)
+
+
+#: CPU flags (``/proc/cpuinfo``) of bfloat16 arithmetic in hardware: AVX-512 BF16 and AMX on
+#: x86-64 (Cooper Lake, Sapphire Rapids and later; AMD Zen 4 and later), ``bf16`` on Armv8.6+.
+#: Elsewhere torch emulates bf16 and is slower than fp32, so ``precision="bf16"`` is refused.
+_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def _precision(precision: str, dev: torch.device) -> str:
+    """``"fp32"`` or ``"bf16"``: what ``train(precision=...)`` runs on ``dev``."""
+    if precision not in ("fp32", "bf16", "auto"):
+        raise InputError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
+    if precision == "fp32":
+        return "fp32"
+    if dev.type == "cuda":
+        ok, where = torch.cuda.is_bf16_supported(), f"CUDA device {torch.cuda.get_device_name(dev)}"
+    elif dev.type == "cpu":
+        from sdk.cpu import cpu_flags, cpu_model
+
+        ok = any(f in cpu_flags() for f in _BF16_CPU_FLAGS)
+        where = f"CPU {cpu_model()}"
+    else:
+        ok, where = False, f"device {dev}"
+    if ok:
+        return "bf16"
+    if precision == "auto":
+        return "fp32"
+    raise InputError(
+        f"precision='bf16': the {where} has no bfloat16 arithmetic in hardware (CPU flags "
+        f"{', '.join(_BF16_CPU_FLAGS)}), where bf16 is emulated and slower than fp32; use "
+        "precision='fp32', or 'auto' to take bf16 only where it is fast"
+    )
+
+
+def _fp32(obj: Any) -> Any:
+    """``obj`` (a tensor, or a dict / list / tuple of them) with floating tensors in float32."""
+    if isinstance(obj, torch.Tensor):
+        return obj.float() if obj.is_floating_point() else obj
+    if isinstance(obj, dict):
+        return {k: _fp32(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_fp32(v) for v in obj)
+    return obj
 
 
 def _mask_hw(net: nn.Module, hw: tuple[int, int], dev: torch.device) -> tuple[int, int]:
@@ -321,25 +365,33 @@ def _train_epoch(
     desc: str,
     progress: bool,
     lr_at: Any,
+    bf16: bool = False,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the sample-weighted mean of each loss part.
-    ``lr_at(i)`` is the learning rate of the epoch's ``i``-th step (warm-up, cosine)."""
+    ``lr_at(i)`` is the learning rate of the epoch's ``i``-th step (warm-up, cosine).
+    ``bf16``: the forward passes under bfloat16 autocast (channels-last 4-D inputs on a CPU);
+    the losses, the gradients' accumulation and the weights stay float32."""
     model.train()
     sums: dict[str, float] = {}
     seen = 0
     pin = dev.type == "cuda"
     aux = criterion.aux_weight > 0
+    cl = bf16 and dev.type == "cpu"
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch")
     for i, (x, m, y, xt) in enumerate(bar):
         x, m, y = _to(x, dev, pin), m.to(dev, non_blocking=pin), y.to(dev)
+        if cl and isinstance(x, torch.Tensor) and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         t_out = None
         if teacher is not None:
             # Frozen teacher (eval mode, no graph): gradients reach the student only.
-            with torch.no_grad():
-                t_out = teacher(x if xt.numel() == 0 else xt.to(dev))
+            with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
+                t_out = _fp32(teacher(x if xt.numel() == 0 else xt.to(dev)))
         for g in opt.param_groups:
             g["lr"] = lr_at(i)
-        total, parts = criterion(_outputs(model, x, aux), m, y, t_out)
+        with torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
+            outputs = _outputs(model, x, aux)
+        total, parts = criterion(_fp32(outputs), m, y, t_out)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -733,6 +785,7 @@ def train(
     pos_weight: float | None = None,
     frozen_encoder: bool = False,
     supplement: Sequence[Mapping[str, Any]] | None = None,
+    precision: str = "fp32",
 ) -> Path:
     """Train ``arch`` on ``data`` (optionally distilling ``teacher``); return the JSON of its
     best checkpoint.
@@ -801,6 +854,13 @@ def train(
             masses, ~3 % of its lesions, which a model trained on the plain mix never outlines
             -- while each group keeps the generator's picture of it. The validation frames
             stay the plain mix (:func:`_supplement`).
+        precision: ``"fp32"``; ``"bf16"``: the training forward passes (student and teacher)
+            under bfloat16 autocast, in channels-last memory on a CPU -- the weights, the
+            losses and the optimizer stay float32, validation runs in float32. 2.4-2.9x faster
+            training steps for mtl_oca, nmtnet and acsnet on a 2-core Xeon with AMX
+            (2026-12-03); refused where bf16 is not in hardware (:data:`_BF16_CPU_FLAGS`;
+            emulated, it is slower). ``"auto"``: bf16 where it is in hardware, else fp32. The
+            run records what ran; a resumed run must run the same.
 
     Returns:
         Path of ``out_dir/best.json`` (load it with :func:`export.checkpoint.load_checkpoint`).
@@ -842,6 +902,7 @@ def train(
         )
     with _torch_threads(threads):
         dev = resolve_device(device)
+        run_precision = _precision(precision, dev)
         out = Path(out_dir)
         _, last_js = checkpoint_paths(out / "last")
         model_kwargs = dict(model_kwargs or {})
@@ -927,6 +988,8 @@ def train(
             run["frozen_encoder"] = True
         if supplement_json:  # likewise
             run["supplement"] = supplement_json
+        if run_precision != "fp32":  # likewise
+            run["precision"] = run_precision
         start, history, best = _resume_point(resumed, run, out)
         out.mkdir(parents=True, exist_ok=True)
 
@@ -951,6 +1014,9 @@ def train(
         if len(train_frames) == 0 or len(val_frames) == 0:
             raise InputError(f"{data}: no frame to train or validate on; add data")
         model.to(dev)
+        if run_precision == "bf16" and dev.type == "cpu" and not slab:
+            # oneDNN's bf16 convolutions are fastest channels-last (nmtnet's step 0.74 -> 0.54 s)
+            model.to(memory_format=torch.channels_last)
         if frozen_encoder:
             model.encode = _FrozenEncoder(model)
         mask_hw = hw if slab else _mask_hw(model, hw, dev)
@@ -1051,7 +1117,16 @@ def train(
             loader = _loader(train_ds, batch_size, True, seed, epoch, num_workers, pin)
             desc = f"{kind}{arch} epoch {epoch + 1}/{epochs}"
             train_loss = _train_epoch(
-                model, run_teacher, loader, criterion, opt, dev, desc, progress, lr_at(epoch)
+                model,
+                run_teacher,
+                loader,
+                criterion,
+                opt,
+                dev,
+                desc,
+                progress,
+                lr_at(epoch),
+                bf16=run_precision == "bf16",
             )
             val = evaluate(
                 model,

@@ -510,3 +510,58 @@ def test_frozen_encoder_trains_the_rest_and_encodes_each_frame_once(tmp_path: Pa
         train("edge_s", "synthetic", out, resume=True, **{**kw, "epochs": 4})
     with pytest.raises(InputError, match="no separate encoder"):
         train("mtl_oca", "synthetic", tmp_path / "m", frozen_encoder=True, **TINY)
+
+
+def _with_cpu_flags(monkeypatch: pytest.MonkeyPatch, flags: set[str]) -> None:
+    import sdk.cpu
+
+    monkeypatch.setattr(sdk.cpu, "cpu_flags", lambda: frozenset(flags))
+
+
+def test_bf16_training_follows_fp32_and_records_what_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """precision='bf16': autocast forward passes, float32 weights and losses; the first
+    epoch's loss follows the fp32 run of the same seed and frames within bf16's rounding, the
+    weights differ (the option changes the arithmetic), and the run records it. The CPU flags
+    are set so that the bf16 path runs on every CPU (emulated where it is not in hardware: the
+    same numbers, only slower)."""
+    _with_cpu_flags(monkeypatch, {"avx512_bf16"})
+    kw = {**TINY, "epochs": 1, "n_train": 8, "n_val": 3, "batch_size": 4}
+    runs = {
+        p: train("mtl_oca", "synthetic", tmp_path / p, precision=p, aux_weight=0.4, **kw)
+        for p in ("fp32", "bf16")
+    }
+    metrics = {p: json.loads((b.parent / "metrics.json").read_text()) for p, b in runs.items()}
+    assert metrics["bf16"]["run"]["precision"] == "bf16"
+    assert "precision" not in metrics["fp32"]["run"]  # fp32 runs are saved as before
+    a, b = (metrics[p]["epochs"][0]["train"]["total"] for p in ("fp32", "bf16"))
+    assert np.isfinite(b) and b == pytest.approx(a, rel=0.05)
+    w = {p: load_file(str(b.parent / "best.safetensors")) for p, b in runs.items()}
+    assert all(v.dtype == torch.float32 for v in w["bf16"].values() if v.is_floating_point())
+    assert any(not torch.equal(w["fp32"][k], w["bf16"][k]) for k in w["fp32"])
+    ck = load_checkpoint(runs["bf16"], device="cpu")  # loads and runs in float32
+    out = ck.model.eval()(ck.model.example_input(1, (64, 64)))
+    assert out["mask_logits"].dtype == torch.float32
+    with pytest.raises(InputError, match="precision"):  # a resume must run what was saved
+        train(
+            "mtl_oca",
+            "synthetic",
+            tmp_path / "bf16",
+            precision="fp32",
+            resume=True,
+            aux_weight=0.4,
+            **{**kw, "epochs": 2},
+        )
+
+
+def test_precision_errors_and_auto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(InputError, match="'fp32', 'bf16' or 'auto'"):
+        train("edge_s", "synthetic", tmp_path / "a", precision="fp16", **TINY)
+    _with_cpu_flags(monkeypatch, {"avx2", "fma"})
+    with pytest.raises(InputError, match="no bfloat16 arithmetic in hardware"):
+        train("edge_s", "synthetic", tmp_path / "b", precision="bf16", **TINY)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    kw = {**TINY, "epochs": 1, "n_train": 6, "n_val": 2}
+    best = train("edge_s", "synthetic", tmp_path / "c", precision="auto", **kw)
+    assert "precision" not in json.loads(best.read_text())["train"]["run"]  # auto -> fp32 here
