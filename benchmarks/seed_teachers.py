@@ -371,6 +371,8 @@ def _update(entry: dict[str, Any], key: str, command: str) -> Path:
     for field_, value in entry.items():
         if field_ in ("models", "exports"):  # merged per name
             doc.setdefault(field_, {}).update(value)
+        elif field_ == "distillation" and value.get("seed", 0):
+            continue  # a repeat with another seed: in the variants below, beside the seed-0 pair
         else:
             doc[field_] = value
     doc.setdefault("models", {})
@@ -380,6 +382,7 @@ def _update(entry: dict[str, Any], key: str, command: str) -> Path:
         d = entry["distillation"]
         kd = d.get("kd", {"alpha_kd": 1.0, "beta_pixel": 1.0})
         tag = f"{d['teacher']}-a{kd['alpha_kd']:g}-b{kd['beta_pixel']:g}"
+        tag += f"-seed{d['seed']}" if d.get("seed", 0) else ""
         doc.setdefault("distillation_variants", {})[tag] = d
     doc["machine"] = here
     doc["date"] = today
@@ -407,6 +410,41 @@ def _machines(doc: dict[str, Any]) -> str:
             "the distillation"
         )
     return "; ".join(f"{m} for {', '.join(names)}" for m, names in where.items()) or "–"
+
+
+def _repeats(variants: dict[str, Any]) -> list[str]:
+    """Markdown lines: for each KD setting run with more than one seed (``TAG`` and
+    ``TAG-seedN``), the distilled - baseline difference of each pair and their mean."""
+    groups: dict[str, dict[int, dict[str, Any]]] = {}
+    for tag, v in variants.items():
+        base, _, n = tag.partition("-seed")
+        groups.setdefault(base, {})[int(n) if n else int(v.get("seed", 0))] = v
+    lines = []
+    for base, pairs in sorted(groups.items()):
+        if len(pairs) < 2:
+            continue
+        parts = []
+        for key, name in (
+            ("dice", "Dice"),
+            ("dice_lesion", "lesion Dice"),
+            ("ood_dice", "OOD Dice"),
+            ("accuracy", "accuracy"),
+            ("ood_accuracy", "OOD accuracy"),
+        ):
+            gains = {
+                n: v["distilled"][key] - v["baseline"][key]
+                for n, v in sorted(pairs.items())
+                if v["distilled"].get(key) is not None and v["baseline"].get(key) is not None
+            }
+            if gains:
+                each = ", ".join(f"{g:+.3f} (seed {n})" for n, g in gains.items())
+                parts.append(f"{name} {each}; mean {sum(gains.values()) / len(gains):+.3f}")
+        lines += [
+            "",
+            f"{base} repeated with {len(pairs)} seeds (distilled - baseline of each pair, both "
+            f"scored on that seed's fresh phantoms): " + "; ".join(parts) + ".",
+        ]
+    return lines
 
 
 def _markdown(doc: dict[str, Any]) -> None:
@@ -457,12 +495,12 @@ def _markdown(doc: dict[str, Any]) -> None:
                 f"| {num(r.get('ood_accuracy'))} |"
             )
     variants = doc.get("distillation_variants", {})
+    lines += _repeats(variants)
     if len(variants) > 1:
         lines += [
             "",
             "Every KD setting measured, each beside the baseline of its own run (same student "
-            "recipe, frames and seed; the nmtnet pair was run after the MatMul pooling change "
-            "and scored on 300 frames, the edge_s pairs on 200):",
+            "recipe, frames and seed; a -seedN tag: the pair repeated with seed N):",
             "",
             "| teacher, KD | distilled Dice | baseline Dice | distilled OOD Dice | "
             "baseline OOD Dice | distilled acc. | baseline acc. |",
@@ -474,6 +512,7 @@ def _markdown(doc: dict[str, Any]) -> None:
                 f"| {tag} | {num(a['dice'])} | {num(b['dice'])} | {num(a.get('ood_dice'))} "
                 f"| {num(b.get('ood_dice'))} | {num(a['accuracy'])} | {num(b['accuracy'])} |"
             )
+        lines += [f"- {tag}: {v['note']}" for tag, v in sorted(variants.items()) if v.get("note")]
     exports = doc.get("exports", {})
     if exports:
         lines += [
@@ -533,6 +572,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--alpha-kd", type=float, default=1.0, help="distill: class KD weight (1)")
     p.add_argument("--beta-pixel", type=float, default=1.0, help="distill: pixel KD weight (1)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="distill: the pair's seed (student init, frames, order, scoring frames); a seed "
+        "other than 0 is a repeat, recorded beside the seed-0 pair (0)",
+    )
     args = p.parse_args(argv)
     command = "python benchmarks/seed_teachers.py " + " ".join(argv or sys.argv[1:])
     if args.action in ("train", "score", "distill", "export") and args.arch not in RECIPES:
@@ -553,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.action == "distill":
         from export.train import train
 
-        base = {**_common(args.threads), **STUDENT}
+        base = {**_common(args.threads), **STUDENT, "seed": args.seed}
         teacher = args.runs / args.arch / "best.json"
         res = {}
         kd = dict(teacher=teacher, alpha_kd=args.alpha_kd, beta_pixel=args.beta_pixel)
@@ -562,11 +608,12 @@ def main(argv: list[str] | None = None) -> int:
             if (args.alpha_kd, args.beta_pixel) == (1.0, 1.0)
             else (f"-a{args.alpha_kd:g}-b{args.beta_pixel:g}")
         )
+        rep = f"-seed{args.seed}" if args.seed else ""
         for key, kw in (
             ("baseline", dict(teacher=teacher, alpha_kd=0.0, beta_pixel=0.0)),
             ("distilled", kd),
         ):
-            run = args.runs / f"edge_s-{key}-{args.arch}{tag if key == 'distilled' else ''}"
+            run = args.runs / f"edge_s-{key}-{args.arch}{tag if key == 'distilled' else ''}{rep}"
             best = train("edge_s", out_dir=run, **base, **kw)
             res[key] = score(best, args.frames, max(args.threads, 1))
             res[key]["ood_dice"], res[key]["ood_accuracy"] = _ood(best, args.ood_frames)
@@ -576,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
                 "student": "edge_s",
                 "recipe": dict(STUDENT),
                 "kd": {"T": 4.0, "alpha_kd": args.alpha_kd, "beta_pixel": args.beta_pixel},
+                "seed": args.seed,
                 **res,
             }
         }

@@ -99,3 +99,35 @@ def test_slab_seed_scores_with_the_default_models_prompts(load_benchmark, tmp_pa
     for k in ("accuracy", "accuracy_true_prompt"):
         assert 0.0 <= r[k] <= 1.0
     assert r["input"] == "1x16x32x32 + mask prompt" and "default model" in r["prompt"]
+
+
+def test_a_distillation_repeat_sits_beside_the_seed_0_pair(load_benchmark, tmp_path, monkeypatch):
+    """distill --seed N (N > 0) is a repeat: it joins the variants under TAG-seedN, leaves the
+    headline pair as it was, and the markdown gives each pair's gain and their mean."""
+    mod = load_benchmark("seed_teachers")
+    monkeypatch.setattr(mod, "RESULTS", tmp_path)
+    (tmp_path / "seed-teachers.json").write_text(json.dumps({"models": {}}))
+    row = dict(input="1x64x64", frames=8, epochs=1, train_s=60.0, score_frames=8)
+    row |= dict(dice_lesion=0.5, auc=0.5, ood_accuracy=0.5)
+
+    def pair(seed: int, gain: float) -> dict:
+        d = {
+            "teacher": "t",
+            "student": "edge_s",
+            "recipe": {},
+            "kd": {"T": 4.0, "alpha_kd": 0.0, "beta_pixel": 1.0},
+            "seed": seed,
+            "baseline": {**row, "dice": 0.6, "ood_dice": 0.6, "accuracy": 0.6},
+            "distilled": {**row, "dice": 0.6 + gain, "ood_dice": 0.6, "accuracy": 0.6 - gain},
+        }
+        return {"distillation": d}
+
+    mod._update(pair(0, 0.04), "distillation", "seed 0")
+    mod._update(pair(1, 0.01), "distillation", "seed 1")
+    doc = json.loads((tmp_path / "seed-teachers.json").read_text())
+    assert doc["distillation"]["seed"] == 0  # the headline pair stays seed 0's
+    assert sorted(doc["distillation_variants"]) == ["t-a0-b1", "t-a0-b1-seed1"]
+    md = (tmp_path / "seed-teachers.md").read_text()
+    assert "t-a0-b1 repeated with 2 seeds" in md
+    assert "Dice +0.040 (seed 0), +0.010 (seed 1); mean +0.025" in md
+    assert "accuracy -0.040 (seed 0), -0.010 (seed 1); mean -0.025" in md
