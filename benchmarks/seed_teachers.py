@@ -512,7 +512,8 @@ def _markdown(doc: dict[str, Any]) -> None:
                 f"| {tag} | {num(a['dice'])} | {num(b['dice'])} | {num(a.get('ood_dice'))} "
                 f"| {num(b.get('ood_dice'))} | {num(a['accuracy'])} | {num(b['accuracy'])} |"
             )
-        lines += [f"- {tag}: {v['note']}" for tag, v in sorted(variants.items()) if v.get("note")]
+        notes = [f"- {tag}: {v['note']}" for tag, v in sorted(variants.items()) if v.get("note")]
+        lines += ["", *notes] if notes else []
     exports = doc.get("exports", {})
     if exports:
         lines += [
