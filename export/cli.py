@@ -136,6 +136,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     kd.add_argument(
         "--warmup-steps", type=int, default=0, help="linear learning-rate warm-up steps (0)"
     )
+    kd.add_argument(
+        "--presence-weight",
+        type=float,
+        default=0.0,
+        help="weight of the image-level lesion-presence term (max mask logit vs 'has a lesion'; "
+        "aimed at false blobs on lesion-free frames) (0)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
     _add_export_parser(subparsers)
@@ -296,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
         aux_weight=args.aux_weight,
         warmup_steps=args.warmup_steps,
         precision=args.precision,
+        presence_weight=args.presence_weight,
     )
     meta = json.loads(best.read_text(encoding="utf-8"))
     val = meta["train"]["val"]

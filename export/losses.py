@@ -101,6 +101,17 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS)
     return (1.0 - dice).mean()
 
 
+def presence_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Image-level lesion presence: BCE of each image's largest mask logit against "the target
+    has a lesion pixel" (multiple-instance max pooling). On a lesion-free image its gradient
+    reaches the most confident false pixel -- where :func:`dice_loss` is flat and the pixel-mean
+    BCE weighs a small false blob by its area only."""
+    _check_mask_pair(logits, target)
+    peak = logits.flatten(1).amax(1)
+    has = (target.flatten(1) > 0.5).any(1).to(peak.dtype)
+    return F.binary_cross_entropy_with_logits(peak, has)
+
+
 def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``L_BCE + L_Dice``."""
     return bce_loss(logits, target) + dice_loss(logits, target)
@@ -141,11 +152,14 @@ def balanced_class_weights(counts: Sequence[int]) -> torch.Tensor:
 
 
 class MultiTaskLoss(nn.Module):
-    """``λ (BCE + Dice) + (1 - λ) CE_w`` over a model's output dict.
+    """``λ (BCE + Dice [+ w_p presence]) + (1 - λ) CE_w`` over a model's output dict.
 
     Args:
         lam: λ in [0, 1] (seed 001: 0.6).
         class_weights: float ``(K,)`` CE weights, or None for plain CE.
+        pos_weight: weight of the lesion pixels in the BCE (None: 1).
+        presence_weight: weight w_p of :func:`presence_loss` in the segmentation term (0: off,
+            the parts then carry no ``"presence"``).
 
     ``forward(outputs, mask, labels)`` → ``(total, parts)`` with ``parts`` the detached
     ``{"bce", "dice", "seg", "cls", "total"}`` as Python floats. A model without
@@ -158,10 +172,19 @@ class MultiTaskLoss(nn.Module):
         lam: float = 0.6,
         class_weights: torch.Tensor | None = None,
         pos_weight: float | None = None,
+        presence_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if not 0.0 <= float(lam) <= 1.0:
             raise InputError(f"lam (λ) must be in [0, 1], got {lam}")
+        if not (
+            isinstance(presence_weight, int | float)
+            and not isinstance(presence_weight, bool)
+            and math.isfinite(presence_weight)
+            and presence_weight >= 0
+        ):
+            raise InputError(f"presence_weight must be a number >= 0, got {presence_weight!r}")
+        self.presence_weight = float(presence_weight)
         if pos_weight is not None and not (
             isinstance(pos_weight, int | float)
             and not isinstance(pos_weight, bool)
@@ -184,8 +207,12 @@ class MultiTaskLoss(nn.Module):
         bce = bce_loss(outputs["mask_logits"], mask, self.pos_weight)
         dsc = dice_loss(outputs["mask_logits"], mask)
         seg = bce + dsc
+        parts = {"bce": bce, "dice": dsc}
+        if self.presence_weight > 0:
+            parts["presence"] = presence_loss(outputs["mask_logits"], mask)
+            seg = seg + self.presence_weight * parts["presence"]
         total = self.lam * seg + (1.0 - self.lam) * cls
-        parts = {"bce": bce, "dice": dsc, "seg": seg, "cls": cls, "total": total}
+        parts |= {"seg": seg, "cls": cls, "total": total}
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
 

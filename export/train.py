@@ -95,6 +95,7 @@ _RESUME_KEYS = (
     "aux_weight",
     "warmup_steps",
     "pos_weight",
+    "presence_weight",  # absent (None) unless set
 )
 # What a run saved before the one trainer (issue #15, 2026-12-02) did without recording it: no
 # teacher, no deep supervision, no warm-up (that trainer is bit-identical to the old one there),
@@ -786,6 +787,7 @@ def train(
     frozen_encoder: bool = False,
     supplement: Sequence[Mapping[str, Any]] | None = None,
     precision: str = "fp32",
+    presence_weight: float = 0.0,
 ) -> Path:
     """Train ``arch`` on ``data`` (optionally distilling ``teacher``); return the JSON of its
     best checkpoint.
@@ -839,6 +841,9 @@ def train(
         warmup_steps: linear learning-rate warm-up over this many first optimizer steps (0:
             none).
         pos_weight: weight of the lesion pixels in the mask BCE (None: 1).
+        presence_weight: weight of the image-level lesion-presence term
+            (:func:`export.losses.presence_loss`) in the segmentation loss (0: off). Aimed at
+            false blobs on lesion-free frames, where the per-image soft Dice is flat.
         frozen_encoder: keep the model's (pretrained) encoder as it is -- no gradient, eval
             mode -- and compute its outputs once per distinct input, reused on every epoch
             (:class:`_FrozenEncoder`); the training frames then keep the augmentation drawn for
@@ -894,7 +899,9 @@ def train(
     loss_args = dict(
         T=T, alpha_kd=alpha_kd, beta_pixel=beta_pixel, gamma_feat=gamma_feat, aux_weight=aux_weight
     )
-    uses_teacher = TrainingLoss(MultiTaskLoss(lam, None, pos_weight), **loss_args).uses_teacher
+    uses_teacher = TrainingLoss(
+        MultiTaskLoss(lam, None, pos_weight, presence_weight), **loss_args
+    ).uses_teacher
     if uses_teacher and teacher is None:
         raise InputError(
             "alpha_kd / beta_pixel / gamma_feat > 0 need a teacher checkpoint; pass teacher, or "
@@ -990,6 +997,8 @@ def train(
             run["supplement"] = supplement_json
         if run_precision != "fp32":  # likewise
             run["precision"] = run_precision
+        if presence_weight:  # likewise
+            run["presence_weight"] = float(presence_weight)
         start, history, best = _resume_point(resumed, run, out)
         out.mkdir(parents=True, exist_ok=True)
 
@@ -1065,7 +1074,9 @@ def train(
         counts = np.bincount(np.asarray(train_frames.labels), minlength=len(model.class_names))
         weights = balanced_class_weights(counts.tolist()) if class_weighting else None
         criterion = TrainingLoss(
-            MultiTaskLoss(lam, weights, pos_weight), report_kd=t_model is not None, **loss_args
+            MultiTaskLoss(lam, weights, pos_weight, presence_weight),
+            report_kd=t_model is not None,
+            **loss_args,
         ).to(dev)
         opt = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay

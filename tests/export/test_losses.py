@@ -14,6 +14,7 @@ from export.losses import (  # noqa: E402
     bce_loss,
     ce_loss,
     dice_loss,
+    presence_loss,
     seg_loss,
 )
 from sdk.errors import InputError  # noqa: E402
@@ -103,3 +104,32 @@ def test_pos_weight_weights_the_lesion_pixels() -> None:
     for bad in (0.0, -1.0, float("nan"), True, "2"):
         with pytest.raises(InputError, match="pos_weight"):
             MultiTaskLoss(0.6, None, bad)  # type: ignore[arg-type]
+
+
+def test_presence_by_hand() -> None:
+    """The image's largest logit against 'has a lesion pixel': image 1 (target has one) peaks at
+    ln 3 -> -log(3/4); image 2 (lesion-free) peaks at 0 -> -log(1/2); mean of the two."""
+    logits = torch.cat([LOGITS, torch.tensor([0.0, -5.0]).view(1, 1, 1, 2)])
+    target = torch.cat([TARGET, torch.zeros(1, 1, 1, 2)])
+    want = (-math.log(0.75) - math.log(0.5)) / 2
+    assert float(presence_loss(logits, target)) == pytest.approx(want, rel=1e-6)
+    # On the lesion-free image the gradient reaches its peak pixel only (the false blob).
+    x = logits.clone().requires_grad_(True)
+    presence_loss(x, target).backward()
+    g = x.grad.flatten(1)
+    assert g[1, 0] > 0 and g[1, 1] == 0
+
+
+def test_presence_weight_adds_to_the_segmentation_term() -> None:
+    y = torch.tensor([0])
+    cls = torch.zeros(1, 3)
+    out = {"mask_logits": LOGITS, "class_logits": cls}
+    plain_total, plain = MultiTaskLoss(0.5)(out, TARGET, y)
+    total, parts = MultiTaskLoss(0.5, presence_weight=2.0)(out, TARGET, y)
+    assert "presence" not in plain
+    assert parts["presence"] == pytest.approx(-math.log(0.75), rel=1e-6)
+    assert parts["seg"] == pytest.approx(plain["seg"] + 2.0 * parts["presence"], rel=1e-6)
+    assert float(total) == pytest.approx(float(plain_total) + 0.5 * 2.0 * parts["presence"])
+    for bad in (-1.0, float("nan"), True, "1"):
+        with pytest.raises(InputError, match="presence_weight"):
+            MultiTaskLoss(0.5, presence_weight=bad)

@@ -439,12 +439,17 @@ def test_cli_train_with_teacher_and_options(
     out = tmp_path / "kd"
     argv = [*base, "--out", str(out), "--teacher", str(run_dir / "best.json"), "--T", "2"]
     argv += ["--beta-pixel", "0.5", "--augment", "ultrasound", "--warmup-steps", "2"]
+    argv += ["--presence-weight", "0.25", "--precision", "fp32"]
     assert sdk_cli.main(argv) == 0
     run = json.loads((out / "metrics.json").read_text())["run"]
     assert run["teacher"] == str(run_dir / "best.json") and run["size"] == [64, 64]
     assert (run["T"], run["alpha_kd"], run["beta_pixel"]) == (2.0, 1.0, 0.5)
     assert run["augment"] == "ultrasound" and run["warmup_steps"] == 2
+    assert run["presence_weight"] == 0.25 and "precision" not in run
     capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # argparse: a usage error names the choices
+        sdk_cli.main([*base, "--out", str(tmp_path / "bad"), "--precision", "fp16"])
+    assert e.value.code == 2 and "fp32" in capsys.readouterr().err
     bad = [*base, "--out", str(tmp_path / "bad"), "--no-augment", "--augment", "ultrasound"]
     assert sdk_cli.main(bad) == 1
     assert "contradicts" in capsys.readouterr().err
@@ -565,3 +570,14 @@ def test_precision_errors_and_auto(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     kw = {**TINY, "epochs": 1, "n_train": 6, "n_val": 2}
     best = train("edge_s", "synthetic", tmp_path / "c", precision="auto", **kw)
     assert "precision" not in json.loads(best.read_text())["train"]["run"]  # auto -> fp32 here
+
+
+def test_presence_weight_reaches_the_loss_and_the_run(tmp_path: Path) -> None:
+    kw = {**TINY, "epochs": 1, "n_train": 6, "n_val": 2}
+    best = train("edge_s", "synthetic", tmp_path / "p", presence_weight=0.5, **kw)
+    m = json.loads((best.parent / "metrics.json").read_text())
+    assert m["run"]["presence_weight"] == 0.5
+    assert m["epochs"][0]["train"]["presence"] > 0
+    with pytest.raises(InputError, match="presence_weight"):
+        train("edge_s", "synthetic", tmp_path / "q", presence_weight=-1.0, **kw)
+    assert not (tmp_path / "q").exists()
