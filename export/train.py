@@ -843,7 +843,10 @@ def train(
         pos_weight: weight of the lesion pixels in the mask BCE (None: 1).
         presence_weight: weight of the image-level lesion-presence term
             (:func:`export.losses.presence_loss`) in the segmentation loss (0: off). Aimed at
-            false blobs on lesion-free frames, where the per-image soft Dice is flat.
+            false blobs on lesion-free frames, where the per-image soft Dice is flat. At 1 on
+            nmtnet it cut such blobs (30 -> 23 % of normal frames) but halved the lesion masks
+            and lost 11 Dice points (benchmarks/results/seed-presence-ab-nmtnet.md): off unless
+            measured otherwise.
         frozen_encoder: keep the model's (pretrained) encoder as it is -- no gradient, eval
             mode -- and compute its outputs once per distinct input, reused on every epoch
             (:class:`_FrozenEncoder`); the training frames then keep the augmentation drawn for
