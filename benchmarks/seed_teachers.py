@@ -417,8 +417,7 @@ def _repeats(variants: dict[str, Any]) -> list[str]:
     ``TAG-seedN``), the distilled - baseline difference of each pair and their mean."""
     groups: dict[str, dict[int, dict[str, Any]]] = {}
     for tag, v in variants.items():
-        base, _, n = tag.partition("-seed")
-        groups.setdefault(base, {})[int(n) if n else int(v.get("seed", 0))] = v
+        groups.setdefault(tag.partition("-seed")[0], {})[int(v.get("seed", 0))] = v
     lines = []
     for base, pairs in sorted(groups.items()):
         if len(pairs) < 2:

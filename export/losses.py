@@ -101,6 +101,17 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS)
     return (1.0 - dice).mean()
 
 
+def _checked(v: object, name: str, *, positive: bool = False, what: str | None = None) -> float:
+    """``v`` as a float if it is a finite real number (not a bool), > 0 when ``positive``, else
+    >= 0; otherwise an InputError naming ``name`` (``what``: the expectation it states)."""
+    if isinstance(v, bool) or not (
+        isinstance(v, int | float) and math.isfinite(v) and (v > 0 if positive else v >= 0)
+    ):
+        what = what or ("a positive number" if positive else "a finite number >= 0")
+        raise InputError(f"{name} must be {what}, got {v!r}")
+    return float(v)
+
+
 def presence_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Image-level lesion presence: BCE of each image's largest mask logit against "the target
     has a lesion pixel" (multiple-instance max pooling). On a lesion-free image its gradient
@@ -177,23 +188,13 @@ class MultiTaskLoss(nn.Module):
         super().__init__()
         if not 0.0 <= float(lam) <= 1.0:
             raise InputError(f"lam (λ) must be in [0, 1], got {lam}")
-        if not (
-            isinstance(presence_weight, int | float)
-            and not isinstance(presence_weight, bool)
-            and math.isfinite(presence_weight)
-            and presence_weight >= 0
-        ):
-            raise InputError(f"presence_weight must be a number >= 0, got {presence_weight!r}")
-        self.presence_weight = float(presence_weight)
-        if pos_weight is not None and not (
-            isinstance(pos_weight, int | float)
-            and not isinstance(pos_weight, bool)
-            and math.isfinite(pos_weight)
-            and pos_weight > 0
-        ):
-            raise InputError(f"pos_weight must be a positive number or None, got {pos_weight!r}")
+        self.presence_weight = _checked(presence_weight, "presence_weight")
         self.lam = float(lam)
-        self.pos_weight = None if pos_weight is None else float(pos_weight)
+        self.pos_weight = (
+            None
+            if pos_weight is None
+            else _checked(pos_weight, "pos_weight", positive=True, what="a positive number or None")
+        )
         self.register_buffer(
             "class_weights", None if class_weights is None else class_weights.float().clone()
         )
@@ -331,13 +332,8 @@ class TrainingLoss(nn.Module):
             ("aux_weight", aux_weight),
         )
         for name, v in weights:
-            if isinstance(v, bool) or not (
-                isinstance(v, int | float) and math.isfinite(v) and v >= 0
-            ):
-                raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
-        if isinstance(T, bool) or not (isinstance(T, int | float) and math.isfinite(T) and T > 0):
-            raise InputError(f"T (temperature) must be a positive number, got {T!r}")
-        self.task, self.T = task, float(T)
+            _checked(v, name)
+        self.task, self.T = task, _checked(T, "T (temperature)", positive=True)
         self.alpha_kd, self.beta_pixel = float(alpha_kd), float(beta_pixel)
         self.gamma_feat, self.aux_weight = float(gamma_feat), float(aux_weight)
         self.report_kd = bool(report_kd) or self.uses_teacher
