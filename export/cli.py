@@ -143,6 +143,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="weight of the image-level lesion-presence term (max mask logit vs 'has a lesion'; "
         "aimed at false blobs on lesion-free frames) (0)",
     )
+    kd.add_argument(
+        "--batch-dice",
+        action="store_true",
+        help="the mask's soft Dice over the whole batch, not per image (a lesion-free frame's "
+        "false pixels then count)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
     _add_export_parser(subparsers)
@@ -304,6 +310,7 @@ def run(args: argparse.Namespace) -> int:
         warmup_steps=args.warmup_steps,
         precision=args.precision,
         presence_weight=args.presence_weight,
+        batch_dice=args.batch_dice,
     )
     meta = json.loads(best.read_text(encoding="utf-8"))
     val = meta["train"]["val"]

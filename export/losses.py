@@ -88,16 +88,22 @@ def bce_loss(
     return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), pos_weight=pw)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS) -> torch.Tensor:
-    """Soft Dice loss per image, averaged over the batch (seed 001 eq. 6), ŷ = sigmoid(logits).
+def dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS, *, batch: bool = False
+) -> torch.Tensor:
+    """Soft Dice loss per image, averaged over the batch (seed 001 eq. 6), ŷ = sigmoid(logits);
+    ``batch``: one Dice over the whole batch as a single volume (nnU-Net's "batch Dice").
 
-    An image whose target and prediction are both empty scores ~0 only when Σŷ ≪ eps; on
-    lesion-free images the term is ~1 and nearly flat, and BCE does the work.
+    Per image, an image whose target and prediction are both empty scores ~0 only when
+    Σŷ ≪ eps; on lesion-free images the term is ~1 and nearly flat, and BCE does the work. Over
+    the batch, a lesion-free image's false pixels enter the shared denominator: they cost what
+    a false pixel of a lesion image costs.
     """
     _check_mask_pair(logits, target)
-    p = torch.sigmoid(logits).flatten(1)
-    y = target.to(p.dtype).flatten(1)
-    dice = (2.0 * (p * y).sum(1) + eps) / (y.sum(1) + p.sum(1) + eps)
+    p = torch.sigmoid(logits).flatten(0 if batch else 1)
+    y = target.to(p.dtype).flatten(0 if batch else 1)
+    axis = 0 if batch else 1
+    dice = (2.0 * (p * y).sum(axis) + eps) / (y.sum(axis) + p.sum(axis) + eps)
     return (1.0 - dice).mean()
 
 
@@ -123,9 +129,9 @@ def presence_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(peak, has)
 
 
-def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``L_BCE + L_Dice``."""
-    return bce_loss(logits, target) + dice_loss(logits, target)
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, *, batch_dice: bool = False) -> torch.Tensor:
+    """``L_BCE + L_Dice`` (``batch_dice``: :func:`dice_loss` over the batch)."""
+    return bce_loss(logits, target) + dice_loss(logits, target, batch=batch_dice)
 
 
 def ce_loss(
@@ -171,6 +177,8 @@ class MultiTaskLoss(nn.Module):
         pos_weight: weight of the lesion pixels in the BCE (None: 1).
         presence_weight: weight w_p of :func:`presence_loss` in the segmentation term (0: off,
             the parts then carry no ``"presence"``).
+        batch_dice: the Dice term over the whole batch (:func:`dice_loss` ``batch``), not per
+            image; deep supervision (:class:`TrainingLoss`) follows it.
 
     ``forward(outputs, mask, labels)`` → ``(total, parts)`` with ``parts`` the detached
     ``{"bce", "dice", "seg", "cls", "total"}`` as Python floats. A model without
@@ -184,8 +192,12 @@ class MultiTaskLoss(nn.Module):
         class_weights: torch.Tensor | None = None,
         pos_weight: float | None = None,
         presence_weight: float = 0.0,
+        batch_dice: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(batch_dice, bool):
+            raise InputError(f"batch_dice must be True or False, got {batch_dice!r}")
+        self.batch_dice = batch_dice
         if not 0.0 <= float(lam) <= 1.0:
             raise InputError(f"lam (λ) must be in [0, 1], got {lam}")
         self.presence_weight = _checked(presence_weight, "presence_weight")
@@ -206,7 +218,7 @@ class MultiTaskLoss(nn.Module):
         if "mask_logits" not in outputs:  # a slab classifier (class logits only): CE alone
             return cls, {"cls": float(cls.detach()), "total": float(cls.detach())}
         bce = bce_loss(outputs["mask_logits"], mask, self.pos_weight)
-        dsc = dice_loss(outputs["mask_logits"], mask)
+        dsc = dice_loss(outputs["mask_logits"], mask, batch=self.batch_dice)
         seg = bce + dsc
         parts = {"bce": bce, "dice": dsc}
         if self.presence_weight > 0:
@@ -361,8 +373,10 @@ class TrainingLoss(nn.Module):
                     "aux_weight > 0 but the model returns no aux_mask_logits from forward_train; "
                     "set aux_weight=0 for this architecture"
                 )
+            bd = self.task.batch_dice
             aux = sum(
-                seg_loss(a, resize_probs(mask.to(a.dtype), a.shape[-2:])) for a in aux_logits
+                seg_loss(a, resize_probs(mask.to(a.dtype), a.shape[-2:]), batch_dice=bd)
+                for a in aux_logits
             ) / len(aux_logits)
             total = total + self.aux_weight * aux
             out["aux"] = float(aux.detach())

@@ -96,6 +96,7 @@ _RESUME_KEYS = (
     "warmup_steps",
     "pos_weight",
     "presence_weight",  # absent (None) unless set
+    "batch_dice",  # likewise
 )
 # What a run saved before the one trainer (issue #15, 2026-12-02) did without recording it: no
 # teacher, no deep supervision, no warm-up (that trainer is bit-identical to the old one there),
@@ -788,6 +789,7 @@ def train(
     supplement: Sequence[Mapping[str, Any]] | None = None,
     precision: str = "fp32",
     presence_weight: float = 0.0,
+    batch_dice: bool = False,
 ) -> Path:
     """Train ``arch`` on ``data`` (optionally distilling ``teacher``); return the JSON of its
     best checkpoint.
@@ -847,6 +849,10 @@ def train(
             nmtnet it cut such blobs (30 -> 23 % of normal frames) but halved the lesion masks
             and lost 11 Dice points (benchmarks/results/seed-presence-ab-nmtnet.md): off unless
             measured otherwise.
+        batch_dice: the mask's soft Dice over the whole batch (nnU-Net's batch Dice,
+            :func:`export.losses.dice_loss` ``batch``) instead of per image: a lesion-free
+            frame's false pixels then enter the Dice's denominator (per image its Dice term is
+            flat). Deep supervision follows it.
         frozen_encoder: keep the model's (pretrained) encoder as it is -- no gradient, eval
             mode -- and compute its outputs once per distinct input, reused on every epoch
             (:class:`_FrozenEncoder`); the training frames then keep the augmentation drawn for
@@ -903,7 +909,7 @@ def train(
         T=T, alpha_kd=alpha_kd, beta_pixel=beta_pixel, gamma_feat=gamma_feat, aux_weight=aux_weight
     )
     uses_teacher = TrainingLoss(
-        MultiTaskLoss(lam, None, pos_weight, presence_weight), **loss_args
+        MultiTaskLoss(lam, None, pos_weight, presence_weight, batch_dice), **loss_args
     ).uses_teacher
     if uses_teacher and teacher is None:
         raise InputError(
@@ -1002,6 +1008,8 @@ def train(
             run["precision"] = run_precision
         if presence_weight:  # likewise
             run["presence_weight"] = float(presence_weight)
+        if batch_dice:  # likewise
+            run["batch_dice"] = True
         start, history, best = _resume_point(resumed, run, out)
         out.mkdir(parents=True, exist_ok=True)
 
@@ -1077,7 +1085,7 @@ def train(
         counts = np.bincount(np.asarray(train_frames.labels), minlength=len(model.class_names))
         weights = balanced_class_weights(counts.tolist()) if class_weighting else None
         criterion = TrainingLoss(
-            MultiTaskLoss(lam, weights, pos_weight, presence_weight),
+            MultiTaskLoss(lam, weights, pos_weight, presence_weight, batch_dice),
             report_kd=t_model is not None,
             **loss_args,
         ).to(dev)

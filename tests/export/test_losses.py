@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 
 from export.losses import (  # noqa: E402
     MultiTaskLoss,
+    TrainingLoss,
     balanced_class_weights,
     bce_loss,
     ce_loss,
@@ -39,6 +40,44 @@ def test_dice_by_hand() -> None:
     both = dice_loss(torch.cat([LOGITS, good]), torch.cat([TARGET, TARGET]))
     assert float(both) == pytest.approx(5 / 18, rel=1e-5)
     assert float(seg_loss(LOGITS, TARGET)) == pytest.approx(1.5 * math.log(2) + 5 / 9, rel=1e-5)
+
+
+def test_batch_dice_by_hand() -> None:
+    """One Dice over the batch: LOGITS / TARGET beside a lesion-free image predicting (1/2, 1/2).
+    Σ y ŷ = 1/2, Σ y = 1, Σ ŷ = 5/4 + 1 = 9/4 → 1 - 1 / (13/4) = 9/13. Per image the empty
+    image's term is 1 - ε / (1 + ε) ≈ 1 whatever it predicts; over the batch its false pixels
+    carry a gradient."""
+    empty = torch.zeros(1, 1, 1, 2)
+    logits = torch.cat([LOGITS, empty]).requires_grad_(True)
+    target = torch.cat([TARGET, torch.zeros(1, 1, 1, 2)])
+    assert float(dice_loss(logits, target, batch=True)) == pytest.approx(9 / 13, rel=1e-5)
+    assert float(dice_loss(LOGITS, TARGET, batch=True)) == pytest.approx(5 / 9, rel=1e-5)
+    dice_loss(logits, target, batch=True).backward()
+    assert (logits.grad[1] > 1e-3).all()  # the false pixels of the empty image are pushed down
+    x = logits.detach().clone().requires_grad_(True)
+    dice_loss(x, target).backward()
+    assert (x.grad[1].abs() < 1e-5).all()  # per image: flat there
+    assert float(seg_loss(logits, target, batch_dice=True)) == pytest.approx(
+        float(bce_loss(logits, target)) + 9 / 13, rel=1e-5
+    )
+    out = {"mask_logits": logits.detach(), "class_logits": torch.zeros(2, 3)}
+    _, parts = MultiTaskLoss(0.5, batch_dice=True)(out, target, torch.tensor([1, 0]))
+    assert parts["dice"] == pytest.approx(9 / 13, rel=1e-5)
+    with pytest.raises(InputError, match="batch_dice"):
+        MultiTaskLoss(0.5, batch_dice=1)  # type: ignore[arg-type]
+
+
+def test_deep_supervision_follows_batch_dice() -> None:
+    """The aux masks take the task's Dice mode: an aux mask equal to the main one adds the same
+    seg term, per image or over the batch."""
+    logits = torch.cat([LOGITS, torch.zeros(1, 1, 1, 2)])
+    target = torch.cat([TARGET, torch.zeros(1, 1, 1, 2)])
+    out = {"mask_logits": logits, "class_logits": torch.zeros(2, 3), "aux_mask_logits": [logits]}
+    for bd in (False, True):
+        loss = TrainingLoss(MultiTaskLoss(0.5, batch_dice=bd), aux_weight=1.0)
+        _, parts = loss(out, target, torch.tensor([1, 0]))
+        assert parts["aux"] == pytest.approx(parts["seg"], rel=1e-6)
+        assert parts["dice"] == pytest.approx(9 / 13 if bd else (5 / 9 + 1) / 2, rel=1e-5)
 
 
 def test_weighted_ce_by_hand() -> None:

@@ -439,13 +439,13 @@ def test_cli_train_with_teacher_and_options(
     out = tmp_path / "kd"
     argv = [*base, "--out", str(out), "--teacher", str(run_dir / "best.json"), "--T", "2"]
     argv += ["--beta-pixel", "0.5", "--augment", "ultrasound", "--warmup-steps", "2"]
-    argv += ["--presence-weight", "0.25", "--precision", "fp32"]
+    argv += ["--presence-weight", "0.25", "--precision", "fp32", "--batch-dice"]
     assert sdk_cli.main(argv) == 0
     run = json.loads((out / "metrics.json").read_text())["run"]
     assert run["teacher"] == str(run_dir / "best.json") and run["size"] == [64, 64]
     assert (run["T"], run["alpha_kd"], run["beta_pixel"]) == (2.0, 1.0, 0.5)
     assert run["augment"] == "ultrasound" and run["warmup_steps"] == 2
-    assert run["presence_weight"] == 0.25 and "precision" not in run
+    assert run["presence_weight"] == 0.25 and "precision" not in run and run["batch_dice"]
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:  # argparse: a usage error names the choices
         sdk_cli.main([*base, "--out", str(tmp_path / "bad"), "--precision", "fp16"])
