@@ -736,10 +736,12 @@ class FramePipeline:
             assert img is not None  # load() refuses a model with neither output
             lesion_rows, per_lesion = [img] * k, False
         nrm = names.index(NORMAL) if NORMAL in names else -1
-        if per_lesion and nrm >= 0 and self.max_lesion_normal_prob < 1.0:
+        if nrm >= 0 and self.max_lesion_normal_prob < 1.0:
             # The lesion gate (Metadata.max_lesion_normal_prob): a region its own mask-guided
             # class probabilities call normal tissue is not a lesion -- its cells leave the frame
             # mask (-inf logits, as components too small), so mask, outlines and lesions agree.
+            # A model with image-level probabilities only gives every region the image's row:
+            # the gate then clears the whole mask of a frame the classifier calls normal.
             for i in range(k):
                 if lesion_rows[i][nrm] > self.max_lesion_normal_prob:
                     kept[labels == i + 1] = -np.inf

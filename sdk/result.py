@@ -31,7 +31,8 @@ class Lesion:
     over the other classes (``normal`` 0.0); ``raw_probs`` keeps the classifier's own values.
     A region whose ``raw_probs["normal"]`` exceeds the artifact's lesion gate
     (``thresholds.max_lesion_normal_prob``, fitted at export; 1.0 = off) is not a lesion at all:
-    it is not listed and its pixels are not in ``Result.mask``.
+    it is not listed and its pixels are not in ``Result.mask`` (without per-lesion probabilities
+    every region carries the image's: a frame the classifier calls normal keeps no lesion).
     """
 
     id: int

@@ -5,7 +5,10 @@ The mask head outlines lesion-like normal tissue (fat lobules, rib and lesion-fr
 share of normal frames; every such region still goes through the mask-guided classifier, which
 pools the region's own features. The gate drops a region whose pooled probability of "normal"
 exceeds a threshold: its pixels leave the mask, so mask, outlines and lesions agree
-(``sdk/pipeline.py``). The threshold is chosen here by mean frame Dice (both empty = 1) on
+(``sdk/pipeline.py``). A model with image-level class probabilities only (no features / head:
+nmtnet, most imported models) gives every region the image's probabilities, so there the gate
+clears the mask of a frame its own classifier calls normal -- the frame-level form of the same
+rule. The threshold is chosen here by mean frame Dice (both empty = 1) on
 ``n`` fresh phantoms -- never the report's, the scope fit's or any evaluation's frames.
 """
 
@@ -54,8 +57,8 @@ def fit_lesion_gate(
     each frame's mask and the mean Dice against the true mask is computed. The best threshold
     by mean Dice over all frames wins (ties: the more permissive) among those that cost the
     lesion frames at most ``lesion_budget`` of their mean Dice against the gate off (1.0 always
-    qualifies). A model without per-lesion probabilities (no features / head) or without a
-    "normal" class keeps 1.0.
+    qualifies). A model without a "normal" class keeps 1.0; one with image-level probabilities
+    only is gated on those (module docstring).
 
     Returns ``{"threshold", "dice": {threshold: mean Dice}, "dice_off", "frames", ...}``.
     """
@@ -73,9 +76,10 @@ def fit_lesion_gate(
     md = read_onnx_file_metadata(path)
     summary: dict[str, Any] = {"model": str(path), "frames": int(n), "seed": seed + GATE_SEED}
     summary["split"] = split if split is None or isinstance(split, str) else "custom"
-    if not (md.outputs.get("features") and md.head is not None) or NORMAL not in md.class_names:
-        summary.update(threshold=1.0, reason="no per-lesion probabilities or no normal class")
+    if NORMAL not in md.class_names:
+        summary.update(threshold=1.0, reason="no normal class")
         return summary
+    summary["per_lesion"] = bool(md.outputs.get("features") and md.head is not None)
     frames = SyntheticFrames(
         int(n),
         [tuple(s) for s in frame_sizes],

@@ -87,3 +87,35 @@ def test_fit_lesion_gate_respects_the_lesion_budget(tmp_path) -> None:
         fit_lesion_gate(path, n=1)
     with pytest.raises(sdk.errors.InputError, match=r"\(0, 1\]"):
         fit_lesion_gate(path, n=3, grid=(0.0, 0.5))
+
+
+def test_gate_on_image_level_probabilities(tmp_path, tiny_onnx, phantom_frame) -> None:
+    """A model without per-lesion probabilities: every region carries the image's, so a gate
+    below the frame's P(normal) clears the whole mask and one above it changes nothing."""
+    img = phantom_frame[0]
+    with sdk.Analyzer(tiny_onnx, threads=1, smoothing=0) as a:
+        r_off = a.run(img)
+    assert r_off.lesions and not any(les.per_lesion for les in r_off.lesions)
+    pn = r_off.raw_probs["normal"]
+    assert 0.01 < pn < 0.99  # room for a gate on either side
+    below = _with_gate(tiny_onnx, tmp_path / "below.onnx", pn - 0.01)
+    above = _with_gate(tiny_onnx, tmp_path / "above.onnx", pn + 0.01)
+    with (
+        sdk.Analyzer(below, threads=1, smoothing=0) as a_below,
+        sdk.Analyzer(above, threads=1, smoothing=0) as a_above,
+    ):
+        r_below, r_above = a_below.run(img), a_above.run(img)
+    assert not r_below.lesions and not r_below.mask.any() and r_below.label == "normal"
+    assert r_below.raw_probs == r_off.raw_probs
+    np.testing.assert_array_equal(r_above.mask, r_off.mask)
+    assert len(r_above.lesions) == len(r_off.lesions) and r_above.label == r_off.label
+
+
+def test_fit_lesion_gate_on_an_image_level_model(tmp_path, tiny_onnx) -> None:
+    from export.pipeline import fit_lesion_gate
+
+    path = shutil.copy(tiny_onnx, tmp_path / "img.onnx")
+    fit = fit_lesion_gate(path, n=6, frame_sizes=((256, 256),), grid=(0.3, 0.6, 1.0))
+    assert fit["per_lesion"] is False and fit["threshold"] in (0.3, 0.6, 1.0)
+    assert set(fit["dice"]) == {"0.3", "0.6", "1.0"}
+    assert read_onnx_file_metadata(path).max_lesion_normal_prob == fit["threshold"]
