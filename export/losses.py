@@ -129,7 +129,9 @@ def presence_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(peak, has)
 
 
-def seg_loss(logits: torch.Tensor, target: torch.Tensor, *, batch_dice: bool = False) -> torch.Tensor:
+def seg_loss(
+    logits: torch.Tensor, target: torch.Tensor, *, batch_dice: bool = False
+) -> torch.Tensor:
     """``L_BCE + L_Dice`` (``batch_dice``: :func:`dice_loss` over the batch)."""
     return bce_loss(logits, target) + dice_loss(logits, target, batch=batch_dice)
 
