@@ -9,6 +9,8 @@ distillation of the best one into edge_s against the no-teacher baseline.
     python benchmarks/seed_teachers.py distill mtl_oca --runs runs/seeds
     # the export stage on a trained seed: ONNX + INT8, each through sdk.Analyzer (report rows)
     python benchmarks/seed_teachers.py export mtl_oca --runs runs/seeds
+    # ... then the runtime's lesion gate fitted into copies of those artifacts, scored again
+    python benchmarks/seed_teachers.py gate mtl_oca --runs runs/seeds
     # the table: benchmarks/results/seed-teachers.{json,md} (merged, one entry per model)
     python benchmarks/seed_teachers.py table --runs runs/seeds
 
@@ -297,18 +299,67 @@ def export_rows(
     )
     rows = json.loads(res.report[1].read_text(encoding="utf-8"))["rows"]
     # Which checkpoint: the rows of a short run and of a seed recipe's run are not comparable.
-    ck = json.loads((run / "best.json").read_text(encoding="utf-8"))
-    r = ck["train"]["run"]
-    h, w = r["size"] if isinstance(r["size"], list) else (r["size"], r["size"])
-    trained = (
-        f"{r['n_train']} frames × {r['epochs']} epochs at {h}×{w} (best: epoch {ck['epoch'] + 1})"
-    )
+    trained = export_checkpoint_label(json.loads((run / "best.json").read_text(encoding="utf-8")))
     keep = ("name", "format", "status", "size_mb", "dice", "accuracy", "macro_auc", "ms_per_frame")
     calib = small.get("calib_frames", CALIB_FRAMES)
     return [
         {k: x.get(k) for k in keep} | {"frames": n, "checkpoint": trained, "calib_frames": calib}
         for x in rows
     ]
+
+
+def gated_rows(run: Path, n: int = EXPORT_FRAMES, threads: int = 1, gate_frames: int = 300):
+    """The runtime's lesion gate on a trained seed's export (after :func:`export_rows`): copies
+    of ``RUN/export``'s FP32 and INT8 ONNX in ``RUN/export-gated``, each with
+    ``thresholds.max_lesion_normal_prob`` fitted by :func:`export.pipeline.fit_lesion_gate`
+    (``gate_frames`` tuning phantoms of its own seed stream, a 1-point lesion-frame budget; for
+    a model with image-level probabilities only, the image's P(normal) gates every region), then
+    the export report on the same ``n`` fresh 600×800 phantoms as the ungated rows."""
+    import shutil
+
+    from export._pipeline.common import Artifact
+    from export._pipeline.report import report
+    from export.pipeline import fit_lesion_gate, report_frames
+    from sdk.artifact import read_onnx_file_metadata
+
+    src, out = run / "export", run / "export-gated"
+    ck = json.loads((run / "best.json").read_text(encoding="utf-8"))
+    seed = int(ck["train"]["run"]["seed"])
+    arts, fits = [], {}
+    for onnx in sorted(src.glob("*.onnx"), key=lambda q: (".int8." in q.name, q.name)):
+        out.mkdir(parents=True, exist_ok=True)
+        dst = out / onnx.name
+        shutil.copy(onnx, dst)
+        fit = fit_lesion_gate(dst, n=gate_frames, seed=seed, threads=threads)
+        kind = "int8" if ".int8." in onnx.name else "fp32"
+        name = f"{onnx.name.split('.')[0]} {kind} + gate"
+        fits[name] = fit
+        arts.append(Artifact(name, "onnx-int8" if kind == "int8" else "onnx", dst))
+    if not arts:
+        raise FileNotFoundError(f"{src}: no .onnx artifacts; run `export` first")
+    md = read_onnx_file_metadata(arts[0].path)
+    frames = report_frames("synthetic", md.class_names, n, (600, 800), seed)
+    _, js, _ = report(arts, frames, out, threads=threads, title=f"{run.name} + lesion gate")
+    keep = ("name", "format", "status", "size_mb", "dice", "accuracy", "macro_auc", "ms_per_frame")
+    trained = export_checkpoint_label(ck)
+    rows = []
+    for x in json.loads(js.read_text(encoding="utf-8"))["rows"]:
+        f = fits[x["name"]]
+        rows.append(
+            {k: x.get(k) for k in keep}
+            | {"frames": n, "checkpoint": trained, "gate": f["threshold"]}
+            | {"gate_fit": {k: f.get(k) for k in ("frames", "seed", "per_lesion", "dice_off")}}
+        )
+    return rows
+
+
+def export_checkpoint_label(ck: dict[str, Any]) -> str:
+    """ "N frames × E epochs at H×W (best: epoch B)" of a checkpoint's JSON."""
+    r = ck["train"]["run"]
+    h, w = r["size"] if isinstance(r["size"], list) else (r["size"], r["size"])
+    return (
+        f"{r['n_train']} frames × {r['epochs']} epochs at {h}×{w} (best: epoch {ck['epoch'] + 1})"
+    )
 
 
 def _ood(best: Path, n: int) -> tuple[float, float]:
@@ -386,7 +437,7 @@ def _update(entry: dict[str, Any], key: str, command: str) -> Path:
         doc.setdefault("distillation_variants", {})[tag] = d
     doc["machine"] = here
     doc["date"] = today
-    doc["command"] = "python benchmarks/seed_teachers.py {train,score,distill,export} NAME"
+    doc["command"] = "python benchmarks/seed_teachers.py {train,score,distill,export,gate} NAME"
     doc.setdefault("commands", {})[key] = command
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
@@ -520,7 +571,9 @@ def _markdown(doc: dict[str, Any]) -> None:
             "Export report rows (`python benchmarks/seed_teachers.py export NAME`: the trained "
             "seed through `sonoedge export --student none --formats onnx,onnx-int8`, each "
             "artifact through `sdk.Analyzer` with its own preprocessing on fresh 600×800 "
-            "phantoms of the export report's seed stream; Dice at frame resolution):",
+            "phantoms of the export report's seed stream; Dice at frame resolution; a "
+            "-gated seed: `seed_teachers.py gate NAME`, the same artifacts with the runtime's "
+            "lesion gate fitted on 300 tuning phantoms of its own stream, on the same frames):",
             "",
             "| seed | checkpoint | artifact | status | MB | n | Dice | accuracy | AUC | ms/frame |",
             "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
@@ -530,7 +583,9 @@ def _markdown(doc: dict[str, Any]) -> None:
                 mb = "–" if r.get("size_mb") is None else f"{r['size_mb']:.2f}"
                 cal = r.get("calib_frames", CALIB_FRAMES)
                 status = r["status"]
-                if "int8" in r["name"] and cal != CALIB_FRAMES:
+                if r.get("gate") is not None:
+                    status += f" (gate {r['gate']:g})"
+                elif "int8" in r["name"] and cal != CALIB_FRAMES:
                     status += f" ({cal} calibration frames)"
                 ms = "–" if r.get("ms_per_frame") is None else f"{r['ms_per_frame']:.1f}"
                 lines.append(
@@ -550,7 +605,7 @@ def _markdown(doc: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("action", choices=("train", "score", "distill", "export", "table"))
+    p.add_argument("action", choices=("train", "score", "distill", "export", "gate", "table"))
     p.add_argument("arch", nargs="?", help=f"seed: {', '.join(RECIPES)}")
     p.add_argument("--runs", type=Path, default=Path("runs/seeds"))
     p.add_argument("--threads", type=int, default=1, help="torch threads (1)")
@@ -581,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     command = "python benchmarks/seed_teachers.py " + " ".join(argv or sys.argv[1:])
-    if args.action in ("train", "score", "distill", "export") and args.arch not in RECIPES:
+    if args.action in ("train", "score", "distill", "export", "gate") and args.arch not in RECIPES:
         p.error(f"arch must be one of {', '.join(RECIPES)}")
     t0 = time.perf_counter()
     if args.action == "train":
@@ -596,6 +651,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = export_rows(args.runs / args.arch, args.report_frames, max(args.threads, 1), **small)
         print(json.dumps(rows, indent=2))
         print(_update({"exports": {args.arch: rows}}, args.arch, command))
+    elif args.action == "gate":
+        rows = gated_rows(args.runs / args.arch, args.report_frames, max(args.threads, 1))
+        print(json.dumps(rows, indent=2))
+        print(_update({"exports": {f"{args.arch}-gated": rows}}, f"{args.arch}-gated", command))
     elif args.action == "distill":
         from export.train import train
 

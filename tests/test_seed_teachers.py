@@ -28,6 +28,20 @@ def test_export_rows_of_a_trained_checkpoint_land_in_the_results(
     assert all(r["frames"] == 4 for r in rows)
     assert rows[0]["checkpoint"].startswith("16 frames × 1 epochs at 64×64")
     assert (runs / "edge_s" / "export" / "edge_s.onnx").is_file()
+    # `gate`: copies of both artifacts with the lesion gate fitted, scored on the same frames.
+    gated = mod.gated_rows(runs / "edge_s", n=4, gate_frames=6)
+    assert [r["name"] for r in gated] == ["edge_s fp32 + gate", "edge_s int8 + gate"]
+    assert all(r["status"] == "ok" and r["frames"] == 4 for r in gated)
+    assert all(r["gate_fit"]["frames"] == 6 and r["gate_fit"]["per_lesion"] for r in gated)
+    from sdk.artifact import read_onnx_file_metadata
+
+    for r, f in zip(gated, ("edge_s.onnx", "edge_s.int8.onnx"), strict=True):
+        md = read_onnx_file_metadata(runs / "edge_s" / "export-gated" / f)
+        assert md.max_lesion_normal_prob == r["gate"]
+    assert (
+        read_onnx_file_metadata(runs / "edge_s" / "export" / "edge_s.onnx").max_lesion_normal_prob
+        == 1.0
+    )
 
     # The results files are the repository's: the test writes into its own folder instead.
     monkeypatch.setattr(mod, "RESULTS", tmp_path)
@@ -46,6 +60,9 @@ def test_export_rows_of_a_trained_checkpoint_land_in_the_results(
     md = (tmp_path / "seed-teachers.md").read_text()
     assert "for edge_s export, other export" in md
     assert "| edge_s fp32 | ok |" in md and "| edge_s int8 (cpu) |" in md
+    mod._update({"exports": {"edge_s-gated": gated}}, "edge_s-gated", "test 3")
+    md = (tmp_path / "seed-teachers.md").read_text()
+    assert f"| edge_s fp32 + gate | ok (gate {gated[0]['gate']:g}) |" in md
 
 
 def test_export_refuses_an_unknown_seed(load_benchmark):
