@@ -203,6 +203,16 @@ def _add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         help="report frame size N or HxW, e.g. 600x800 (default: the model's input size)",
     )
     e.add_argument("--budget", type=float, default=0.01, help="INT8 Dice/accuracy budget (0.01)")
+    e.add_argument(
+        "--lesion-gate",
+        action="store_true",
+        help="fit the runtime's lesion gate (thresholds.max_lesion_normal_prob: a region the "
+        "classifier calls normal is dropped) into each ONNX artifact before the report; "
+        "synthetic data only",
+    )
+    e.add_argument(
+        "--gate-frames", type=int, default=300, help="tuning phantoms of the lesion gate (300)"
+    )
     e.add_argument("--threads", type=int, default=1, help="CPU threads (1)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(handler=run_export_cmd)
@@ -236,6 +246,8 @@ def run_export_cmd(args: argparse.Namespace) -> int:
         budget=args.budget,
         threads=args.threads,
         progress=not args.quiet,
+        lesion_gate=args.lesion_gate,
+        gate_frames=args.gate_frames,
     )
     print(res.report[0].read_text(encoding="utf-8"))
     print("report: " + ", ".join(str(p) for p in res.report))

@@ -275,6 +275,8 @@ def run_export(
     min_calib_frames: int = 300,
     progress: bool = True,
     on_step: Callable[[str], None] | None = None,
+    lesion_gate: bool = False,
+    gate_frames: int = 300,
 ) -> ExportResult:
     """The whole stage: (distill →) to_onnx → quantize → TensorRT → report, into ``out_dir``.
 
@@ -284,10 +286,19 @@ def run_export(
     checkpoint itself is exported.
     The report's reference row is the checkpoint's own FP32 ONNX. A quantization that misses
     its budget is a ``failed: ...`` row (``ExportResult.ok`` is False); other errors raise.
+    ``lesion_gate``: before the report, fit the runtime's lesion gate
+    (:func:`fit_lesion_gate`, ``gate_frames`` tuning phantoms of its own seed stream) into every
+    ONNX artifact the stage made (not the teacher's reference copy); synthetic data only (the
+    fit draws phantoms). TensorRT plans do not carry it.
     """
     from export.checkpoint import checkpoint_paths, load_checkpoint
     from export.distill import distill
 
+    if lesion_gate and str(data) != "synthetic":
+        raise InputError(
+            "lesion_gate fits its threshold on synthetic phantoms; export a folder's model "
+            "without it, or fit export.pipeline.fit_lesion_gate yourself"
+        )
     fmts = [f.strip() for f in formats if f.strip()]
     bad = sorted(set(fmts) - set(FORMATS))
     if bad or not fmts:
@@ -305,7 +316,8 @@ def run_export(
     steps = ["teacher onnx"] if distilling else []
     steps += ["distill", *(["baseline"] if baseline else [])] if distilling else []
     steps += ["onnx", *(["calibration"] if {"onnx-int8", "trt-int8"} & set(fmts) else [])]
-    steps += [f for f in fmts if f != "onnx"] + ["report"]
+    steps += [f for f in fmts if f != "onnx"] + (["lesion gate"] if lesion_gate else [])
+    steps += ["report"]
     bar = tqdm(total=len(steps), disable=not progress, unit="step", desc="export")
 
     def step(text: str) -> None:
@@ -408,6 +420,19 @@ def run_export(
                 rows.append(
                     build_trt(fp32, out / f"{name}.fp16.plan", "fp16", name=f"{name} trt-fp16")
                 )
+            bar.update()
+        if lesion_gate:
+            step("lesion gate")
+            for row in rows:
+                if (
+                    row.status == "ok"
+                    and row.format in ("onnx", "onnx-int8")
+                    and row.path is not None
+                    and not row.name.startswith("teacher")
+                ):
+                    g = fit_lesion_gate(row.path, n=gate_frames, seed=seed, threads=threads)
+                    gate_note = f"lesion gate {g['threshold']:g}"
+                    row.note = f"{row.note}; {gate_note}" if row.note else gate_note
             bar.update()
         step("report")
         frames = report_frames(

@@ -281,12 +281,22 @@ def test_cli_export_and_train_preset_errors(ckpt: Path, tmp_path: Path, capsys) 
             "--out",
             str(tmp_path),
             "--quiet",
+            "--lesion-gate",
+            "--gate-frames",
+            "4",
         ]
     )
     assert code == 0
     out = capsys.readouterr().out
     assert "edge_s fp32" in out and ("skipped: TensorRT not installed" in out or not NO_TRT)
     assert (tmp_path / "edge_s.onnx").is_file() and (tmp_path / "report.json").is_file()
+    # --lesion-gate: fitted into the ONNX artifact before the report, its value in the row note
+    gate = P.read_onnx_file_metadata(tmp_path / "edge_s.onnx").max_lesion_normal_prob
+    rows = json.loads((tmp_path / "report.json").read_text())["rows"]
+    assert rows[0]["note"] == f"lesion gate {gate:g}"
+    with pytest.raises(InputError, match="synthetic phantoms"):
+        P.run_export(ckpt, tmp_path / "g", data=tmp_path, lesion_gate=True, progress=False)
+    assert not (tmp_path / "g").exists()
     assert cli.main(["train", "--preset", "nope", "--out", str(tmp_path / "p")]) == 1
     assert "unknown preset" in capsys.readouterr().err
     assert cli.main(["train", "--out", str(tmp_path / "p")]) == 1
