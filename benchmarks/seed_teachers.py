@@ -53,7 +53,18 @@ EXPORT_CALIB_FRAMES = {"sam_mtl": 32}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 #: One recipe per seed: what each was trained with (the table prints it). Epoch counts are
-#: sized to fit <= 60 minutes of one core of the 2-core EPYC at the model's default input.
+#: sized to fit <= 60 minutes of the 2-core machine at the model's default input (the fp32 ones:
+#: one core of the EPYC; the bf16 ones: 2 threads of a CPU with bf16 in hardware).
+_NMTNET: dict[str, Any] = dict(
+    epochs=28,
+    n_train=1200,
+    n_val=120,
+    batch_size=8,
+    lr=1e-3,
+    lam=0.8,
+    aux_weight=0.4,
+    precision="auto",
+)
 RECIPES: dict[str, dict[str, Any]] = {
     # Every from-scratch seed starts its lesion logits at the lesion prior (export/models/
     # _contract.py init_mask_logits): with the bias at 0 the first epochs drove every logit far
@@ -69,29 +80,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # nmtnet: 1200 frames x 28 epochs under bf16 autocast (export.train precision="auto": bf16
     # where the CPU has it in hardware; 2.5x the fp32 epoch on the 2-core AMX Xeon, where this
     # fits the hour); the 480 x 6 fp32 recipe before it stopped at Dice 0.61, still climbing.
-    "nmtnet": dict(
-        epochs=28,
-        n_train=1200,
-        n_val=120,
-        batch_size=8,
-        lr=1e-3,
-        lam=0.8,
-        aux_weight=0.4,
-        precision="auto",
-    ),
+    "nmtnet": _NMTNET,
     # nmtnet's recipe on 4x the distinct phantoms for a quarter of the epochs (the same optimizer
     # steps): does memorizing 400 normal phantoms make the false blobs? (a variant, not a seed)
-    "nmtnet-4800x7": dict(
-        arch="nmtnet",
-        epochs=7,
-        n_train=4800,
-        n_val=120,
-        batch_size=8,
-        lr=1e-3,
-        lam=0.8,
-        aux_weight=0.4,
-        precision="auto",
-    ),
+    "nmtnet-4800x7": {**_NMTNET, "arch": "nmtnet", "epochs": 7, "n_train": 4800},
     "acsnet": dict(epochs=6, n_train=480, n_val=96, batch_size=8, lr=1e-3, lam=0.8),
     # acsnet with NMTNet's lesion pooling for the classifier (cls_pool="lesion"): the default
     # whole-frame pooling left the 256x256 run's classifier at chance (a variant, not a seed:
