@@ -100,9 +100,9 @@ def dice_loss(
     a false pixel of a lesion image costs.
     """
     _check_mask_pair(logits, target)
-    p = torch.sigmoid(logits).flatten(0 if batch else 1)
-    y = target.to(p.dtype).flatten(0 if batch else 1)
-    axis = 0 if batch else 1
+    axis = 0 if batch else 1  # flattened to (N,) or (B, N)
+    p = torch.sigmoid(logits).flatten(axis)
+    y = target.to(p.dtype).flatten(axis)
     dice = (2.0 * (p * y).sum(axis) + eps) / (y.sum(axis) + p.sum(axis) + eps)
     return (1.0 - dice).mean()
 

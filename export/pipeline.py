@@ -299,6 +299,10 @@ def run_export(
             "lesion_gate fits its threshold on synthetic phantoms; export a folder's model "
             "without it, or fit export.pipeline.fit_lesion_gate yourself"
         )
+    if lesion_gate and (
+        isinstance(gate_frames, bool) or not isinstance(gate_frames, int) or gate_frames < 3
+    ):
+        raise InputError(f"gate_frames must be an integer >= 3, got {gate_frames!r}")
     fmts = [f.strip() for f in formats if f.strip()]
     bad = sorted(set(fmts) - set(FORMATS))
     if bad or not fmts:

@@ -852,7 +852,10 @@ def train(
         batch_dice: the mask's soft Dice over the whole batch (nnU-Net's batch Dice,
             :func:`export.losses.dice_loss` ``batch``) instead of per image: a lesion-free
             frame's false pixels then enter the Dice's denominator (per image its Dice term is
-            flat). Deep supervision follows it.
+            flat). Deep supervision follows it. On nmtnet at 600 x 10 it cut the blobs on
+            normal frames (30 -> 10 %) but unmasked a third of the benign lesions, lesion Dice
+            -11 points (benchmarks/results/seed-batch-dice-ab-nmtnet.md): off unless measured
+            otherwise.
         frozen_encoder: keep the model's (pretrained) encoder as it is -- no gradient, eval
             mode -- and compute its outputs once per distinct input, reused on every epoch
             (:class:`_FrozenEncoder`); the training frames then keep the augmentation drawn for

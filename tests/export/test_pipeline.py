@@ -296,6 +296,8 @@ def test_cli_export_and_train_preset_errors(ckpt: Path, tmp_path: Path, capsys) 
     assert rows[0]["note"] == f"lesion gate {gate:g}"
     with pytest.raises(InputError, match="synthetic phantoms"):
         P.run_export(ckpt, tmp_path / "g", data=tmp_path, lesion_gate=True, progress=False)
+    with pytest.raises(InputError, match="gate_frames"):
+        P.run_export(ckpt, tmp_path / "g", lesion_gate=True, gate_frames=2, progress=False)
     assert not (tmp_path / "g").exists()
     assert cli.main(["train", "--preset", "nope", "--out", str(tmp_path / "p")]) == 1
     assert "unknown preset" in capsys.readouterr().err
