@@ -11,7 +11,8 @@
 * :func:`to_onnx`: checkpoint → FP32 ONNX, opset ≥ 17, dynamic batch, ``onnx.checker`` clean,
   the :class:`sdk.artifact.Metadata` embedded (classes, channels, input size, normalization,
   sigma, output roles, head weights, thresholds, provenance, accuracy at export), and ONNX
-  Runtime checked against eager PyTorch (``|ort - eager| <= parity_atol`` on every output,
+  Runtime checked against eager PyTorch (``|ort - eager| <= parity_atol + parity_rtol *
+  max|eager|`` on every output,
   the measured differences recorded in the metadata).
 * :func:`quantize_cpu` / :func:`quantize_trt`: :func:`export.quantize.quantize_with_budget` with
   the artifact's own held-out evaluation (Dice and accuracy at the mask resolution, through ONNX

@@ -43,13 +43,17 @@ def _checkpoint_provenance(ck: Any, js: Path) -> dict[str, Any]:
     }
 
 
-def _parity(model: Any, onnx_path: Path, xs: np.ndarray, names: Sequence[str]) -> dict[str, float]:
-    """Max |ORT - eager| per output over ``xs`` (run as one batch and as single frames)."""
+def _parity(
+    model: Any, onnx_path: Path, xs: np.ndarray, names: Sequence[str]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Max |ORT - eager| per output over ``xs`` (run as one batch and as single frames), and
+    max |eager| per output (the scale the relative tolerance applies to)."""
     import torch
 
     sess = _session(onnx_path, 1)
     name = sess.get_inputs()[0].name
     diffs = dict.fromkeys(names, 0.0)
+    scales = dict.fromkeys(names, 0.0)
     batches = [xs] + [xs[i : i + 1] for i in range(min(2, len(xs)))]
     for x in batches:
         with torch.no_grad():
@@ -62,7 +66,8 @@ def _parity(model: Any, onnx_path: Path, xs: np.ndarray, names: Sequence[str]) -
                     f"ONNX output {k} has shape {g.shape}, eager {r.shape}: the export is broken"
                 )
             diffs[k] = max(diffs[k], float(np.abs(g - r).max()))
-    return diffs
+            scales[k] = max(scales[k], float(np.abs(r).max()))
+    return diffs, scales
 
 
 def to_onnx(
@@ -74,6 +79,7 @@ def to_onnx(
     seed: int | None = None,
     opset: int = 17,
     parity_atol: float = 1e-4,
+    parity_rtol: float = 1e-4,
     mask_threshold: float = 0.5,
     min_lesion_area_px: int = 16,
     threads: int | None = 1,
@@ -87,7 +93,12 @@ def to_onnx(
             parity check (``"synthetic"`` or the training folder).
         seed: frame seed (default: the training run's seed).
         opset: ONNX opset, >= 17.
-        parity_atol: largest allowed ``|ort - eager|`` on any output element.
+        parity_atol, parity_rtol: largest allowed ``|ort - eager|`` on any element of an
+            output: ``parity_atol + parity_rtol * max|eager|`` of that output. The relative
+            part since 2026-12-04: mtl_oca trained for 24 epochs (logits to ±13.6, 30
+            GroupNorms) differed by 6.7e-4 -- 5e-5 of its scale, spread over every layer, no
+            op off -- and eager float32 itself was 1.7e-4 from a float64 run of the same
+            model, so an absolute 1e-4 asked more than float32 gives.
         mask_threshold, min_lesion_area_px: the artifact's runtime thresholds.
         threads: torch / ONNX Runtime CPU threads for the checks.
 
@@ -109,8 +120,11 @@ def to_onnx(
 
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 17:
         raise InputError(f"opset must be an integer >= 17, got {opset!r}")
-    if not (isinstance(parity_atol, int | float) and parity_atol > 0):
-        raise InputError(f"parity_atol must be a positive number, got {parity_atol!r}")
+    for tol, tol_name in ((parity_atol, "parity_atol"), (parity_rtol, "parity_rtol")):
+        if isinstance(tol, bool) or not (isinstance(tol, int | float) and tol >= 0):
+            raise InputError(f"{tol_name} must be a number >= 0, got {tol!r}")
+    if parity_atol == 0 and parity_rtol == 0:
+        raise InputError("parity_atol and parity_rtol cannot both be 0")
     _, js = checkpoint_paths(ckpt)
     out = Path(out) if out is not None else js.with_suffix(".onnx")
     if out.suffix != ".onnx":
@@ -166,13 +180,16 @@ def to_onnx(
             embed_metadata(tmp, md)  # the evaluation below reads the metadata back
             check_contract(tmp)
             ev = heldout_set(tmp, data, n_eval, run_seed)
-            diffs = _parity(model, tmp, ev.x[: min(4, len(ev))], names)
-            worst = max(diffs, key=diffs.__getitem__)
-            if diffs[worst] > parity_atol:
+            diffs, scales = _parity(model, tmp, ev.x[: min(4, len(ev))], names)
+            limits = {k: parity_atol + parity_rtol * scales[k] for k in names}
+            worst = max(diffs, key=lambda k: diffs[k] / limits[k])
+            if diffs[worst] > limits[worst]:
                 raise ModelError(
                     f"ONNX Runtime differs from eager PyTorch by {diffs[worst]:.3g} on {worst} "
-                    f"(tolerance {parity_atol:g}; all: {diffs}); the export is not faithful: "
-                    "check for ops the exporter approximates, or raise parity_atol knowingly"
+                    f"(tolerance {limits[worst]:.3g} = {parity_atol:g} + {parity_rtol:g} x its "
+                    f"largest value {scales[worst]:.3g}; all: {diffs}); the export is not "
+                    "faithful: check for ops the exporter approximates, or raise parity_atol / "
+                    "parity_rtol knowingly"
                 )
             md.accuracy = {
                 "fp32": evaluate_onnx(tmp, ev, threads),
@@ -180,7 +197,8 @@ def to_onnx(
                 f"{run_seed} + {HOLDOUT_SEED}), masks at the model's grid, ONNX Runtime CPU",
                 "parity": {
                     "max_abs_diff": diffs,
-                    "tolerance": parity_atol,
+                    "tolerance": {"atol": parity_atol, "rtol": parity_rtol},
+                    "scale": scales,
                     "frames": int(min(4, len(ev))),
                     "reference": "eager PyTorch, float32, CPU",
                 },

@@ -89,7 +89,9 @@ def test_onnx_artifact(fp32: Path, md) -> None:
     assert prov["checkpoint"]["arch"] == "edge_s" and prov["training"]["n_train"] == 24
     assert prov["export"]["opset"] == 17
     par = md.accuracy["parity"]
-    assert par["tolerance"] == 1e-4 and max(par["max_abs_diff"].values()) <= 1e-4
+    assert par["tolerance"] == {"atol": 1e-4, "rtol": 1e-4}
+    for k, d in par["max_abs_diff"].items():  # within atol + rtol x the output's largest value
+        assert 0 < par["scale"][k] and d <= 1e-4 + 1e-4 * par["scale"][k]
     assert set(par["max_abs_diff"]) == {"mask_logits", "class_logits", "features"}
     assert 0.0 <= md.accuracy["fp32"]["dice"] <= 1.0 and md.accuracy["fp32"]["frames"] == 16
     assert not list(fp32.parent.glob(".*part*"))
@@ -224,7 +226,14 @@ def test_checkpoint_config_mismatch_and_parity_failure(ckpt: Path, tmp_path: Pat
         P.to_onnx(tmp_path / "c.json", tmp_path / "m.onnx", n_eval=4)
     # Parity is enforced, not just recorded: an impossible tolerance fails, nothing is left.
     with pytest.raises(ModelError, match="differs from eager"):
-        P.to_onnx(ckpt, tmp_path / "m.onnx", n_eval=4, parity_atol=1e-30)
+        P.to_onnx(ckpt, tmp_path / "m.onnx", n_eval=4, parity_atol=1e-30, parity_rtol=0)
+    for bad in (
+        {"parity_rtol": -1e-4},
+        {"parity_atol": True},
+        {"parity_atol": 0, "parity_rtol": 0},
+    ):
+        with pytest.raises(InputError, match="parity_"):
+            P.to_onnx(ckpt, tmp_path / "m.onnx", n_eval=4, **bad)
     with pytest.raises(InputError, match="opset"):
         P.to_onnx(ckpt, tmp_path / "m.onnx", opset=13)
     assert not (tmp_path / "m.onnx").exists() and not list(tmp_path.glob(".*part*"))
