@@ -51,6 +51,8 @@ CALIB_FRAMES = 300  # the export's default INT8 calibration frames
 #: histogramming on the 2 cores (stopped, 2026-12-03); each frame still holds ~500 M values.
 EXPORT_CALIB_FRAMES = {"sam_mtl": 32}
 RESULTS = Path(__file__).resolve().parent / "results"
+#: What an export-report row keeps in the results (export_rows, gated_rows).
+_ROW_KEYS = ("name", "format", "status", "size_mb", "dice", "accuracy", "macro_auc", "ms_per_frame")
 
 #: One recipe per seed: what each was trained with (the table prints it). Epoch counts are
 #: sized to fit <= 60 minutes of the 2-core machine at the model's default input (the fp32 ones:
@@ -310,10 +312,10 @@ def export_rows(
     rows = json.loads(res.report[1].read_text(encoding="utf-8"))["rows"]
     # Which checkpoint: the rows of a short run and of a seed recipe's run are not comparable.
     trained = export_checkpoint_label(json.loads((run / "best.json").read_text(encoding="utf-8")))
-    keep = ("name", "format", "status", "size_mb", "dice", "accuracy", "macro_auc", "ms_per_frame")
     calib = small.get("calib_frames", CALIB_FRAMES)
     return [
-        {k: x.get(k) for k in keep} | {"frames": n, "checkpoint": trained, "calib_frames": calib}
+        {k: x.get(k) for k in _ROW_KEYS}
+        | {"frames": n, "checkpoint": trained, "calib_frames": calib}
         for x in rows
     ]
 
@@ -336,8 +338,11 @@ def gated_rows(run: Path, n: int = EXPORT_FRAMES, threads: int = 1, gate_frames:
     ck = json.loads((run / "best.json").read_text(encoding="utf-8"))
     seed = int(ck["train"]["run"]["seed"])
     arts, fits = [], {}
-    for onnx in sorted(src.glob("*.onnx"), key=lambda q: (".int8." in q.name, q.name)):
-        out.mkdir(parents=True, exist_ok=True)
+    onnxs = sorted(src.glob("*.onnx"), key=lambda q: (".int8." in q.name, q.name))
+    if not onnxs:
+        raise FileNotFoundError(f"{src}: no .onnx artifacts; run `export` first")
+    out.mkdir(parents=True, exist_ok=True)
+    for onnx in onnxs:
         dst = out / onnx.name
         shutil.copy(onnx, dst)
         fit = fit_lesion_gate(dst, n=gate_frames, seed=seed, threads=threads)
@@ -345,18 +350,15 @@ def gated_rows(run: Path, n: int = EXPORT_FRAMES, threads: int = 1, gate_frames:
         name = f"{onnx.name.split('.')[0]} {kind} + gate"
         fits[name] = fit
         arts.append(Artifact(name, "onnx-int8" if kind == "int8" else "onnx", dst))
-    if not arts:
-        raise FileNotFoundError(f"{src}: no .onnx artifacts; run `export` first")
     md = read_onnx_file_metadata(arts[0].path)
     frames = report_frames("synthetic", md.class_names, n, (600, 800), seed)
     _, js, _ = report(arts, frames, out, threads=threads, title=f"{run.name} + lesion gate")
-    keep = ("name", "format", "status", "size_mb", "dice", "accuracy", "macro_auc", "ms_per_frame")
     trained = export_checkpoint_label(ck)
     rows = []
     for x in json.loads(js.read_text(encoding="utf-8"))["rows"]:
         f = fits[x["name"]]
         rows.append(
-            {k: x.get(k) for k in keep}
+            {k: x.get(k) for k in _ROW_KEYS}
             | {"frames": n, "checkpoint": trained, "gate": f["threshold"]}
             | {"gate_fit": {k: f.get(k) for k in ("frames", "seed", "per_lesion", "dice_off")}}
         )

@@ -12,8 +12,7 @@
   the :class:`sdk.artifact.Metadata` embedded (classes, channels, input size, normalization,
   sigma, output roles, head weights, thresholds, provenance, accuracy at export), and ONNX
   Runtime checked against eager PyTorch (``|ort - eager| <= parity_atol + parity_rtol *
-  max|eager|`` on every output,
-  the measured differences recorded in the metadata).
+  max|eager|`` on every output, the measured differences recorded in the metadata).
 * :func:`quantize_cpu` / :func:`quantize_trt`: :func:`export.quantize.quantize_with_budget` with
   the artifact's own held-out evaluation (Dice and accuracy at the mask resolution, through ONNX
   Runtime), metadata updated with the quantization provenance and the measured accuracy.
